@@ -1,0 +1,2 @@
+//! Placeholder replaced by the codec benchmarks.
+fn main() {}
