@@ -1,13 +1,53 @@
 //! # serena
 //!
-//! A structurally concurrent AMQP 0-9-1 client for RabbitMQ on tokio, with declarative topology
-//! and a worker framework. This release holds the protocol core; the client, topology and worker
-//! layers are built on it.
+//! A structurally concurrent AMQP 0-9-1 client for RabbitMQ on tokio.
+//!
+//! A connection is a scope ([`open_connection`]); channels are opened inside it
+//! ([`Connection::open_channel`]). When the server closes a channel, calls on it fail with an
+//! [`UnexpectedCloseError`] carrying the reply code and text; when it closes the connection,
+//! everything inside the scope is cancelled and the scope returns that error. Publisher
+//! confirms are always on, every channel gets QoS (prefetch = `channel_buffer_size / 3`), and
+//! the frame size is the smaller of ours and the server's.
+//!
+//! ```no_run
+//! use serena::{ConnectionConfig, open_connection, proto::BasicProperties};
+//!
+//! # async fn demo() -> serena::Result<()> {
+//! open_connection(&ConnectionConfig::default(), async |conn| {
+//!     conn.open_channel(async |ch| {
+//!         ch.queue_declare("greetings", Default::default()).await?;
+//!         ch.basic_publish("", "greetings", b"hello", BasicProperties::default()).await?;
+//!         let msg = ch.basic_get("greetings", false).await?.expect("a message");
+//!         msg.ack().await?;
+//!         Ok::<_, serena::Error>(())
+//!     })
+//!     .await?
+//! })
+//! .await??;
+//! # Ok(()) }
+//! ```
 //!
 //! ## Layout
 //!
 //! - [`proto`]: the sans-IO AMQP 0-9-1 codec: frames, every method of every class with
 //!   RabbitMQ's extensions, field tables with every errata type, the content header and its
-//!   14 properties, and message (re)assembly. No I/O, no clocks, no panics on any input.
+//!   14 properties, message (re)assembly, handshake negotiation. No I/O, no clocks, no panics
+//!   on any input.
+//! - `driver` (private): the reader and writer tasks that own the socket.
+//! - [`client`]: the handles: [`Connection`], [`Channel`], [`Consumer`], [`Delivery`].
+//! - [`config`]: [`ConnectionConfig`], from code or an `amqp://` URI.
+//! - [`error`]: [`Error`] and [`UnexpectedCloseError`].
 
+pub mod client;
+pub mod config;
+mod driver;
+pub mod error;
 pub mod proto;
+
+pub use client::{
+    Channel, Confirmation, Connection, ConsumeOptions, Consumer, Delivery, ExchangeDeclareOptions,
+    GetMessage, HeartbeatStats, PublishOptions, QueueDeclareOk, QueueDeclareOptions,
+    open_connection,
+};
+pub use config::{AuthMechanism, ConnectionConfig, Password};
+pub use error::{CloseScope, Error, Result, ReturnedMessage, UnexpectedCloseError};

@@ -9,6 +9,7 @@
 mod macros;
 
 pub(crate) mod codec;
+pub mod connection;
 pub mod content;
 mod error;
 pub mod frame;

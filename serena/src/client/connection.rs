@@ -1,0 +1,333 @@
+//! Connections as scopes.
+//!
+//! ```text
+//!   open_connection(cfg, body)
+//!     |  TCP connect + handshake (bounded by connect_timeout)
+//!     |  spawn reader + writer tasks (owned by the Connection; aborted when it goes)
+//!     |  run body(&conn)  <---- raced against ---->  the connection dying
+//!     |        | body returns v                          | server close / socket / heartbeat
+//!     |  connection.close -> close-ok                  body cancelled (dropped)
+//!     v  Ok(v)                                         Err(error)
+//! ```
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::channel::Channel;
+use crate::config::ConnectionConfig;
+use crate::driver::shared::{ConnShared, lock};
+use crate::driver::{Reader, handshake, write_loop};
+use crate::error::{Error, Result};
+use crate::proto::connection::{Tuning, server_has_capability};
+use crate::proto::method::connection as conn;
+use crate::proto::{FieldTable, LongString};
+
+/// How long a clean close waits for the server's `close-ok`.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Opens a connection, runs `body` inside it, and closes it.
+///
+/// When `body` finishes, the connection is closed cleanly (`connection.close` / `close-ok`) and
+/// its value returned. When the server closes the connection, the socket fails or heartbeats
+/// stop, `body` is cancelled (dropped at its current `.await`) and the error returned, for a
+/// server close an [`UnexpectedCloseError`](crate::UnexpectedCloseError). No task started for
+/// the connection outlives this call.
+///
+/// ```no_run
+/// # async fn demo() -> serena::Result<()> {
+/// use serena::{ConnectionConfig, open_connection};
+///
+/// let count = open_connection(&ConnectionConfig::default(), async |conn| {
+///     conn.open_channel(async |ch| {
+///         let q = ch.queue_declare("hello", Default::default()).await?;
+///         ch.basic_publish("", "hello", b"hi", Default::default()).await?;
+///         Ok::<_, serena::Error>(q.message_count)
+///     })
+///     .await?
+/// })
+/// .await??;
+/// # let _ = count; Ok(()) }
+/// ```
+pub async fn open_connection<T>(
+    config: &ConnectionConfig,
+    body: impl AsyncFnOnce(&Connection) -> T,
+) -> Result<T> {
+    let conn = Connection::open(config).await?;
+    let mut closed = conn.closed_watch();
+    let outcome = tokio::select! {
+        v = body(&conn) => Ok(v),
+        e = wait_closed(&mut closed) => Err(e),
+    };
+    match outcome {
+        Ok(v) => {
+            conn.close().await?;
+            Ok(v)
+        }
+        Err(e) => {
+            conn.abort();
+            Err(e)
+        }
+    }
+}
+
+/// Resolves with the error once the watched connection or channel has ended.
+pub(crate) async fn wait_closed(rx: &mut watch::Receiver<Option<Error>>) -> Error {
+    match rx.wait_for(Option::is_some).await {
+        Ok(v) => v.clone().unwrap_or(Error::Closed("connection")),
+        Err(_) => Error::Closed("connection"),
+    }
+}
+
+struct Tasks {
+    reader: JoinHandle<()>,
+    writer: JoinHandle<()>,
+}
+
+struct Inner {
+    shared: Arc<ConnShared>,
+    tasks: Mutex<Option<Tasks>>,
+    prefetch: u16,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(t) = lock(&self.tasks).take() {
+            t.reader.abort();
+            t.writer.abort();
+        }
+        self.shared.fail(Error::Closed("connection"));
+    }
+}
+
+/// Heartbeat and traffic counters of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatStats {
+    /// The negotiated interval (zero: heartbeats off).
+    pub interval: Duration,
+    /// Heartbeats we sent because the connection was quiet.
+    pub sent: u64,
+    /// Heartbeats the server sent.
+    pub received: u64,
+    /// Frames received of any kind.
+    pub frames_received: u64,
+    /// Bytes written to the socket.
+    pub bytes_written: u64,
+}
+
+/// An open AMQP connection. Cheap to clone; the connection's tasks stop when the last clone
+/// is dropped or [`close`](Self::close) is called. Prefer [`open_connection`], which scopes it.
+#[derive(Clone)]
+pub struct Connection {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("tuning", &self.inner.shared.tuning)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Connects and performs the handshake, within `config.connect_timeout`.
+    pub async fn open(config: &ConnectionConfig) -> Result<Connection> {
+        let addr = config.addr();
+        let connect = async {
+            let mut stream = TcpStream::connect(&addr).await?;
+            stream.set_nodelay(true)?;
+            let (tuning, props, buf) = handshake(&mut stream, config).await?;
+            Ok::<_, Error>((stream, tuning, props, buf))
+        };
+        let (stream, tuning, props, buf) = tokio::time::timeout(config.connect_timeout, connect)
+            .await
+            .map_err(|_| Error::ConnectTimeout {
+                addr: addr.clone(),
+                after: config.connect_timeout,
+            })??;
+        tracing::debug!(%addr, ?tuning, "connection open");
+        let heartbeat = Duration::from_secs(u64::from(tuning.heartbeat));
+        let shared = Arc::new(ConnShared::new(tuning, props));
+        let (read_half, write_half) = stream.into_split();
+
+        let reader = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let result = Reader::new(shared.clone())
+                    .run(read_half, buf, heartbeat)
+                    .await;
+                shared.fail(result.err().unwrap_or(Error::Closed("connection")));
+            })
+        };
+        let writer = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                if let Err(e) = write_loop(write_half, shared.clone(), heartbeat).await {
+                    shared.fail(e);
+                }
+            })
+        };
+        Ok(Connection {
+            inner: Arc::new(Inner {
+                shared,
+                tasks: Mutex::new(Some(Tasks { reader, writer })),
+                prefetch: config.prefetch_count(),
+            }),
+        })
+    }
+
+    pub(crate) fn closed_watch(&self) -> watch::Receiver<Option<Error>> {
+        self.inner.shared.closed.subscribe()
+    }
+
+    /// The error the connection ended with, if it has ended.
+    pub fn error(&self) -> Option<Error> {
+        self.inner.shared.closed.borrow().clone()
+    }
+
+    /// Waits until the connection ends and returns why.
+    pub async fn closed(&self) -> Error {
+        wait_closed(&mut self.closed_watch()).await
+    }
+
+    /// The limits settled with the server.
+    pub fn tuning(&self) -> Tuning {
+        self.inner.shared.tuning
+    }
+
+    /// The negotiated maximum frame size in bytes.
+    pub fn frame_max(&self) -> u32 {
+        self.inner.shared.frame_max()
+    }
+
+    /// The properties the server announced in `connection.start` (product, version,
+    /// capabilities, ...).
+    pub fn server_properties(&self) -> &FieldTable {
+        &self.inner.shared.server_properties
+    }
+
+    /// True when the server announced `capability` (e.g. `"consumer_cancel_notify"`).
+    pub fn server_has_capability(&self, capability: &str) -> bool {
+        server_has_capability(&self.inner.shared.server_properties, capability)
+    }
+
+    /// Heartbeat and traffic counters.
+    pub fn heartbeat_stats(&self) -> HeartbeatStats {
+        let s = &self.inner.shared.stats;
+        HeartbeatStats {
+            interval: Duration::from_secs(u64::from(self.inner.shared.tuning.heartbeat)),
+            sent: s.heartbeats_sent.load(Ordering::Relaxed),
+            received: s.heartbeats_received.load(Ordering::Relaxed),
+            frames_received: s.frames_received.load(Ordering::Relaxed),
+            bytes_written: s.bytes_written.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The reason the broker blocks publishing (`connection.blocked`), while it does.
+    pub fn blocked(&self) -> Option<String> {
+        lock(&self.inner.shared.out).blocked.clone()
+    }
+
+    /// Number of channels open on this connection.
+    pub fn open_channels(&self) -> usize {
+        lock(&self.inner.shared.channels).open_count()
+    }
+
+    /// Opens a channel, runs `body` with it, and closes it.
+    ///
+    /// The channel comes with publisher confirms on and QoS set (prefetch a third of
+    /// `channel_buffer_size`, per consumer). When the server closes the channel (or the
+    /// connection dies), `body` is cancelled and the [`UnexpectedCloseError`](crate::UnexpectedCloseError)
+    /// returned; otherwise the channel is closed cleanly and `body`'s value returned.
+    pub async fn open_channel<T>(&self, body: impl AsyncFnOnce(&Channel) -> T) -> Result<T> {
+        let ch = self.channel().await?;
+        let mut closed = ch.closed_watch();
+        let outcome = tokio::select! {
+            v = body(&ch) => Ok(v),
+            e = wait_closed(&mut closed) => Err(e),
+        };
+        match outcome {
+            Ok(v) => {
+                ch.close().await?;
+                Ok(v)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens a channel as a handle: confirms on, QoS set. It is closed by
+    /// [`Channel::close`], or in the background when the last clone is dropped.
+    pub async fn channel(&self) -> Result<Channel> {
+        Channel::open(self.inner.shared.clone(), self.inner.prefetch).await
+    }
+
+    /// Replaces the credentials of the live connection (RabbitMQ's `update-secret`, for
+    /// expiring tokens).
+    pub fn update_secret(&self, new_secret: impl Into<LongString>, reason: &str) -> Result<()> {
+        self.inner.shared.send_method(
+            0,
+            &conn::UpdateSecret {
+                new_secret: new_secret.into(),
+                reason: reason.into(),
+            }
+            .into(),
+        )
+    }
+
+    /// Closes the connection cleanly: `connection.close`, then waits (5 s at most) for
+    /// `close-ok`. Calls still pending fail with [`Error::Closed`].
+    pub async fn close(&self) -> Result<()> {
+        let shared = &self.inner.shared;
+        {
+            let mut out = lock(&shared.out);
+            if let Some(e) = &out.error {
+                return match e {
+                    Error::Closed(_) => Ok(()),
+                    e => Err(e.clone()),
+                };
+            }
+            shared.closing.store(true, Ordering::Release);
+            crate::proto::frame::encode_method(
+                &mut out.buf,
+                0,
+                &conn::Close {
+                    reply_code: 200,
+                    reply_text: "goodbye".into(),
+                    class_id: 0,
+                    method_id: 0,
+                }
+                .into(),
+            )?;
+            // No more frames after the close.
+            out.error = Some(Error::Closed("connection"));
+        }
+        shared.out_ready.notify_one();
+        let tasks = lock(&self.inner.tasks).take();
+        if let Some(Tasks { reader, writer }) = tasks {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer).await;
+            if tokio::time::timeout(CLOSE_TIMEOUT, reader).await.is_err() {
+                tracing::warn!("no close-ok from the server within {CLOSE_TIMEOUT:?}");
+            }
+        }
+        match shared.closed.borrow().clone() {
+            None | Some(Error::Closed(_)) => {}
+            Some(e) => return Err(e),
+        }
+        shared.fail(Error::Closed("connection"));
+        Ok(())
+    }
+
+    /// Stops the connection's tasks at once, without a close handshake.
+    pub(crate) fn abort(&self) {
+        if let Some(t) = lock(&self.inner.tasks).take() {
+            t.reader.abort();
+            t.writer.abort();
+        }
+        self.inner.shared.fail(Error::Closed("connection"));
+    }
+}

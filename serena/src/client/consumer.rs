@@ -1,0 +1,263 @@
+//! Consumers, deliveries and fetched messages, with their acknowledgements.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::driver::shared::{ChannelShared, ConsumerEvent, lock};
+use crate::error::{Error, Result};
+use crate::proto::method::basic;
+use crate::proto::{BasicProperties, Method, ShortString};
+
+/// A message delivered to a consumer. Acknowledge it with [`ack`](Self::ack), or give it back
+/// with [`nack`](Self::nack) / [`reject`](Self::reject).
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The consumer it was delivered to.
+    pub consumer_tag: String,
+    /// Tag to acknowledge it with, unique on its channel.
+    pub delivery_tag: u64,
+    /// It was delivered before (and not acknowledged).
+    pub redelivered: bool,
+    /// Exchange it was published to.
+    pub exchange: String,
+    /// Its routing key.
+    pub routing_key: String,
+    /// Its properties.
+    pub properties: BasicProperties,
+    /// Its body.
+    pub body: Bytes,
+    channel: Arc<ChannelShared>,
+}
+
+fn settle(ch: &ChannelShared, method: Method) -> Result<()> {
+    ch.cast(&method)
+}
+
+impl Delivery {
+    /// Acknowledges the message: the broker forgets it.
+    pub async fn ack(&self) -> Result<()> {
+        settle(
+            &self.channel,
+            basic::Ack {
+                delivery_tag: self.delivery_tag,
+                multiple: false,
+            }
+            .into(),
+        )
+    }
+
+    /// Refuses the message; with `requeue` it goes back to the queue, otherwise it is dropped
+    /// or dead-lettered.
+    pub async fn nack(&self, requeue: bool) -> Result<()> {
+        settle(
+            &self.channel,
+            basic::Nack {
+                delivery_tag: self.delivery_tag,
+                multiple: false,
+                requeue,
+            }
+            .into(),
+        )
+    }
+
+    /// Refuses the message (`basic.reject`); with `requeue` it goes back to the queue.
+    pub async fn reject(&self, requeue: bool) -> Result<()> {
+        settle(
+            &self.channel,
+            basic::Reject {
+                delivery_tag: self.delivery_tag,
+                requeue,
+            }
+            .into(),
+        )
+    }
+}
+
+/// A message fetched with [`Channel::basic_get`](super::Channel::basic_get).
+#[derive(Debug, Clone)]
+pub struct GetMessage {
+    /// The message, acknowledged like a delivery (unless fetched with `no_ack`).
+    pub delivery: Delivery,
+    /// Messages still ready in the queue.
+    pub message_count: u32,
+}
+
+impl GetMessage {
+    pub(crate) fn new(
+        ok: basic::GetOk,
+        properties: BasicProperties,
+        body: Bytes,
+        channel: Arc<ChannelShared>,
+        _no_ack: bool,
+    ) -> Self {
+        GetMessage {
+            delivery: Delivery {
+                consumer_tag: String::new(),
+                delivery_tag: ok.delivery_tag,
+                redelivered: ok.redelivered,
+                exchange: ok.exchange.to_string(),
+                routing_key: ok.routing_key.to_string(),
+                properties,
+                body,
+                channel,
+            },
+            message_count: ok.message_count,
+        }
+    }
+}
+
+impl std::ops::Deref for GetMessage {
+    type Target = Delivery;
+    fn deref(&self) -> &Delivery {
+        &self.delivery
+    }
+}
+
+/// A stream of deliveries from one consumer.
+///
+/// It yields `Ok(delivery)` for each message and ends with one `Err`: the reason the
+/// consumer stopped ([`Error::ConsumerCancelled`] when the server cancelled it, for example
+/// because its queue was deleted; an [`UnexpectedCloseError`](crate::UnexpectedCloseError)
+/// when its channel or connection was closed). Dropping it cancels the consumer on the broker
+/// and requeues the messages it had buffered but not handed out.
+pub struct Consumer {
+    tag: ShortString,
+    rx: mpsc::UnboundedReceiver<ConsumerEvent>,
+    channel: Arc<ChannelShared>,
+    no_ack: bool,
+    ended: bool,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("tag", &self.tag)
+            .field("channel", &self.channel.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Consumer {
+    pub(crate) fn new(
+        tag: ShortString,
+        rx: mpsc::UnboundedReceiver<ConsumerEvent>,
+        channel: Arc<ChannelShared>,
+        no_ack: bool,
+    ) -> Self {
+        Consumer {
+            tag,
+            rx,
+            channel,
+            no_ack,
+            ended: false,
+        }
+    }
+
+    /// The consumer tag.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
+    fn to_delivery(&self, content: crate::proto::Content) -> Result<Delivery> {
+        let Method::BasicDeliver(d) = content.method else {
+            return Err(Error::UnexpectedMethod(format!(
+                "expected basic.deliver, got {}",
+                content.method.name()
+            )));
+        };
+        Ok(Delivery {
+            consumer_tag: d.consumer_tag.to_string(),
+            delivery_tag: d.delivery_tag,
+            redelivered: d.redelivered,
+            exchange: d.exchange.to_string(),
+            routing_key: d.routing_key.to_string(),
+            properties: content.properties,
+            body: content.body,
+            channel: self.channel.clone(),
+        })
+    }
+
+    /// The next delivery; `None` after the consumer has ended and its reason was returned.
+    pub async fn next(&mut self) -> Option<Result<Delivery>> {
+        std::future::poll_fn(|cx| self.poll_next_delivery(cx)).await
+    }
+
+    fn poll_next_delivery(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Delivery>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(ConsumerEvent::Delivery(c))) => Poll::Ready(Some(self.to_delivery(c))),
+            Poll::Ready(Some(ConsumerEvent::End(e))) => {
+                self.ended = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                self.ended = true;
+                Poll::Ready(Some(Err(Error::Closed("channel"))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Cancels the consumer on the broker and waits for its `cancel-ok`. Deliveries already
+    /// buffered can still be read afterwards.
+    pub async fn cancel(&mut self) -> Result<()> {
+        if self.ended {
+            return Ok(());
+        }
+        let rx = self.channel.call(
+            &basic::Cancel {
+                consumer_tag: self.tag.clone(),
+                nowait: false,
+            }
+            .into(),
+        )?;
+        rx.await.unwrap_or(Err(Error::Closed("channel")))?;
+        Ok(())
+    }
+}
+
+impl futures_core::Stream for Consumer {
+    type Item = Result<Delivery>;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_next_delivery(cx)
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        let ch = &self.channel;
+        let still_registered = lock(&ch.state).consumers.remove(&self.tag).is_some();
+        if still_registered {
+            let _ = ch.cast(
+                &basic::Cancel {
+                    consumer_tag: self.tag.clone(),
+                    nowait: true,
+                }
+                .into(),
+            );
+        }
+        if self.no_ack {
+            return;
+        }
+        self.rx.close();
+        while let Ok(event) = self.rx.try_recv() {
+            if let ConsumerEvent::Delivery(c) = event
+                && let Method::BasicDeliver(d) = c.method
+            {
+                let _ = ch.cast(
+                    &basic::Reject {
+                        delivery_tag: d.delivery_tag,
+                        requeue: true,
+                    }
+                    .into(),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! The user-facing handles: [`Connection`], [`Channel`], [`Consumer`] and [`Delivery`].
+
+mod channel;
+mod connection;
+mod consumer;
+
+pub use channel::{
+    Channel, Confirmation, ConsumeOptions, ExchangeDeclareOptions, PublishOptions, QueueDeclareOk,
+    QueueDeclareOptions,
+};
+pub use connection::{Connection, HeartbeatStats, open_connection};
+pub use consumer::{Consumer, Delivery, GetMessage};

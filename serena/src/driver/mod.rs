@@ -1,0 +1,82 @@
+//! The tokio side: the handshake, then two tasks per connection that own the socket halves.
+//!
+//! The reader task decodes frames, reassembles content and hands each result to the channel
+//! it belongs to; it is the only place server-initiated events (closes, confirms, deliveries,
+//! cancels, flow, blocked) are handled. The writer task drains the shared outgoing buffer with
+//! one `write_all` per batch, so many frames queued by many callers leave in one syscall, and
+//! sends a heartbeat when the connection has been quiet for half the interval. The reader
+//! declares the server dead after two intervals without any bytes.
+
+mod handshake;
+mod reader;
+pub(crate) mod shared;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
+
+pub(crate) use handshake::handshake;
+pub(crate) use reader::Reader;
+use shared::{ConnShared, lock};
+
+use crate::error::Result;
+use crate::proto::frame::encode_heartbeat;
+
+/// The decoder's limit when both sides said "no limit": generous, but never unbounded.
+pub(crate) const UNLIMITED_FRAME_MAX: u32 = 128 * 1024 * 1024;
+
+/// Drains the outgoing buffer to the socket until the connection ends.
+pub(crate) async fn write_loop(
+    mut socket: OwnedWriteHalf,
+    shared: Arc<ConnShared>,
+    heartbeat: Duration,
+) -> Result<()> {
+    let idle = (!heartbeat.is_zero()).then(|| heartbeat / 2);
+    loop {
+        let chunk = {
+            let mut out = lock(&shared.out);
+            if out.buf.is_empty() {
+                if out.error.is_some() {
+                    break;
+                }
+                None
+            } else {
+                Some(out.buf.split())
+            }
+        };
+        match chunk {
+            Some(bytes) => {
+                tracing::trace!(bytes = bytes.len(), "writing");
+                socket.write_all(&bytes).await?;
+                shared
+                    .stats
+                    .bytes_written
+                    .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                shared.out_drained.notify_waiters();
+            }
+            None => {
+                let ready = shared.out_ready.notified();
+                match idle {
+                    Some(idle) => {
+                        if tokio::time::timeout(idle, ready).await.is_err() {
+                            let mut out = lock(&shared.out);
+                            if out.buf.is_empty() && out.error.is_none() {
+                                encode_heartbeat(&mut out.buf);
+                                shared
+                                    .stats
+                                    .heartbeats_sent
+                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                tracing::trace!("sending heartbeat");
+                            }
+                        }
+                    }
+                    None => ready.await,
+                }
+            }
+        }
+    }
+    let _ = socket.shutdown().await;
+    Ok(())
+}

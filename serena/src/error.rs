@@ -1,0 +1,178 @@
+//! The public error types of the client.
+//!
+//! [`Error`] is what every client call returns. A close initiated by the server is an
+//! [`UnexpectedCloseError`] carrying the AMQP reply code, text and the class and method that
+//! caused it, as data a caller can match on.
+
+use std::{fmt, io, sync::Arc, time::Duration};
+
+use thiserror::Error;
+
+use crate::proto::{BasicProperties, DecodeError, EncodeError};
+
+/// Result with serena's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What the server closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseScope {
+    /// The whole connection (`connection.close`).
+    Connection,
+    /// One channel (`channel.close`), with its id.
+    Channel(u16),
+}
+
+/// The server closed a connection or channel: the reply code and text it gave, and the method
+/// that caused it (class and method id, or 0 and 0).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub struct UnexpectedCloseError {
+    /// What was closed.
+    pub scope: CloseScope,
+    /// AMQP reply code: 320 connection-forced, 403 access-refused, 404 not-found,
+    /// 406 precondition-failed, 530 not-allowed, 540 not-implemented, ...
+    pub reply_code: u16,
+    /// The server's reason.
+    pub reply_text: String,
+    /// Class of the method that caused the close, or 0.
+    pub class_id: u16,
+    /// Method that caused the close, or 0.
+    pub method_id: u16,
+}
+
+impl fmt::Display for UnexpectedCloseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.scope {
+            CloseScope::Connection => f.write_str("server closed the connection")?,
+            CloseScope::Channel(id) => write!(f, "server closed channel {id}")?,
+        }
+        write!(f, ": {} {}", self.reply_code, self.reply_text)?;
+        if self.class_id != 0 || self.method_id != 0 {
+            write!(
+                f,
+                " (caused by method {}.{})",
+                self.class_id, self.method_id
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl UnexpectedCloseError {
+    /// AMQP reply code 404: a queue or exchange does not exist.
+    pub const NOT_FOUND: u16 = 404;
+    /// AMQP reply code 406: a declaration disagrees with what exists, or similar.
+    pub const PRECONDITION_FAILED: u16 = 406;
+    /// AMQP reply code 403: wrong credentials or missing permission.
+    pub const ACCESS_REFUSED: u16 = 403;
+    /// AMQP reply code 405: an exclusive queue of another connection.
+    pub const RESOURCE_LOCKED: u16 = 405;
+    /// AMQP reply code 320: an operator closed the connection.
+    pub const CONNECTION_FORCED: u16 = 320;
+    /// AMQP reply code 530: for example an unknown virtual host.
+    pub const NOT_ALLOWED: u16 = 530;
+    /// AMQP reply code 540: for example `immediate` publishing.
+    pub const NOT_IMPLEMENTED: u16 = 540;
+}
+
+/// A message the broker handed back because no queue took it (`mandatory` publishing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReturnedMessage {
+    /// Why (312 no-route).
+    pub reply_code: u16,
+    /// The broker's reason.
+    pub reply_text: String,
+    /// Exchange it was published to.
+    pub exchange: String,
+    /// Its routing key.
+    pub routing_key: String,
+    /// Its properties.
+    pub properties: BasicProperties,
+    /// Its body.
+    pub body: bytes::Bytes,
+}
+
+/// Everything that can go wrong in a client call.
+#[derive(Debug, Clone, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The server closed the connection or the channel.
+    #[error(transparent)]
+    UnexpectedClose(#[from] UnexpectedCloseError),
+    /// The socket failed.
+    #[error("I/O error: {0}")]
+    Io(#[source] Arc<io::Error>),
+    /// Connecting (TCP and handshake) took longer than the configured timeout.
+    #[error("connecting to {addr} timed out after {after:?}")]
+    ConnectTimeout {
+        /// Where we tried to connect.
+        addr: String,
+        /// The timeout.
+        after: Duration,
+    },
+    /// The server sent nothing for two heartbeat intervals.
+    #[error("no traffic from the server for {0:?}: heartbeat lost")]
+    HeartbeatTimeout(Duration),
+    /// The server sent bytes that are not valid AMQP 0-9-1.
+    #[error("protocol error from the server: {0}")]
+    Protocol(#[from] DecodeError),
+    /// A value could not be encoded (a name over 255 bytes, say); nothing was sent.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    /// The server sent a valid frame the protocol does not allow at that point.
+    #[error("protocol violation by the server: {0}")]
+    UnexpectedMethod(String),
+    /// The server does not support publisher confirms, which serena always uses.
+    #[error("the server does not support publisher confirms (capability publisher_confirms)")]
+    ConfirmsNotSupported,
+    /// The server offers none of the SASL mechanisms serena speaks.
+    #[error("the server offers SASL mechanisms {offered:?}; serena speaks PLAIN and AMQPLAIN")]
+    NoCommonMechanism {
+        /// What the server offered.
+        offered: String,
+    },
+    /// Every channel id allowed by `channel_max` is in use.
+    #[error("no free channel: all {max} channel ids are in use")]
+    ChannelsExhausted {
+        /// The negotiated channel maximum.
+        max: u16,
+    },
+    /// The broker refused a publish (basic.nack under publisher confirms).
+    #[error("the broker did not accept the message (basic.nack)")]
+    Nacked,
+    /// A mandatory publish could not be routed; the message comes back.
+    #[error("message returned by the broker: {} {}", .0.reply_code, .0.reply_text)]
+    Returned(Box<ReturnedMessage>),
+    /// The connection or channel was closed by this side before the call finished.
+    #[error("the {0} is closed")]
+    Closed(&'static str),
+    /// A consumer was cancelled by the server (its queue was deleted, for example).
+    #[error("consumer {0} was cancelled by the server")]
+    ConsumerCancelled(String),
+    /// The configuration or URI is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The operation did not finish within the time the caller set.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(Arc::new(e))
+    }
+}
+
+impl Error {
+    /// The server's close, when this error is one.
+    pub fn unexpected_close(&self) -> Option<&UnexpectedCloseError> {
+        match self {
+            Error::UnexpectedClose(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The AMQP reply code, when the server closed something.
+    pub fn reply_code(&self) -> Option<u16> {
+        self.unexpected_close().map(|e| e.reply_code)
+    }
+}

@@ -1,0 +1,209 @@
+//! The tokio client against the real RabbitMQ: scopes, declarations, publishing with
+//! confirms, getting, consuming, and every server close a user meets.
+
+use std::time::Duration;
+
+use serena::proto::{BasicProperties, FieldTable};
+use serena::{
+    CloseScope, ConnectionConfig, ConsumeOptions, Error, PublishOptions, QueueDeclareOptions,
+    open_connection,
+};
+use serena_tests::unique_name;
+
+fn config() -> ConnectionConfig {
+    let addr = serena_tests::broker_addr();
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    ConnectionConfig {
+        host: host.into(),
+        port: port.parse().expect("port"),
+        connection_name: Some("serena-tests".into()),
+        ..Default::default()
+    }
+}
+
+fn auto_delete() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        auto_delete: true,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn publish_confirm_get_ack_roundtrip() {
+    let q = unique_name("roundtrip");
+    let got = open_connection(&config(), async |conn| {
+        assert!(conn.server_has_capability("publisher_confirms"));
+        assert_eq!(conn.frame_max(), 131_072);
+        conn.open_channel(async |ch| {
+            let ok = ch.queue_declare(&q, auto_delete()).await?;
+            assert_eq!((ok.queue.as_str(), ok.message_count), (q.as_str(), 0));
+            let props = BasicProperties::default()
+                .with_content_type("text/plain")
+                .with_priority(0)
+                .with_headers(FieldTable::new().with("n", 7i32));
+            ch.basic_publish("", &q, b"hello", props.clone()).await?;
+            let msg = ch.basic_get(&q, false).await?.expect("one message");
+            assert_eq!(&msg.body[..], b"hello");
+            assert_eq!(msg.properties, props);
+            assert_eq!(msg.message_count, 0);
+            msg.ack().await?;
+            assert!(ch.basic_get(&q, false).await?.is_none());
+            ch.queue_delete(&q, false, false).await
+        })
+        .await?
+    })
+    .await
+    .expect("connection")
+    .expect("channel work");
+    assert_eq!(got, 0);
+}
+
+#[tokio::test]
+async fn missing_queue_closes_the_channel_with_404_and_the_connection_lives_on() {
+    let q = unique_name("missing");
+    open_connection(&config(), async |conn| {
+        let err = conn
+            .open_channel(async |ch| {
+                ch.queue_declare(
+                    &q,
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                )
+                .await
+            })
+            .await
+            .expect_err("the channel is closed by the server");
+        let close = err.unexpected_close().expect("an UnexpectedCloseError");
+        assert_eq!(close.reply_code, 404);
+        assert!(matches!(close.scope, CloseScope::Channel(_)));
+        assert_eq!((close.class_id, close.method_id), (50, 10));
+        assert!(close.reply_text.contains(&q), "{}", close.reply_text);
+        // The connection is still good for a new channel.
+        conn.open_channel(async |ch| ch.queue_declare("", auto_delete()).await)
+            .await
+            .expect("new channel")
+            .expect("declare");
+    })
+    .await
+    .expect("connection survives a channel close");
+}
+
+#[tokio::test]
+async fn unroutable_mandatory_publish_returns_the_message() {
+    open_connection(&config(), async |conn| {
+        conn.open_channel(async |ch| {
+            let err = ch
+                .basic_publish("", &unique_name("nowhere"), b"lost?", Default::default())
+                .await
+                .expect_err("unroutable");
+            let Error::Returned(r) = err else {
+                panic!("expected Returned, got {err:?}")
+            };
+            assert_eq!(r.reply_code, 312);
+            assert_eq!(&r.body[..], b"lost?");
+        })
+        .await
+    })
+    .await
+    .expect("connection")
+    .expect("channel");
+}
+
+#[tokio::test]
+async fn thousand_concurrent_publishes_on_one_channel_are_all_confirmed() {
+    let q = unique_name("many");
+    let count = open_connection(&config(), async |conn| {
+        conn.open_channel(async |ch| {
+            ch.queue_declare(&q, auto_delete()).await?;
+            let mut confirms = Vec::new();
+            for i in 0..1000u32 {
+                let c = ch
+                    .basic_publish_with(
+                        "",
+                        &q,
+                        i.to_be_bytes(),
+                        Default::default(),
+                        PublishOptions::default(),
+                    )
+                    .await?;
+                confirms.push(c);
+            }
+            for c in confirms {
+                c.await?;
+            }
+            let ok = ch
+                .queue_declare(
+                    &q,
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            ch.queue_delete(&q, false, false).await?;
+            Ok::<_, Error>(ok.message_count)
+        })
+        .await?
+    })
+    .await
+    .expect("connection")
+    .expect("channel");
+    assert_eq!(count, 1000);
+}
+
+#[tokio::test]
+async fn consumer_receives_in_order_and_ends_when_its_queue_is_deleted() {
+    let q = unique_name("consume");
+    open_connection(&config(), async |conn| {
+        conn.open_channel(async |ch| {
+            ch.queue_declare(&q, QueueDeclareOptions::default()).await?;
+            let mut consumer = ch.basic_consume(&q, ConsumeOptions::default()).await?;
+            for i in 0..50u8 {
+                ch.basic_publish("", &q, [i], Default::default()).await?;
+            }
+            for i in 0..50u8 {
+                let d = consumer.next().await.expect("item")?;
+                assert_eq!(&d.body[..], &[i]);
+                d.ack().await?;
+            }
+            conn.open_channel(async |other| other.queue_delete(&q, false, false).await)
+                .await??;
+            let end = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+                .await
+                .expect("cancel arrives")
+                .expect("an end item");
+            assert!(matches!(end, Err(Error::ConsumerCancelled(_))), "{end:?}");
+            Ok::<_, Error>(())
+        })
+        .await?
+    })
+    .await
+    .expect("connection")
+    .expect("channel");
+}
+
+#[tokio::test]
+async fn wrong_password_is_access_refused() {
+    let cfg = ConnectionConfig {
+        password: serena::Password::new("not-the-password"),
+        ..config()
+    };
+    let err = open_connection(&cfg, async |_| ())
+        .await
+        .expect_err("refused");
+    assert_eq!(err.reply_code(), Some(403), "{err:?}");
+}
+
+#[tokio::test]
+async fn unknown_vhost_is_not_allowed() {
+    let cfg = ConnectionConfig {
+        virtual_host: unique_name("no-such-vhost"),
+        ..config()
+    };
+    let err = open_connection(&cfg, async |_| ())
+        .await
+        .expect_err("refused");
+    assert_eq!(err.reply_code(), Some(530), "{err:?}");
+}
