@@ -45,9 +45,9 @@ pub mod error;
 pub mod proto;
 
 pub use client::{
-    Channel, Confirmation, Connection, ConsumeOptions, Consumer, Delivery, ExchangeDeclareOptions,
-    GetMessage, HeartbeatStats, PublishOptions, QueueDeclareOk, QueueDeclareOptions,
-    open_connection,
+    Channel, ChannelPool, Confirmation, Connection, ConsumeOptions, Consumer, Delivery,
+    ExchangeDeclareOptions, GetMessage, HeartbeatStats, PooledChannel, PublishOptions,
+    QueueDeclareOk, QueueDeclareOptions, open_connection,
 };
 pub use config::{AuthMechanism, ConnectionConfig, Password};
 pub use error::{CloseScope, Error, Result, ReturnedMessage, UnexpectedCloseError};

@@ -266,6 +266,11 @@ impl Connection {
         Channel::open(self.inner.shared.clone(), self.inner.prefetch).await
     }
 
+    /// Opens a pool of `size` channels on this connection.
+    pub async fn channel_pool(&self, size: usize) -> Result<super::ChannelPool> {
+        super::ChannelPool::new(self, size).await
+    }
+
     /// Replaces the credentials of the live connection (RabbitMQ's `update-secret`, for
     /// expiring tokens).
     pub fn update_secret(&self, new_secret: impl Into<LongString>, reason: &str) -> Result<()> {

@@ -3,6 +3,7 @@
 mod channel;
 mod connection;
 mod consumer;
+mod pool;
 
 pub use channel::{
     Channel, Confirmation, ConsumeOptions, ExchangeDeclareOptions, PublishOptions, QueueDeclareOk,
@@ -10,3 +11,4 @@ pub use channel::{
 };
 pub use connection::{Connection, HeartbeatStats, open_connection};
 pub use consumer::{Consumer, Delivery, GetMessage};
+pub use pool::{ChannelPool, PooledChannel};

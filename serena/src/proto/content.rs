@@ -19,7 +19,7 @@
 use bytes::{Bytes, BytesMut};
 
 use super::error::{DecodeError, EncodeError};
-use super::frame::{FRAME_OVERHEAD, Frame, encode_body, encode_header, encode_method};
+use super::frame::{FRAME_OVERHEAD, Frame, encode_body, encode_header_parts, encode_method};
 use super::method::Method;
 use super::properties::{BasicProperties, ContentHeader};
 
@@ -41,13 +41,30 @@ pub fn encode_content(
         return Err(EncodeError::FrameMaxTooSmall { frame_max });
     }
     let start = buf.len();
-    let header = ContentHeader {
-        class_id: method.class_id(),
-        body_size: body.len() as u64,
-        properties: properties.clone(),
+    let fits = |buf: &BytesMut, from: usize, context: &'static str| {
+        let size = buf.len() - from;
+        if size > frame_max as usize {
+            return Err(EncodeError::FrameTooLarge {
+                context,
+                size,
+                frame_max,
+            });
+        }
+        Ok(())
     };
     let result = encode_method(buf, channel, method)
-        .and_then(|()| encode_header(buf, channel, &header))
+        .and_then(|()| fits(buf, start, "content method frame"))
+        .and_then(|()| {
+            let header_start = buf.len();
+            encode_header_parts(
+                buf,
+                channel,
+                method.class_id(),
+                body.len() as u64,
+                properties,
+            )?;
+            fits(buf, header_start, "content header frame")
+        })
         .and_then(|()| {
             buf.reserve(body.len() + body.len().div_ceil(chunk.max(1)) * FRAME_OVERHEAD);
             body.chunks(chunk.max(1))
@@ -170,9 +187,16 @@ impl ContentAssembler {
         &mut self,
         header: ContentHeader,
     ) -> Result<Option<Assembled>, DecodeError> {
-        let State::AwaitHeader(_) = self.state else {
+        let State::AwaitHeader(method) = &self.state else {
             return Err(self.unexpected("content header"));
         };
+        if header.class_id != method.class_id() {
+            return Err(DecodeError::ContentClassMismatch {
+                channel: self.channel,
+                method_class: method.class_id(),
+                header_class: header.class_id,
+            });
+        }
         if header.body_size > self.max_body {
             return Err(DecodeError::BodyTooLarge {
                 channel: self.channel,

@@ -126,6 +126,18 @@ pub enum DecodeError {
         /// What the channel was waiting for.
         state: &'static str,
     },
+    /// A content header whose class differs from the method it follows.
+    #[error(
+        "channel {channel}: content header of class {header_class} after a method of class {method_class}"
+    )]
+    ContentClassMismatch {
+        /// The channel of the content.
+        channel: u16,
+        /// The class of the content-bearing method.
+        method_class: u16,
+        /// The class the header named.
+        header_class: u16,
+    },
     /// A content body larger than its header announced.
     #[error("channel {channel}: content body exceeds the {expected} bytes its header announced")]
     BodyTooLong {
@@ -173,6 +185,17 @@ pub enum EncodeError {
         context: &'static str,
         /// The nesting limit.
         max: usize,
+    },
+    /// A method or content header frame that would exceed the negotiated `frame_max` (for
+    /// example a very large `headers` table); the peer would refuse it.
+    #[error("{context}: frame of {size} bytes exceeds frame_max of {frame_max}")]
+    FrameTooLarge {
+        /// Which frame.
+        context: &'static str,
+        /// Its size with overhead.
+        size: usize,
+        /// The limit in force.
+        frame_max: u32,
     },
     /// A `frame_max` too small to carry any body bytes (the minimum is 4096 in AMQP 0-9-1).
     #[error("frame_max of {frame_max} leaves no room for a body")]

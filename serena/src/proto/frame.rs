@@ -142,6 +142,19 @@ pub fn encode_header(
     encode_with(buf, FRAME_HEADER, channel, |b| header.encode(b))
 }
 
+/// Appends a content header frame from its parts (see [`encode_header`]).
+pub(crate) fn encode_header_parts(
+    buf: &mut BytesMut,
+    channel: u16,
+    class_id: u16,
+    body_size: u64,
+    properties: &crate::proto::BasicProperties,
+) -> Result<(), EncodeError> {
+    encode_with(buf, FRAME_HEADER, channel, |b| {
+        crate::proto::properties::encode_header_payload(b, class_id, body_size, properties)
+    })
+}
+
 /// Appends a body frame carrying `payload`.
 pub fn encode_body(buf: &mut BytesMut, channel: u16, payload: &[u8]) -> Result<(), EncodeError> {
     let size = u32::try_from(payload.len()).map_err(|_| EncodeError::TooLong {

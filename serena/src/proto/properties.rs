@@ -143,6 +143,26 @@ impl BasicProperties {
     }
 }
 
+/// Appends a content header payload built from its parts, so a publisher need not assemble
+/// (and clone its properties into) a [`ContentHeader`]. On error `buf` is left as it was.
+pub(crate) fn encode_header_payload(
+    buf: &mut BytesMut,
+    class_id: u16,
+    body_size: u64,
+    properties: &BasicProperties,
+) -> Result<(), EncodeError> {
+    let start = buf.len();
+    buf.put_u16(class_id);
+    buf.put_u16(0);
+    buf.put_u64(body_size);
+    buf.put_u16(properties.flags());
+    let result = properties.encode_list(buf);
+    if result.is_err() {
+        buf.truncate(start);
+    }
+    result
+}
+
 /// A content header frame's payload: which class, how many body bytes follow, the properties.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ContentHeader {
@@ -166,16 +186,7 @@ impl ContentHeader {
 
     /// Appends the header payload to `buf`. On error `buf` is left as it was.
     pub fn encode(&self, buf: &mut BytesMut) -> Result<(), EncodeError> {
-        let start = buf.len();
-        buf.put_u16(self.class_id);
-        buf.put_u16(0);
-        buf.put_u64(self.body_size);
-        buf.put_u16(self.properties.flags());
-        let result = self.properties.encode_list(buf);
-        if result.is_err() {
-            buf.truncate(start);
-        }
-        result
+        encode_header_payload(buf, self.class_id, self.body_size, &self.properties)
     }
 
     /// Decodes a content header frame's whole payload.
