@@ -207,3 +207,34 @@ async fn unknown_vhost_is_not_allowed() {
         .expect_err("refused");
     assert_eq!(err.reply_code(), Some(530), "{err:?}");
 }
+
+#[tokio::test]
+async fn cancelled_consumer_drains_then_ends_cleanly() {
+    let q = unique_name("cancel");
+    open_connection(&config(), async |conn| {
+        conn.open_channel(async |ch| {
+            ch.queue_declare(&q, auto_delete()).await?;
+            let mut consumer = ch.basic_consume(&q, ConsumeOptions::default()).await?;
+            ch.basic_publish("", &q, b"one", Default::default()).await?;
+            let first = tokio::time::timeout(Duration::from_secs(5), consumer.next())
+                .await
+                .expect("delivery arrives")
+                .expect("an item")?;
+            first.ack().await?;
+            consumer.cancel().await?;
+            assert!(
+                consumer.next().await.is_none(),
+                "ends with None after our cancel"
+            );
+            // Nothing is consumed any more: a new message stays in the queue.
+            ch.basic_publish("", &q, b"two", Default::default()).await?;
+            let left = ch.basic_get(&q, true).await?.expect("still queued");
+            assert_eq!(&left.body[..], b"two");
+            Ok::<_, Error>(())
+        })
+        .await?
+    })
+    .await
+    .expect("connection")
+    .expect("channel");
+}

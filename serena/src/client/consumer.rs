@@ -130,6 +130,8 @@ pub struct Consumer {
     channel: Arc<ChannelShared>,
     no_ack: bool,
     ended: bool,
+    /// Cancelled by us: the stream ends with `None` once drained.
+    cancelled: bool,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -154,6 +156,7 @@ impl Consumer {
             channel,
             no_ack,
             ended: false,
+            cancelled: false,
         }
     }
 
@@ -198,14 +201,18 @@ impl Consumer {
             }
             Poll::Ready(None) => {
                 self.ended = true;
-                Poll::Ready(Some(Err(Error::Closed("channel"))))
+                if self.cancelled {
+                    Poll::Ready(None)
+                } else {
+                    Poll::Ready(Some(Err(Error::Closed("channel"))))
+                }
             }
             Poll::Pending => Poll::Pending,
         }
     }
 
     /// Cancels the consumer on the broker and waits for its `cancel-ok`. Deliveries already
-    /// buffered can still be read afterwards.
+    /// buffered can still be read afterwards; then the stream ends with `None`.
     pub async fn cancel(&mut self) -> Result<()> {
         if self.ended {
             return Ok(());
@@ -218,6 +225,7 @@ impl Consumer {
             .into(),
         )?;
         rx.await.unwrap_or(Err(Error::Closed("channel")))?;
+        self.cancelled = true;
         Ok(())
     }
 }

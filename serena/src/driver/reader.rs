@@ -152,6 +152,15 @@ impl Reader {
             tracing::debug!(channel = id, "frame for a closed channel dropped");
             return Ok(());
         };
+        // After our channel.close, everything but the close handshake is discarded.
+        if lock(&ch.state).closing {
+            return match assembled {
+                Assembled::Method(m @ (Method::ChannelClose(_) | Method::ChannelCloseOk(_))) => {
+                    self.handle_channel_method(&ch, m)
+                }
+                _ => Ok(()),
+            };
+        }
         match assembled {
             Assembled::Content(content) => self.handle_content(&ch, content),
             Assembled::Method(method) => self.handle_channel_method(&ch, method),
@@ -162,9 +171,6 @@ impl Reader {
         match &content.method {
             Method::BasicDeliver(d) => {
                 let st = lock(&ch.state);
-                if st.closing {
-                    return Ok(());
-                }
                 match st.consumers.get(&d.consumer_tag) {
                     Some(tx) if tx.send(ConsumerEvent::Delivery(content.clone())).is_ok() => {}
                     _ => {
@@ -281,12 +287,7 @@ impl Reader {
                 lock(&ch.state).consumers.remove(&c.consumer_tag);
                 self.reply(ch, Assembled::Method(method));
             }
-            other => {
-                if lock(&ch.state).closing {
-                    return Ok(());
-                }
-                self.reply(ch, Assembled::Method(other));
-            }
+            other => self.reply(ch, Assembled::Method(other)),
         }
         Ok(())
     }
