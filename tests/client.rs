@@ -213,7 +213,7 @@ async fn cancelled_consumer_drains_then_ends_cleanly() {
     let q = unique_name("cancel");
     open_connection(&config(), async |conn| {
         conn.open_channel(async |ch| {
-            ch.queue_declare(&q, auto_delete()).await?;
+            ch.queue_declare(&q, QueueDeclareOptions::default()).await?;
             let mut consumer = ch.basic_consume(&q, ConsumeOptions::default()).await?;
             ch.basic_publish("", &q, b"one", Default::default()).await?;
             let first = tokio::time::timeout(Duration::from_secs(5), consumer.next())
@@ -230,6 +230,7 @@ async fn cancelled_consumer_drains_then_ends_cleanly() {
             ch.basic_publish("", &q, b"two", Default::default()).await?;
             let left = ch.basic_get(&q, true).await?.expect("still queued");
             assert_eq!(&left.body[..], b"two");
+            ch.queue_delete(&q, false, false).await?;
             Ok::<_, Error>(())
         })
         .await?
