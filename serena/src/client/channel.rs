@@ -80,7 +80,8 @@ impl Default for PublishOptions {
 pub struct ConsumeOptions {
     /// Consumer tag; serena picks a unique one when empty.
     pub consumer_tag: String,
-    /// Deliveries need no acknowledgement (and so have no prefetch limit).
+    /// Deliveries need no acknowledgement. The broker then applies no prefetch limit and
+    /// pushes as fast as it can: read the consumer promptly, or deliveries pile up in memory.
     pub no_ack: bool,
     /// Be the queue's only consumer.
     pub exclusive: bool,
@@ -500,6 +501,7 @@ impl Channel {
             if st.closing {
                 return Err(Error::Closed("channel"));
             }
+            tracing::trace!(channel = ch.id, %exchange, %routing_key, len = body.as_ref().len(), "publishing");
             ch.conn.send_with(|buf| {
                 encode_content(buf, ch.id, &method, &properties, body.as_ref(), frame_max)
             })?;

@@ -107,6 +107,7 @@ impl ConnShared {
 
     /// Appends one method frame.
     pub(crate) fn send_method(&self, channel: u16, method: &Method) -> Result<()> {
+        tracing::trace!(channel, ?method, "sending");
         self.send_with(|buf| crate::proto::frame::encode_method(buf, channel, method))
     }
 
