@@ -239,3 +239,32 @@ async fn cancelled_consumer_drains_then_ends_cleanly() {
     .expect("connection")
     .expect("channel");
 }
+
+#[tokio::test]
+async fn nan_header_is_refused_before_it_can_kill_the_connection() {
+    use serena::proto::{EncodeError, FieldValue};
+    let q = unique_name("nan");
+    open_connection(&config(), async |conn| {
+        conn.open_channel(async |ch| {
+            ch.queue_declare(&q, auto_delete()).await?;
+            let headers = FieldTable::new()
+                .with("fine", 1.5f64)
+                .with("nested", vec![FieldValue::F32(f32::NAN)]);
+            let err = ch
+                .basic_publish("", &q, b"x", BasicProperties::default().with_headers(headers))
+                .await
+                .expect_err("refused");
+            assert!(
+                matches!(&err, Error::Encode(EncodeError::NonFiniteFloat { key, .. }) if key == "nested"),
+                "{err:?}"
+            );
+            // Nothing was sent; the channel and connection carry on.
+            ch.basic_publish("", &q, b"ok", Default::default()).await?;
+            Ok::<_, Error>(())
+        })
+        .await?
+    })
+    .await
+    .expect("connection")
+    .expect("channel");
+}

@@ -12,7 +12,8 @@ use crate::driver::shared::{ChannelShared, ConnShared, PendingConfirm, RpcReply,
 use crate::error::{Error, Result};
 use crate::proto::method::{basic, channel, confirm, exchange, queue};
 use crate::proto::{
-    Assembled, BasicProperties, FieldTable, Method, ShortString, content::encode_content,
+    Assembled, BasicProperties, EncodeError, FieldTable, Method, ShortString,
+    content::encode_content,
 };
 
 /// Options of [`Channel::exchange_declare`].
@@ -479,6 +480,17 @@ impl Channel {
         properties: BasicProperties,
         options: PublishOptions,
     ) -> Result<Confirmation> {
+        if let Some(key) = properties
+            .headers
+            .as_ref()
+            .and_then(FieldTable::find_non_finite_float)
+        {
+            return Err(EncodeError::NonFiniteFloat {
+                context: "basic properties.headers",
+                key: key.to_owned(),
+            }
+            .into());
+        }
         let ch = self.ch();
         ch.conn.wait_writable(true).await?;
         self.wait_flow().await?;

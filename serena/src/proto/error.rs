@@ -197,6 +197,16 @@ pub enum EncodeError {
         /// The limit in force.
         frame_max: u32,
     },
+    /// A NaN or infinite float in a table bound for RabbitMQ, which closes the whole
+    /// connection (541) on one. The codec itself carries any bit pattern; the client refuses
+    /// these before sending.
+    #[error("{context}: NaN or infinite float in field {key:?}; RabbitMQ refuses it")]
+    NonFiniteFloat {
+        /// Which table.
+        context: &'static str,
+        /// The key (the innermost one, for nested tables).
+        key: String,
+    },
     /// A `frame_max` too small to carry any body bytes (the minimum is 4096 in AMQP 0-9-1).
     #[error("frame_max of {frame_max} leaves no room for a body")]
     FrameMaxTooSmall {

@@ -236,6 +236,21 @@ impl FieldTable {
         self.entries.is_empty()
     }
 
+    /// The key of the first NaN or infinite float, searching nested tables and arrays.
+    /// RabbitMQ closes the connection on such a value.
+    pub fn find_non_finite_float(&self) -> Option<&str> {
+        fn in_value<'a>(key: &'a str, v: &'a FieldValue) -> Option<&'a str> {
+            match v {
+                FieldValue::F32(f) if !f.is_finite() => Some(key),
+                FieldValue::F64(f) if !f.is_finite() => Some(key),
+                FieldValue::Table(t) => t.find_non_finite_float(),
+                FieldValue::Array(a) => a.iter().find_map(|v| in_value(key, v)),
+                _ => None,
+            }
+        }
+        self.entries.iter().find_map(|(k, v)| in_value(k, v))
+    }
+
     /// The entries in wire order.
     pub fn iter(&self) -> impl Iterator<Item = (&ShortString, &FieldValue)> {
         self.entries.iter().map(|(k, v)| (k, v))
