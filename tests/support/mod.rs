@@ -1,4 +1,10 @@
-//! Shared helpers for the integration tests: where the broker is, unique names.
+//! Shared helpers for the integration tests: where the broker is, unique names, the broker's
+//! operator tool ([`rabbitmqctl`]), a scripted fake server ([`fake_peer`]) and a blocking
+//! connection speaking the raw protocol through `serena::proto` ([`wire`]).
+
+pub mod fake_peer;
+pub mod rabbitmqctl;
+pub mod wire;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -435,7 +435,8 @@ impl Channel {
         Ok(())
     }
 
-    /// Asks the broker to redeliver this channel's unacknowledged messages.
+    /// Asks the broker to redeliver this channel's unacknowledged messages. RabbitMQ only
+    /// supports `requeue = true`; `false` makes it close the connection with 540.
     pub async fn basic_recover(&self, requeue: bool) -> Result<()> {
         let reply = self.rpc(basic::Recover { requeue }).await?;
         expect_reply!(reply, BasicRecoverOk, "basic.recover-ok");
@@ -443,6 +444,8 @@ impl Channel {
     }
 
     /// Asks the broker to pause (`false`) or resume (`true`) deliveries on this channel.
+    /// RabbitMQ answers `true` but closes the connection with 540 on `false`: use QoS or
+    /// cancel the consumer to stop deliveries there.
     pub async fn channel_flow(&self, active: bool) -> Result<bool> {
         let reply = self.rpc(channel::Flow { active }).await?;
         Ok(expect_reply!(reply, ChannelFlowOk, "channel.flow-ok").active)

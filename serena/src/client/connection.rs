@@ -314,9 +314,15 @@ impl Connection {
         shared.out_ready.notify_one();
         let tasks = lock(&self.inner.tasks).take();
         if let Some(Tasks { reader, writer }) = tasks {
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, writer).await;
+            let reader_abort = reader.abort_handle();
             if tokio::time::timeout(CLOSE_TIMEOUT, reader).await.is_err() {
                 tracing::warn!("no close-ok from the server within {CLOSE_TIMEOUT:?}");
+                reader_abort.abort();
+                shared.fail(Error::Closed("connection"));
+            }
+            let writer_abort = writer.abort_handle();
+            if tokio::time::timeout(CLOSE_TIMEOUT, writer).await.is_err() {
+                writer_abort.abort();
             }
         }
         match shared.closed.borrow().clone() {

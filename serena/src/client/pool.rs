@@ -92,7 +92,7 @@ impl ChannelPool {
                     return Ok(PooledChannel {
                         channel: Some(ch),
                         pool: self.inner.clone(),
-                        _permit: permit,
+                        permit: Some(permit),
                     });
                 }
                 Some(_closed) => continue,
@@ -102,7 +102,7 @@ impl ChannelPool {
                     return Ok(PooledChannel {
                         channel: Some(ch),
                         pool: self.inner.clone(),
-                        _permit: permit,
+                        permit: Some(permit),
                     });
                 }
             }
@@ -120,7 +120,8 @@ impl ChannelPool {
 pub struct PooledChannel {
     channel: Option<Channel>,
     pool: Arc<PoolInner>,
-    _permit: OwnedSemaphorePermit,
+    /// Held until the channel is back in the pool (or its replacement is).
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl std::fmt::Debug for PooledChannel {
@@ -145,9 +146,11 @@ impl Drop for PooledChannel {
             lock(&self.pool.idle).push(ch);
             return;
         }
-        // The server closed it: replace it in the background.
+        // The server closed it: replace it in the background. The permit travels with the
+        // refill, so the pool never holds more channels than its size.
         let pool = Arc::downgrade(&self.pool);
         let conn = self.pool.conn.clone();
+        let permit = self.permit.take();
         lock(&self.pool.refills).spawn(async move {
             match conn.channel().await {
                 Ok(fresh) => {
@@ -157,6 +160,7 @@ impl Drop for PooledChannel {
                 }
                 Err(e) => tracing::warn!(error = %e, "could not replace a pooled channel"),
             }
+            drop(permit);
         });
     }
 }

@@ -77,6 +77,10 @@ pub(crate) async fn write_loop(
             }
         }
     }
+    // Keep the write half open until the reader is done: a FIN sent before the server's
+    // close-ok makes RabbitMQ treat our clean close as an abrupt disconnect.
+    let mut closed = shared.closed.subscribe();
+    let _ = closed.wait_for(Option::is_some).await;
     let _ = socket.shutdown().await;
     Ok(())
 }

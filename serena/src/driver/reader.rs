@@ -246,19 +246,20 @@ impl Reader {
                 });
                 tracing::debug!(channel = ch.id, error = %err, "channel closed by the server");
                 let closing = lock(&ch.state).closing;
+                // Free the id before anyone waiting learns the channel is gone.
+                lock(&self.shared.channels).release(ch.id);
+                self.reset_assembler(ch.id);
                 ch.fail(if closing {
                     Error::Closed("channel")
                 } else {
                     err
                 });
-                lock(&self.shared.channels).release(ch.id);
-                self.reset_assembler(ch.id);
             }
             Method::ChannelCloseOk(_) => {
-                self.reply(ch, Assembled::Method(method));
-                ch.fail(Error::Closed("channel"));
+                // Free the id first, then wake `close()` (its waiter gets `Closed`).
                 lock(&self.shared.channels).release(ch.id);
                 self.reset_assembler(ch.id);
+                ch.fail(Error::Closed("channel"));
             }
             Method::BasicAck(a) => confirm(ch, a.delivery_tag, a.multiple, true),
             Method::BasicNack(n) => confirm(ch, n.delivery_tag, n.multiple, false),

@@ -1,0 +1,122 @@
+//! Faults: the client notices every way a connection or channel can fail, and never hangs.
+//!
+//! - [`forced_close`]: an operator closes the connection on the real broker
+//!   (`rabbitmqctl close_connection`, reply 320) while publishes await confirms, a consumer
+//!   waits, a get/declare loop runs, or a handle-style channel is in use from another task.
+//! - [`heartbeat`]: heartbeats against the real broker, on (1 s) and off (0).
+//! - [`fake_server`]: a scripted server on a local port that misbehaves one way at a time
+//!   (no publisher confirms, only EXTERNAL, silence, garbage, a socket closed mid-frame, a
+//!   handshake that stalls).
+//! - [`negotiation`]: the limits the client settles in `tune-ok`, read off the wire, and kept.
+//! - [`close_handshake`]: `connection.close` / `close-ok` in both directions, on the wire.
+//! - [`channel_close`]: a channel the server closed fails every later call at once.
+//!
+//! Every wait is bounded with `tokio::time::timeout`, so a hang is a test failure, and every
+//! assertion is on what a user of the client sees: the scope's error, the calls' results,
+//! whether the user's code was cancelled.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serena::{CloseScope, ConnectionConfig, Error, QueueDeclareOptions, open_connection};
+use serena_tests::fake_peer::PeerResult;
+
+#[path = "faults/channel_close.rs"]
+mod channel_close;
+#[path = "faults/close_handshake.rs"]
+mod close_handshake;
+#[path = "faults/fake_server.rs"]
+mod fake_server;
+#[path = "faults/forced_close.rs"]
+mod forced_close;
+#[path = "faults/heartbeat.rs"]
+mod heartbeat;
+#[path = "faults/negotiation.rs"]
+mod negotiation;
+
+/// The longest any single test may run before it counts as a hang.
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A configuration for the real broker, with `name` as the connection's client-provided name
+/// (what `rabbitmqctl` finds it by).
+fn broker_config(name: &str) -> ConnectionConfig {
+    let addr = serena_tests::broker_addr();
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    ConnectionConfig {
+        host: host.into(),
+        port: port.parse().expect("port"),
+        connection_name: Some(name.into()),
+        ..Default::default()
+    }
+}
+
+/// A queue only this connection can use, deleted with it.
+fn exclusive() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    }
+}
+
+/// Records whether a piece of user code was dropped: hold a [`Cancelled::guard`] across the
+/// `.await` that should be cancelled.
+#[derive(Debug, Clone, Default)]
+struct Cancelled(Arc<AtomicBool>);
+
+impl Cancelled {
+    /// A guard that marks this flag when it is dropped.
+    fn guard(&self) -> CancelGuard {
+        CancelGuard(self.0.clone())
+    }
+
+    /// True once the guard has been dropped.
+    fn happened(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Sets its [`Cancelled`] flag on drop.
+struct CancelGuard(Arc<AtomicBool>);
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Asserts `err` is the broker's forced close of the whole connection (320).
+fn assert_forced(err: &Error) {
+    let close = err
+        .unexpected_close()
+        .unwrap_or_else(|| panic!("expected the broker's 320 close, got {err:?}"));
+    assert_eq!(close.reply_code, 320, "{close:?}");
+    assert_eq!(close.scope, CloseScope::Connection, "{close:?}");
+}
+
+/// Runs the peer's script and the client side by side; neither may take longer than
+/// [`LIMIT`], and the script must succeed.
+async fn with_peer<P, C>(
+    peer: impl Future<Output = PeerResult<P>>,
+    client: impl Future<Output = C>,
+) -> (P, C) {
+    let (peer, client) = tokio::time::timeout(LIMIT, async { tokio::join!(peer, client) })
+        .await
+        .expect("neither the client nor the fake server may hang");
+    (peer.expect("the fake server's script"), client)
+}
+
+/// A client whose scope body waits forever: only a failure of the connection can end it.
+/// The body owns a guard of `cancelled`, so the flag shows whether the body is gone once the
+/// scope has returned (even when the connection failed before the body was first polled).
+/// Returns the scope's error and when it came.
+async fn doomed_client(config: &ConnectionConfig, cancelled: &Cancelled) -> (Error, Instant) {
+    let guard = cancelled.guard();
+    let result = open_connection(config, async move |_conn| {
+        let _guard = guard;
+        std::future::pending::<()>().await;
+    })
+    .await;
+    let err = result.expect_err("the connection fails");
+    (err, Instant::now())
+}
