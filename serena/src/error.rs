@@ -1,6 +1,6 @@
 //! The public error types of the client.
 //!
-//! [`Error`] is what every client call returns. A close initiated by the server is an
+//! [`enum@Error`] is what every client call returns. A close initiated by the server is an
 //! [`UnexpectedCloseError`] carrying the AMQP reply code, text and the class and method that
 //! caused it, as data a caller can match on.
 
@@ -10,7 +10,7 @@ use thiserror::Error;
 
 use crate::proto::{BasicProperties, DecodeError, EncodeError};
 
-/// Result with serena's [`Error`].
+/// Result with serena's [`enum@Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What the server closed.
