@@ -203,11 +203,19 @@ async fn garbage_after_the_handshake_is_a_protocol_error() {
             p.handshake(&Offer::default()).await?;
             p.send_raw(&garbage).await?;
             let sent = Instant::now();
+            // The client says why before it drops the socket.
+            let answer = p.recv_connection_method().await;
             p.drain().await?;
-            Ok(sent)
+            Ok((sent, answer))
         };
-        let (sent, (err, failed_at)) =
+        let ((sent, answer), (err, failed_at)) =
             with_peer(peer, doomed_client(&server.client_config(), &cancelled)).await;
+        match answer {
+            Ok(Method::ConnectionClose(c)) => {
+                assert_eq!(c.reply_code, 501, "{what}: {c:?}");
+            }
+            other => panic!("{what}: expected connection.close 501 from the client, got {other:?}"),
+        }
         match &err {
             Error::Protocol(e) => assert!(expected(e), "{what}: {e:?}"),
             other => panic!("{what}: expected a protocol error, got {other:?}"),

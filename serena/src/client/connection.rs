@@ -30,6 +30,9 @@ use crate::proto::{FieldTable, LongString};
 /// How long a clean close waits for the server's `close-ok`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a failed connection's writer may take to flush its last frames.
+const FLUSH_GRACE: Duration = Duration::from_secs(1);
+
 /// Opens a connection, runs `body` inside it, and closes it.
 ///
 /// When `body` finishes, the connection is closed cleanly (`connection.close` / `close-ok`) and
@@ -69,7 +72,7 @@ pub async fn open_connection<T>(
             Ok(v)
         }
         Err(e) => {
-            conn.abort();
+            conn.finish_after_failure().await;
             Err(e)
         }
     }
@@ -161,6 +164,26 @@ impl Connection {
                 let result = Reader::new(shared.clone())
                     .run(read_half, buf, heartbeat)
                     .await;
+                if let Err(e @ (Error::Protocol(_) | Error::UnexpectedMethod(_))) = &result {
+                    // Tell the server why before the socket goes: 501 frame-error for bytes
+                    // that are not AMQP, 505 unexpected-frame for frames out of place.
+                    let reply_code = if matches!(e, Error::Protocol(_)) {
+                        501
+                    } else {
+                        505
+                    };
+                    let text: String = e.to_string().chars().take(200).collect();
+                    let _ = shared.send_method(
+                        0,
+                        &conn::Close {
+                            reply_code,
+                            reply_text: text.into(),
+                            class_id: 0,
+                            method_id: 0,
+                        }
+                        .into(),
+                    );
+                }
                 shared.fail(result.err().unwrap_or(Error::Closed("connection")));
             })
         };
@@ -333,11 +356,16 @@ impl Connection {
         Ok(())
     }
 
-    /// Stops the connection's tasks at once, without a close handshake.
-    pub(crate) fn abort(&self) {
-        if let Some(t) = lock(&self.inner.tasks).take() {
-            t.reader.abort();
-            t.writer.abort();
+    /// After the connection failed: lets the writer flush what is queued (a close-ok for the
+    /// server's close) for a moment, then stops both tasks.
+    async fn finish_after_failure(&self) {
+        let tasks = lock(&self.inner.tasks).take();
+        if let Some(Tasks { reader, writer }) = tasks {
+            reader.abort();
+            let writer_abort = writer.abort_handle();
+            if tokio::time::timeout(FLUSH_GRACE, writer).await.is_err() {
+                writer_abort.abort();
+            }
         }
         self.inner.shared.fail(Error::Closed("connection"));
     }
