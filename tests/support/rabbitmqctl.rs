@@ -108,3 +108,52 @@ mod tests {
         assert!(find_pid(&twice, "a-1").is_err());
     }
 }
+
+/// The broker's memory alarm, raised for a test: `set_vm_memory_high_watermark 0` makes
+/// RabbitMQ block every publishing connection (`connection.blocked`). Dropping the guard puts
+/// the watermark back as it was, also when the test fails.
+#[derive(Debug)]
+pub struct MemoryAlarm {
+    previous: String,
+}
+
+impl MemoryAlarm {
+    /// Reads the current watermark and sets it to 0.
+    pub fn raise() -> io::Result<MemoryAlarm> {
+        let previous = run(&[
+            "-q",
+            "eval",
+            "vm_memory_monitor:get_vm_memory_high_watermark().",
+        ])?
+        .trim()
+        .to_owned();
+        let alarm = MemoryAlarm { previous };
+        run(&["-q", "set_vm_memory_high_watermark", "0"])?;
+        Ok(alarm)
+    }
+
+    /// Puts the watermark back now.
+    pub fn clear(&self) -> io::Result<()> {
+        // `{absolute,N}` for an absolute limit, a fraction otherwise.
+        match self
+            .previous
+            .strip_prefix("{absolute,")
+            .and_then(|s| s.strip_suffix('}'))
+        {
+            Some(bytes) => run(&["-q", "set_vm_memory_high_watermark", "absolute", bytes])?,
+            None => run(&["-q", "set_vm_memory_high_watermark", &self.previous])?,
+        };
+        Ok(())
+    }
+}
+
+impl Drop for MemoryAlarm {
+    fn drop(&mut self) {
+        if let Err(e) = self.clear() {
+            eprintln!(
+                "could not restore the memory watermark {}: {e}",
+                self.previous
+            );
+        }
+    }
+}
