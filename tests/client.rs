@@ -268,3 +268,38 @@ async fn nan_header_is_refused_before_it_can_kill_the_connection() {
     .expect("connection")
     .expect("channel");
 }
+
+#[tokio::test]
+async fn amqplain_login_and_uri_settings_work_against_the_broker() {
+    let uri = format!(
+        "amqp://guest:guest@{}/%2f?heartbeat=7&frame_max=8192&channel_max=9&auth_mechanism=amqplain",
+        serena_tests::broker_addr()
+    );
+    let cfg = ConnectionConfig::from_uri(&uri).expect("uri");
+    assert_eq!(cfg.auth_mechanism, serena::AuthMechanism::AmqPlain);
+    let q = unique_name("amqplain");
+    open_connection(&cfg, async |conn| {
+        let t = conn.tuning();
+        assert_eq!((t.heartbeat, t.frame_max, t.channel_max), (7, 8192, 9));
+        assert_eq!(conn.heartbeat_stats().interval, Duration::from_secs(7));
+        assert_eq!(
+            conn.server_properties()
+                .get("product")
+                .and_then(|v| v.as_str()),
+            Some("RabbitMQ")
+        );
+        conn.open_channel(async |ch| {
+            ch.queue_declare(&q, auto_delete()).await?;
+            // 20 kB at frame_max 8192: split into three body frames and joined again.
+            let body = vec![7u8; 20_000];
+            ch.basic_publish("", &q, &body, Default::default()).await?;
+            let got = ch.basic_get(&q, true).await?.expect("message");
+            assert_eq!(got.body.len(), body.len());
+            Ok::<_, Error>(())
+        })
+        .await?
+    })
+    .await
+    .expect("connection")
+    .expect("channel");
+}
