@@ -37,12 +37,14 @@
 //! - [`client`]: the handles: [`Connection`], [`Channel`], [`Consumer`], [`Delivery`].
 //! - [`config`]: [`ConnectionConfig`], from code or an `amqp://` URI.
 //! - [`error`]: [`Error`] and [`UnexpectedCloseError`].
+//! - [`worker`]: `#[consumer]` handlers, extractors, outcomes and the supervisor.
 
 pub mod client;
 pub mod config;
 mod driver;
 pub mod error;
 pub mod proto;
+pub mod worker;
 
 pub use client::{
     Channel, ChannelPool, Confirmation, Connection, ConsumeOptions, Consumer, Delivery,

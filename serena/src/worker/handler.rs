@@ -1,0 +1,336 @@
+//! Handlers, extractors and outcomes: the contract between `#[consumer]` functions and the
+//! supervisor that runs them.
+//!
+//! `#[consumer(queue = "orders")] async fn f(a: A, b: B) -> R` expands to a unit struct `f`
+//! implementing [`Handler`]: for each delivery it builds every argument with
+//! [`FromDelivery`] (a failed extraction is a poison message, rejected without requeue), runs
+//! the function, and turns `R` into an [`Outcome`] with [`IntoOutcome`] and the consumer's
+//! [`ErrorPolicy`].
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::client::{ChannelPool, Delivery};
+use crate::error::{Error, Result};
+use crate::proto::{BasicProperties, FieldTable};
+
+/// What happens to a message after its handler ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Acknowledge: the broker forgets the message.
+    Ack,
+    /// Put the message back in its queue for another try.
+    Requeue,
+    /// Refuse the message without requeue: the queue's dead-letter exchange takes it, or it
+    /// is dropped.
+    Reject,
+}
+
+/// What a handler's `Err` means for its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ErrorPolicy {
+    /// Requeue the message for another try (the default).
+    #[default]
+    Requeue,
+    /// Reject it without requeue, so the queue's dead-letter exchange takes it.
+    Reject,
+}
+
+impl ErrorPolicy {
+    /// The outcome of a failed handler under this policy.
+    pub fn outcome(self) -> Outcome {
+        match self {
+            ErrorPolicy::Requeue => Outcome::Requeue,
+            ErrorPolicy::Reject => Outcome::Reject,
+        }
+    }
+}
+
+/// How a consumer is declared: what the `#[consumer(...)]` attribute said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerSpec {
+    /// The handler's name (the function's name).
+    pub name: &'static str,
+    /// The queue to consume from.
+    pub queue: &'static str,
+    /// Prefetch for this consumer's channel; `None` takes the connection's default
+    /// (`channel_buffer_size / 3`).
+    pub prefetch: Option<u16>,
+    /// Handlers in flight at once (default 1), independent of the prefetch.
+    pub concurrency: Option<usize>,
+    /// Consumer tag; serena picks one when `None`.
+    pub consumer_tag: Option<&'static str>,
+    /// Ask to be the queue's only consumer.
+    pub exclusive: bool,
+    /// Consumer priority (`x-priority`).
+    pub priority: Option<i32>,
+    /// What an `Err` from the handler does to the message.
+    pub on_error: ErrorPolicy,
+}
+
+impl ConsumerSpec {
+    /// A spec with defaults for everything but the names.
+    pub const fn new(name: &'static str, queue: &'static str) -> Self {
+        ConsumerSpec {
+            name,
+            queue,
+            prefetch: None,
+            concurrency: None,
+            consumer_tag: None,
+            exclusive: false,
+            priority: None,
+            on_error: ErrorPolicy::Requeue,
+        }
+    }
+}
+
+/// The future a handler returns.
+pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Outcome> + Send + 'a>>;
+
+/// A consumer the supervisor can run. `#[consumer]` implements it; implement it by hand for
+/// handlers built at run time.
+pub trait Handler: Send + Sync + 'static {
+    /// The consumer's declaration.
+    fn spec(&self) -> ConsumerSpec;
+    /// Handles one delivery.
+    fn call<'a>(&'a self, ctx: &'a DeliveryContext) -> HandlerFuture<'a>;
+}
+
+/// Shared values handlers receive through [`State`], keyed by type.
+#[derive(Default, Clone)]
+pub struct StateMap {
+    values: HashMap<TypeId, Arc<dyn Any + Send + Sync>>,
+}
+
+impl fmt::Debug for StateMap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateMap")
+            .field("values", &self.values.len())
+            .finish()
+    }
+}
+
+impl StateMap {
+    /// Adds (or replaces) the value of type `S`.
+    pub fn insert<S: Clone + Send + Sync + 'static>(&mut self, value: S) {
+        self.values.insert(TypeId::of::<S>(), Arc::new(value));
+    }
+
+    /// The value of type `S`, if one was added.
+    pub fn get<S: Clone + Send + Sync + 'static>(&self) -> Option<S> {
+        self.values
+            .get(&TypeId::of::<S>())
+            .and_then(|v| v.downcast_ref::<S>())
+            .cloned()
+    }
+}
+
+/// Everything a handler can draw its arguments from.
+#[derive(Debug)]
+pub struct DeliveryContext {
+    /// The message.
+    pub delivery: Delivery,
+    /// Shared state registered with the supervisor.
+    pub state: Arc<StateMap>,
+    /// Publishing with confirms from inside a handler.
+    pub publisher: Publisher,
+    /// The queue the message came from.
+    pub queue: &'static str,
+}
+
+/// Why an argument could not be built from a delivery. The message is a poison message: it
+/// is rejected without requeue (so it cannot be redelivered forever) and counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// What was wrong, for the log.
+    pub reason: String,
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+/// Builds one handler argument from a delivery.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a `#[consumer]` handler argument",
+    label = "not an extractor",
+    note = "arguments must be extractors: `Delivery`, `Bytes`, `Json<T>`, `Headers`, `Properties`, `State<T>` or `Publisher`"
+)]
+pub trait FromDelivery: Sized {
+    /// Builds the argument, or rejects the message.
+    fn from_delivery(ctx: &DeliveryContext) -> Result<Self, Rejection>;
+}
+
+impl FromDelivery for Delivery {
+    fn from_delivery(ctx: &DeliveryContext) -> Result<Self, Rejection> {
+        Ok(ctx.delivery.clone())
+    }
+}
+
+impl FromDelivery for Bytes {
+    fn from_delivery(ctx: &DeliveryContext) -> Result<Self, Rejection> {
+        Ok(ctx.delivery.body.clone())
+    }
+}
+
+/// The body decoded from JSON. A message whose content type is set to something other than
+/// JSON, or whose body does not decode, is a poison message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned> FromDelivery for Json<T> {
+    fn from_delivery(ctx: &DeliveryContext) -> Result<Self, Rejection> {
+        if let Some(ct) = &ctx.delivery.properties.content_type {
+            let essence = ct.split(';').next().unwrap_or("").trim();
+            if !(essence.is_empty()
+                || essence == "application/json"
+                || (essence.starts_with("application/") && essence.ends_with("+json")))
+            {
+                return Err(Rejection {
+                    reason: format!("content type {ct:?} is not JSON"),
+                });
+            }
+        }
+        serde_json::from_slice(&ctx.delivery.body)
+            .map(Json)
+            .map_err(|e| Rejection {
+                reason: format!(
+                    "body is not valid JSON for {}: {e}",
+                    std::any::type_name::<T>()
+                ),
+            })
+    }
+}
+
+/// The message's headers table (empty when it has none).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Headers(pub FieldTable);
+
+impl FromDelivery for Headers {
+    fn from_delivery(ctx: &DeliveryContext) -> Result<Self, Rejection> {
+        Ok(Headers(
+            ctx.delivery.properties.headers.clone().unwrap_or_default(),
+        ))
+    }
+}
+
+/// The message's properties.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Properties(pub BasicProperties);
+
+impl FromDelivery for Properties {
+    fn from_delivery(ctx: &DeliveryContext) -> Result<Self, Rejection> {
+        Ok(Properties(ctx.delivery.properties.clone()))
+    }
+}
+
+/// Shared state of type `S`, registered with the supervisor's `state(..)`.
+#[derive(Debug, Clone)]
+pub struct State<S>(pub S);
+
+impl<S: Clone + Send + Sync + 'static> FromDelivery for State<S> {
+    fn from_delivery(ctx: &DeliveryContext) -> Result<Self, Rejection> {
+        // A missing state is a wiring mistake, not a bad message; the supervisor checks
+        // every handler's state at start, so this only guards hand-written handlers.
+        ctx.state.get::<S>().map(State).ok_or_else(|| Rejection {
+            reason: format!(
+                "no state of type {} was registered with the supervisor",
+                std::any::type_name::<S>()
+            ),
+        })
+    }
+}
+
+/// Publishes with confirms from inside a handler, over a pool of channels of the worker's
+/// connection.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    pool: ChannelPool,
+}
+
+impl Publisher {
+    pub(crate) fn new(pool: ChannelPool) -> Self {
+        Publisher { pool }
+    }
+
+    /// Publishes `body` and waits for the broker's confirm (mandatory, so an unroutable
+    /// message is an error).
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: impl AsRef<[u8]>,
+        properties: BasicProperties,
+    ) -> Result<()> {
+        let ch = self.pool.acquire().await?;
+        ch.basic_publish(exchange, routing_key, body, properties)
+            .await
+    }
+
+    /// Publishes `value` as JSON (`content_type` `application/json`).
+    pub async fn publish_json<T: serde::Serialize>(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        value: &T,
+    ) -> Result<()> {
+        let body =
+            serde_json::to_vec(value).map_err(|e| Error::Config(format!("JSON encoding: {e}")))?;
+        self.publish(
+            exchange,
+            routing_key,
+            body,
+            BasicProperties::default().with_content_type("application/json"),
+        )
+        .await
+    }
+}
+
+impl FromDelivery for Publisher {
+    fn from_delivery(ctx: &DeliveryContext) -> Result<Self, Rejection> {
+        Ok(ctx.publisher.clone())
+    }
+}
+
+/// Turns a handler's return value into an [`Outcome`].
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be returned from a `#[consumer]` handler",
+    note = "return `()`, an `Outcome`, or a `Result<(), E>` / `Result<Outcome, E>` whose `E: Display`"
+)]
+pub trait IntoOutcome {
+    /// The outcome, given what an error means for this consumer.
+    fn into_outcome(self, on_error: ErrorPolicy) -> Outcome;
+}
+
+impl IntoOutcome for () {
+    fn into_outcome(self, _: ErrorPolicy) -> Outcome {
+        Outcome::Ack
+    }
+}
+
+impl IntoOutcome for Outcome {
+    fn into_outcome(self, _: ErrorPolicy) -> Outcome {
+        self
+    }
+}
+
+impl<T: IntoOutcome, E: fmt::Display> IntoOutcome for std::result::Result<T, E> {
+    fn into_outcome(self, on_error: ErrorPolicy) -> Outcome {
+        match self {
+            Ok(v) => v.into_outcome(on_error),
+            Err(e) => {
+                tracing::warn!(error = %e, ?on_error, "handler failed");
+                on_error.outcome()
+            }
+        }
+    }
+}

@@ -1,0 +1,492 @@
+//! The supervisor: one connection, one channel per consumer, every handler in one task group,
+//! and a restart of the whole tree when something breaks.
+//!
+//! ```text
+//!  run ─► connect ─► setup (topology) ─► per consumer: channel + QoS + basic.consume
+//!   ▲                                          │ ready
+//!   │                                          ▼
+//!   │       consume loops (one task group) ── handlers (≤ concurrency each) ── ack/requeue/reject
+//!   │                                          │
+//!   │  unexpected close, socket error,         │ shutdown signal
+//!   │  heartbeat loss, server cancel           ▼
+//!   └── backoff + jitter ◄── (not permanent)   cancel consumers, finish in-flight handlers
+//!                                              (bounded), requeue the rest, close cleanly
+//! ```
+//!
+//! What restarting cannot fix stops the supervisor with an error instead of looping:
+//! access refused (403), not allowed (530), a missing entity (404), a mismatched declaration
+//! (406), and configuration errors.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use super::backoff::{Backoff, jitter_unit};
+use super::handler::{DeliveryContext, Handler, Outcome, Publisher, StateMap};
+use super::stats::{Counters, SupervisorHandle};
+use crate::client::{Channel, Connection, ConsumeOptions, Consumer, Delivery, open_connection};
+use crate::config::ConnectionConfig;
+use crate::error::{Error, Result};
+use crate::proto::FieldTable;
+
+/// A setup step run on every (re)connection before the consumers start, such as applying a
+/// topology.
+pub type SetupFn =
+    Arc<dyn Fn(Connection) -> Pin<Box<dyn Future<Output = Result<()>> + Send>> + Send + Sync>;
+
+/// Why the supervisor stopped instead of restarting.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum SupervisorError {
+    /// An error restarting cannot fix (403, 404, 406, 530, bad configuration).
+    #[error("stopped on an error a restart cannot fix: {0}")]
+    Permanent(#[source] Error),
+    /// More restarts in a row than `Backoff::max_restarts` allows.
+    #[error("gave up after {restarts} restarts in a row; last error: {last}")]
+    TooManyRestarts {
+        /// Restarts made.
+        restarts: u32,
+        /// The error that ended the last run.
+        #[source]
+        last: Error,
+    },
+    /// The supervisor was given no consumers.
+    #[error("the supervisor has no consumers to run")]
+    NoConsumers,
+}
+
+/// True for errors that a restart cannot fix.
+pub fn is_permanent(error: &Error) -> bool {
+    match error {
+        Error::UnexpectedClose(c) => matches!(c.reply_code, 403 | 404 | 406 | 530),
+        Error::ConfirmsNotSupported
+        | Error::NoCommonMechanism { .. }
+        | Error::Config(_)
+        | Error::Encode(_) => true,
+        _ => false,
+    }
+}
+
+/// Runs `#[consumer]` handlers, restarting the whole tree on failure.
+///
+/// ```ignore
+/// use serena::worker::{Json, Supervisor};
+/// use serena::{ConnectionConfig, consumer};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Order { id: u64 }
+///
+/// #[consumer(queue = "orders")]
+/// async fn handle_order(Json(order): Json<Order>) -> Result<(), std::io::Error> {
+///     println!("order {}", order.id);
+///     Ok(())
+/// }
+///
+/// # async fn run() -> Result<(), serena::worker::SupervisorError> {
+/// Supervisor::new(ConnectionConfig::default())
+///     .consumer(handle_order)
+///     .run()
+///     .await
+/// # }
+/// ```
+pub struct Supervisor {
+    config: ConnectionConfig,
+    handlers: Vec<Arc<dyn Handler>>,
+    state: StateMap,
+    setup: Vec<SetupFn>,
+    backoff: Backoff,
+    shutdown_timeout: Duration,
+    publisher_channels: usize,
+    counters: Arc<Counters>,
+    ready: watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("config", &self.config)
+            .field(
+                "consumers",
+                &self
+                    .handlers
+                    .iter()
+                    .map(|h| h.spec().name)
+                    .collect::<Vec<_>>(),
+            )
+            .field("backoff", &self.backoff)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Supervisor {
+    /// A supervisor connecting with `config`.
+    pub fn new(config: ConnectionConfig) -> Self {
+        Supervisor {
+            config,
+            handlers: Vec::new(),
+            state: StateMap::default(),
+            setup: Vec::new(),
+            backoff: Backoff::default(),
+            shutdown_timeout: Duration::from_secs(30),
+            publisher_channels: 4,
+            counters: Arc::new(Counters::default()),
+            ready: watch::channel(false).0,
+        }
+    }
+
+    /// Adds a consumer (a `#[consumer]` function, or any [`Handler`]).
+    #[must_use]
+    pub fn consumer(mut self, handler: impl Handler) -> Self {
+        self.handlers.push(Arc::new(handler));
+        self
+    }
+
+    /// Registers shared state that handlers take as `State<S>`.
+    #[must_use]
+    pub fn state<S: Clone + Send + Sync + 'static>(mut self, value: S) -> Self {
+        self.state.insert(value);
+        self
+    }
+
+    /// Adds a step run on every (re)connection before consumers start.
+    #[must_use]
+    pub fn setup<F, Fut>(mut self, step: F) -> Self
+    where
+        F: Fn(Connection) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<()>> + Send + 'static,
+    {
+        self.setup
+            .push(Arc::new(move |conn: Connection| Box::pin(step(conn))));
+        self
+    }
+
+    /// Sets the restart backoff.
+    #[must_use]
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// How long in-flight handlers may run on after a shutdown signal (30 s).
+    #[must_use]
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// A handle for readiness and statistics, usable while [`run`](Self::run) runs.
+    pub fn handle(&self) -> SupervisorHandle {
+        SupervisorHandle {
+            counters: self.counters.clone(),
+            ready: self.ready.subscribe(),
+        }
+    }
+
+    /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run(self) -> Result<(), SupervisorError> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Runs until `shutdown` resolves, then shuts down gracefully.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), SupervisorError> {
+        if self.handlers.is_empty() {
+            return Err(SupervisorError::NoConsumers);
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let stop_tx = Arc::new(stop_tx);
+        let signal = {
+            let stop_tx = stop_tx.clone();
+            async move {
+                shutdown.await;
+                let _ = stop_tx.send(true);
+            }
+        };
+        tokio::pin!(signal);
+        let run = self.supervise(stop_rx);
+        tokio::pin!(run);
+        loop {
+            tokio::select! {
+                result = &mut run => return result,
+                () = &mut signal, if !*stop_tx.borrow() => {}
+            }
+        }
+    }
+
+    async fn supervise(&self, stop: watch::Receiver<bool>) -> Result<(), SupervisorError> {
+        let mut attempt: u32 = 0;
+        loop {
+            let started = Instant::now();
+            let outcome = self.run_tree(stop.clone()).await;
+            let _ = self.ready.send(false);
+            let error = match outcome {
+                Ok(()) => {
+                    let s = self.counters.snapshot();
+                    tracing::info!(?s, "worker stopped");
+                    return Ok(());
+                }
+                Err(e) => e,
+            };
+            if *stop.borrow() {
+                tracing::info!(error = %error, "worker stopped during shutdown");
+                return Ok(());
+            }
+            if is_permanent(&error) {
+                tracing::error!(error = %error, "worker stopped: a restart cannot fix this");
+                return Err(SupervisorError::Permanent(error));
+            }
+            // A tree that ran for a while starts the backoff over.
+            if started.elapsed() > self.backoff.max.max(Duration::from_secs(10)) {
+                attempt = 0;
+            }
+            if let Some(max) = self.backoff.max_restarts
+                && attempt >= max
+            {
+                return Err(SupervisorError::TooManyRestarts {
+                    restarts: attempt,
+                    last: error,
+                });
+            }
+            let delay = self.backoff.delay(attempt, jitter_unit());
+            tracing::warn!(error = %error, ?delay, attempt, "worker tree failed; restarting");
+            let mut stop_wait = stop.clone();
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = stopped(&mut stop_wait) => return Ok(()),
+            }
+            attempt = attempt.saturating_add(1);
+            Counters::bump(&self.counters.restarts);
+        }
+    }
+
+    /// One life of the tree: connect, set up, consume until an error or the stop signal.
+    async fn run_tree(&self, stop: watch::Receiver<bool>) -> Result<()> {
+        let outcome = open_connection(&self.config, async |conn| {
+            for step in &self.setup {
+                step(conn.clone()).await?;
+            }
+            let publisher = Publisher::new(conn.channel_pool(self.publisher_channels).await?);
+            let state = Arc::new(self.state.clone());
+            let mut loops = JoinSet::new();
+            for handler in &self.handlers {
+                let spec = handler.spec();
+                let ch = conn.channel().await?;
+                if let Some(prefetch) = spec.prefetch {
+                    ch.basic_qos(prefetch, false).await?;
+                }
+                let mut arguments = FieldTable::new();
+                if let Some(p) = spec.priority {
+                    arguments.insert("x-priority", p);
+                }
+                let consumer = ch
+                    .basic_consume(
+                        spec.queue,
+                        ConsumeOptions {
+                            consumer_tag: spec.consumer_tag.unwrap_or_default().to_owned(),
+                            exclusive: spec.exclusive,
+                            arguments,
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                let run = ConsumeLoop {
+                    handler: handler.clone(),
+                    channel: ch,
+                    consumer,
+                    state: state.clone(),
+                    publisher: publisher.clone(),
+                    counters: self.counters.clone(),
+                    shutdown_timeout: self.shutdown_timeout,
+                };
+                loops.spawn(run.run(stop.clone()));
+            }
+            let _ = self.ready.send(true);
+            tracing::info!(consumers = self.handlers.len(), "worker ready");
+            // The group ends when every loop has stopped; the first error ends it early.
+            while let Some(joined) = loops.join_next().await {
+                match joined {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(e),
+                    Err(e) => {
+                        return Err(Error::Config(format!("a consume loop failed: {e}")));
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await;
+        outcome?
+    }
+}
+
+/// One consumer's loop: takes deliveries while a permit is free and runs each handler in
+/// its own task, so a panic is caught as that task's failure.
+struct ConsumeLoop {
+    handler: Arc<dyn Handler>,
+    channel: Channel,
+    consumer: Consumer,
+    state: Arc<StateMap>,
+    publisher: Publisher,
+    counters: Arc<Counters>,
+    shutdown_timeout: Duration,
+}
+
+impl ConsumeLoop {
+    async fn run(self, mut stop: watch::Receiver<bool>) -> Result<()> {
+        let ConsumeLoop {
+            handler,
+            channel,
+            mut consumer,
+            state,
+            publisher,
+            counters,
+            shutdown_timeout,
+        } = self;
+        let spec = handler.spec();
+        let permits = Arc::new(Semaphore::new(spec.concurrency.unwrap_or(1).max(1)));
+        let mut in_flight: JoinSet<Outcome> = JoinSet::new();
+        let mut deliveries: HashMap<tokio::task::Id, Delivery> = HashMap::new();
+        let result = loop {
+            // A delivery is taken only when a handler slot is free; finished handlers are
+            // settled meanwhile, so their acks free the broker's prefetch window.
+            let next = async {
+                let permit = permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed");
+                (permit, consumer.next().await)
+            };
+            let (permit, delivery) = tokio::select! {
+                () = stopped(&mut stop) => break Ok(()),
+                Some(done) = in_flight.join_next_with_id() => {
+                    settle(&handler, &counters, done, &mut deliveries).await;
+                    continue;
+                }
+                (permit, d) = next => match d {
+                    Some(Ok(d)) => (permit, d),
+                    Some(Err(e)) => break Err(e),
+                    None => break Err(Error::Closed("consumer")),
+                },
+            };
+            Counters::bump(&counters.delivered);
+            let span = tracing::info_span!(
+                "delivery",
+                queue = spec.queue,
+                consumer = spec.name,
+                delivery_tag = delivery.delivery_tag,
+                message_id = delivery.properties.message_id.as_deref().unwrap_or(""),
+                redelivered = delivery.redelivered,
+            );
+            let ctx = DeliveryContext {
+                delivery: delivery.clone(),
+                state: state.clone(),
+                publisher: publisher.clone(),
+                queue: spec.queue,
+            };
+            let task_handler = handler.clone();
+            let handle = in_flight.spawn(
+                async move {
+                    let outcome = task_handler.call(&ctx).await;
+                    drop(permit);
+                    outcome
+                }
+                .instrument(span),
+            );
+            deliveries.insert(handle.id(), delivery);
+        };
+        if result.is_ok() {
+            // Graceful: no new deliveries; what was prefetched but not started goes back
+            // when the consumer is dropped below.
+            let _ = consumer.cancel().await;
+        }
+        let deadline = tokio::time::Instant::now() + shutdown_timeout;
+        while !in_flight.is_empty() {
+            match tokio::time::timeout_at(deadline, in_flight.join_next_with_id()).await {
+                Ok(Some(done)) => settle(&handler, &counters, done, &mut deliveries).await,
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(
+                        handlers = in_flight.len(),
+                        "handlers still running at the shutdown timeout; their messages return to the queue"
+                    );
+                    in_flight.abort_all();
+                    break;
+                }
+            }
+        }
+        drop(consumer);
+        if result.is_ok() {
+            let _ = channel.close().await;
+        }
+        result
+    }
+}
+
+/// Sends a finished handler's outcome for its delivery, on the delivery's own channel.
+async fn settle(
+    handler: &Arc<dyn Handler>,
+    counters: &Counters,
+    done: std::result::Result<(tokio::task::Id, Outcome), tokio::task::JoinError>,
+    deliveries: &mut HashMap<tokio::task::Id, Delivery>,
+) {
+    let (id, outcome) = match done {
+        Ok((id, outcome)) => (id, outcome),
+        Err(e) => {
+            if e.is_panic() {
+                Counters::bump(&counters.panicked);
+                tracing::error!(consumer = handler.spec().name, "handler panicked");
+            }
+            (e.id(), handler.spec().on_error.outcome())
+        }
+    };
+    let Some(delivery) = deliveries.remove(&id) else {
+        return;
+    };
+    let (sent, counter) = match outcome {
+        Outcome::Ack => (delivery.ack().await, &counters.acked),
+        Outcome::Requeue => (delivery.nack(true).await, &counters.requeued),
+        Outcome::Reject => (delivery.reject(false).await, &counters.rejected),
+    };
+    match sent {
+        Ok(()) => Counters::bump(counter),
+        // Its channel died: the broker redelivers the message; never settle it elsewhere.
+        Err(_) => Counters::bump(&counters.dropped),
+    }
+}
+
+/// Resolves once the stop flag is set (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Resolves on SIGINT or (on Unix) SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
