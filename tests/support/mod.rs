@@ -3,6 +3,7 @@
 //! connection speaking the raw protocol through `serena::proto` ([`wire`]).
 
 pub mod fake_peer;
+pub mod handlers;
 pub mod rabbitmqctl;
 pub mod wire;
 
