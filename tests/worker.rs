@@ -292,7 +292,7 @@ async fn forced_closes_restart_the_tree_and_lose_nothing() {
     let sup = Supervisor::new(config(&conn_name))
         .consumer(handler)
         .backoff(fast_backoff());
-    let handle = sup.handle();
+    let mut handle = sup.handle();
     let waited = done.clone();
     let run = tokio::spawn(sup.run_until(async move { waited.notified().await }));
 
