@@ -37,6 +37,8 @@
 //! - [`client`]: the handles: [`Connection`], [`Channel`], [`Consumer`], [`Delivery`].
 //! - [`config`]: [`ConnectionConfig`], from code or an `amqp://` URI.
 //! - [`error`]: [`Error`] and [`UnexpectedCloseError`].
+//! - [`topology`]: declarative exchanges, queues and bindings from `topology.toml`: model and
+//!   validation (pure), TOML loading with line and column in every error, apply and verify.
 //! - [`worker`]: `#[consumer]` handlers, extractors, outcomes and the supervisor.
 
 pub mod client;
@@ -44,6 +46,7 @@ pub mod config;
 mod driver;
 pub mod error;
 pub mod proto;
+pub mod topology;
 pub mod worker;
 
 pub use client::{

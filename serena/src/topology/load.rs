@@ -1,0 +1,651 @@
+//! Reading `topology.toml`: a walk over toml's spanned document tree, so that every problem,
+//! unknown keys and wrong types included, is reported at once with its line and column.
+
+use std::sync::Arc;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::error::{Destination, Entity, EntityName, Location, Problem, TopologyError};
+use super::model::{Binding, Exchange, ExchangeKind, Origin, Overflow, Queue, QueueType, Topology};
+use super::settings::ConnectionSettings;
+use super::validate::sort_problems;
+use crate::config::ConnectionConfig;
+use crate::proto::{FieldTable, FieldValue, ShortString};
+
+const TOP_KEYS: &[&str] = &["connection", "exchanges", "queues", "bindings"];
+const CONNECTION_KEYS: &[&str] = &["url", "heartbeat", "frame_size", "channel_buffer_size"];
+const EXCHANGE_KEYS: &[&str] = &[
+    "name",
+    "type",
+    "declare",
+    "durable",
+    "auto_delete",
+    "internal",
+    "alternate_exchange",
+    "arguments",
+];
+const QUEUE_KEYS: &[&str] = &[
+    "name",
+    "type",
+    "declare",
+    "durable",
+    "exclusive",
+    "auto_delete",
+    "dead_letter_exchange",
+    "dead_letter_routing_key",
+    "message_ttl",
+    "expires",
+    "max_length",
+    "max_length_bytes",
+    "overflow",
+    "single_active_consumer",
+    "delivery_limit",
+    "max_age",
+    "max_priority",
+    "arguments",
+];
+const BINDING_KEYS: &[&str] = &[
+    "source",
+    "queue",
+    "exchange",
+    "routing_key",
+    "arguments",
+    "declare",
+];
+
+/// Parses and validates a topology; `file` names it in problems.
+pub(crate) fn parse(text: &str, file: &str) -> Result<Topology, TopologyError> {
+    let mut ctx = Ctx {
+        text,
+        file: Arc::from(file),
+        problems: Vec::new(),
+    };
+    let (doc, syntax) = DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        for e in syntax {
+            let at = e.span().map_or(0, |s| s.start);
+            ctx.report(
+                at,
+                Entity::File,
+                format!("TOML syntax: {}", e.message().trim()),
+            );
+        }
+        return Err(ctx.finish());
+    }
+    let mut topology = Topology::default();
+    for (key, value) in doc.get_ref() {
+        match key.get_ref().as_ref() {
+            "connection" => match value.get_ref() {
+                DeValue::Table(t) => topology.connection = read_connection(&mut ctx, t),
+                other => ctx.report(
+                    value.span().start,
+                    Entity::Connection,
+                    format!(
+                        "connection must be a table ([connection]), not {}",
+                        a(other)
+                    ),
+                ),
+            },
+            list @ ("exchanges" | "queues" | "bindings") => {
+                let Some(items) = array_of_tables(&mut ctx, list, value) else {
+                    continue;
+                };
+                for (i, (span, table)) in items.into_iter().enumerate() {
+                    match list {
+                        "exchanges" => {
+                            let x = read_exchange(&mut ctx, span, table, i);
+                            topology.exchanges.push(x);
+                        }
+                        "queues" => {
+                            let q = read_queue(&mut ctx, span, table, i);
+                            topology.queues.push(q);
+                        }
+                        _ => {
+                            if let Some(b) = read_binding(&mut ctx, span, table, i) {
+                                topology.bindings.push(b);
+                            }
+                        }
+                    }
+                }
+            }
+            other => ctx.report(key.span().start, Entity::File, unknown_key(other, TOP_KEYS)),
+        }
+    }
+    if let Err(TopologyError::Invalid { problems }) = topology.validate() {
+        ctx.problems.extend(problems);
+    }
+    if ctx.problems.is_empty() {
+        Ok(topology)
+    } else {
+        Err(ctx.finish())
+    }
+}
+
+struct Ctx<'t> {
+    text: &'t str,
+    file: Arc<str>,
+    problems: Vec<Problem>,
+}
+
+impl Ctx<'_> {
+    fn location(&self, offset: usize) -> Location {
+        Location::of_offset(self.text, offset)
+    }
+
+    fn report(&mut self, offset: usize, entity: Entity, message: impl Into<String>) {
+        self.problems.push(Problem {
+            file: Some(self.file.to_string()),
+            location: Some(self.location(offset)),
+            entity,
+            message: message.into(),
+        });
+    }
+
+    fn finish(mut self) -> TopologyError {
+        sort_problems(&mut self.problems);
+        TopologyError::Invalid {
+            problems: self.problems,
+        }
+    }
+}
+
+/// "a string", "an integer", ...
+fn a(v: &DeValue<'_>) -> &'static str {
+    match v {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a datetime",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+fn unknown_key(key: &str, known: &[&str]) -> String {
+    match known.iter().find(|k| edit_distance(k, key) <= 2) {
+        Some(close) => format!("unknown key {key:?}; did you mean {close:?}?"),
+        None => format!("unknown key {key:?}; expected one of: {}", known.join(", ")),
+    }
+}
+
+/// Levenshtein distance, for "did you mean".
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(cur).min(row[j])
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+type Span = std::ops::Range<usize>;
+
+/// The tables of `[[list]]` (or `list = [{...}]`), with their spans.
+fn array_of_tables<'d, 'i>(
+    ctx: &mut Ctx<'_>,
+    list: &str,
+    value: &'d Spanned<DeValue<'i>>,
+) -> Option<Vec<(Span, &'d DeTable<'i>)>> {
+    let DeValue::Array(items) = value.get_ref() else {
+        ctx.report(
+            value.span().start,
+            Entity::File,
+            format!(
+                "{list} must be an array of tables ([[{list}]]), not {}",
+                a(value.get_ref())
+            ),
+        );
+        return None;
+    };
+    let mut tables = Vec::new();
+    for item in items {
+        match item.get_ref() {
+            DeValue::Table(t) => tables.push((item.span(), t)),
+            other => ctx.report(
+                item.span().start,
+                Entity::File,
+                format!("each of {list} must be a table, not {}", a(other)),
+            ),
+        }
+    }
+    Some(tables)
+}
+
+/// Reads one entity's table, remembering where each key was and which keys were unknown.
+struct Reader<'c, 't, 'd, 'i> {
+    ctx: &'c mut Ctx<'t>,
+    table: &'d DeTable<'i>,
+    entity: Entity,
+    origin: Origin,
+}
+
+impl<'c, 't, 'd, 'i> Reader<'c, 't, 'd, 'i> {
+    fn new(
+        ctx: &'c mut Ctx<'t>,
+        span: Span,
+        table: &'d DeTable<'i>,
+        entity: Entity,
+        known: &[&str],
+    ) -> Self {
+        let mut origin = Origin {
+            file: ctx.file.clone(),
+            at: ctx.location(span.start),
+            keys: Vec::new(),
+            type_invalid: false,
+        };
+        for (key, _) in table {
+            let name = key.get_ref().as_ref();
+            origin
+                .keys
+                .push((name.to_owned(), ctx.location(key.span().start)));
+            if !known.contains(&name) {
+                ctx.report(key.span().start, entity.clone(), unknown_key(name, known));
+            }
+        }
+        Reader {
+            ctx,
+            table,
+            entity,
+            origin,
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&'d Spanned<DeValue<'i>>> {
+        self.table.get(key)
+    }
+
+    fn report(&mut self, offset: usize, message: impl Into<String>) {
+        self.ctx.report(offset, self.entity.clone(), message);
+    }
+
+    fn wrong_type(&mut self, key: &str, expected: &str, v: &Spanned<DeValue<'_>>) {
+        let message = format!("{key} must be {expected}, not {}", a(v.get_ref()));
+        self.report(v.span().start, message);
+    }
+
+    fn string(&mut self, key: &str) -> Option<String> {
+        let v = self.get(key)?;
+        match v.get_ref() {
+            DeValue::String(s) => Some(s.to_string()),
+            _ => {
+                self.wrong_type(key, "a string", v);
+                None
+            }
+        }
+    }
+
+    fn bool(&mut self, key: &str, default: bool) -> bool {
+        let Some(v) = self.get(key) else {
+            return default;
+        };
+        match v.get_ref() {
+            DeValue::Boolean(b) => *b,
+            _ => {
+                self.wrong_type(key, "true or false", v);
+                default
+            }
+        }
+    }
+
+    /// An integer between `min` and `max`; `unit` is said in the range message.
+    fn int<T: TryFrom<i64>>(&mut self, key: &str, min: i64, max: i64, unit: &str) -> Option<T> {
+        let v = self.get(key)?;
+        let DeValue::Integer(i) = v.get_ref() else {
+            self.wrong_type(key, "an integer", v);
+            return None;
+        };
+        let n = i64::from_str_radix(i.as_str(), i.radix()).ok();
+        match n.filter(|n| (min..=max).contains(n)) {
+            Some(n) => T::try_from(n).ok(),
+            None => {
+                let unit = if unit.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({unit})")
+                };
+                let message = format!("{key} must be between {min} and {max}{unit}, not {i}");
+                self.report(v.span().start, message);
+                None
+            }
+        }
+    }
+
+    fn arguments(&mut self) -> FieldTable {
+        let Some(v) = self.get("arguments") else {
+            return FieldTable::new();
+        };
+        let DeValue::Table(t) = v.get_ref() else {
+            self.wrong_type("arguments", "a table", v);
+            return FieldTable::new();
+        };
+        let mut args = FieldTable::new();
+        for (key, value) in t {
+            let name = key.get_ref().as_ref();
+            self.origin.keys.push((
+                format!("arguments.{name}"),
+                self.ctx.location(key.span().start),
+            ));
+            if name.len() > ShortString::MAX_LEN {
+                self.report(
+                    key.span().start,
+                    format!(
+                        "argument names are at most 255 bytes; this one is {}",
+                        name.len()
+                    ),
+                );
+                continue;
+            }
+            if let Some(fv) = self.field_value(&format!("arguments.{name}"), value) {
+                args.insert(name, fv);
+            }
+        }
+        args
+    }
+
+    fn field_value(&mut self, path: &str, v: &Spanned<DeValue<'_>>) -> Option<FieldValue> {
+        Some(match v.get_ref() {
+            DeValue::String(s) => FieldValue::from(s.as_ref()),
+            DeValue::Boolean(b) => FieldValue::Bool(*b),
+            DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
+                Ok(n) => FieldValue::I64(n),
+                Err(_) => {
+                    let message = format!("{path} does not fit a signed 64-bit integer");
+                    self.report(v.span().start, message);
+                    return None;
+                }
+            },
+            DeValue::Float(f) => FieldValue::F64(f.as_str().parse().unwrap_or(f64::NAN)),
+            DeValue::Array(items) => FieldValue::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(n, item)| self.field_value(&format!("{path}[{n}]"), item))
+                    .collect(),
+            ),
+            DeValue::Table(t) => {
+                let mut table = FieldTable::new();
+                for (k, item) in t {
+                    let key = k.get_ref().as_ref();
+                    if let Some(fv) = self.field_value(&format!("{path}.{key}"), item) {
+                        table.insert(key, fv);
+                    }
+                }
+                FieldValue::Table(table)
+            }
+            DeValue::Datetime(_) => {
+                let message = format!(
+                    "{path}: datetimes cannot be arguments; write seconds since the epoch as an \
+                     integer"
+                );
+                self.report(v.span().start, message);
+                return None;
+            }
+        })
+    }
+}
+
+fn name_of(table: &DeTable<'_>, key: &str) -> Option<String> {
+    table
+        .get(key)
+        .and_then(|v| v.get_ref().as_str())
+        .map(str::to_owned)
+}
+
+fn entity_name(table: &DeTable<'_>, index: usize) -> EntityName {
+    match name_of(table, "name") {
+        Some(n) if !n.is_empty() => EntityName::Named(n),
+        _ => EntityName::Unnamed(index + 1),
+    }
+}
+
+fn read_connection(ctx: &mut Ctx<'_>, table: &DeTable<'_>) -> ConnectionSettings {
+    let span = 0..0;
+    let mut r = Reader::new(ctx, span, table, Entity::Connection, CONNECTION_KEYS);
+    let url = r.string("url");
+    if let (Some(u), Some(v)) = (&url, r.get("url"))
+        && let Err(e) = ConnectionConfig::from_uri(u)
+    {
+        r.report(v.span().start, format!("url: {e}"));
+    }
+    ConnectionSettings {
+        url,
+        heartbeat: r.int("heartbeat", 0, 65_535, "seconds"),
+        frame_size: r.int(
+            "frame_size",
+            i64::from(crate::proto::FRAME_MIN_SIZE),
+            i64::from(u32::MAX),
+            "bytes",
+        ),
+        channel_buffer_size: r.int("channel_buffer_size", 1, 65_535, ""),
+    }
+}
+
+fn read_exchange(ctx: &mut Ctx<'_>, span: Span, table: &DeTable<'_>, i: usize) -> Exchange {
+    let entity = Entity::Exchange(entity_name(table, i));
+    let mut r = Reader::new(ctx, span.clone(), table, entity, EXCHANGE_KEYS);
+    let declare = r.bool("declare", true);
+    let kind = match r.get("type").map(|_| r.string("type")) {
+        Some(Some(s)) => ExchangeKind::from_name(&s),
+        Some(None) => {
+            r.origin.type_invalid = true;
+            ExchangeKind::Direct
+        }
+        None if declare => {
+            r.report(
+                span.start,
+                "an exchange to declare needs a type: direct, fanout, topic, headers, or a \
+                 plugin type starting with \"x-\"",
+            );
+            r.origin.type_invalid = true;
+            ExchangeKind::Direct
+        }
+        None => ExchangeKind::Direct,
+    };
+    let x = Exchange {
+        name: r.string("name").unwrap_or_default(),
+        kind,
+        declare,
+        durable: r.bool("durable", true),
+        auto_delete: r.bool("auto_delete", false),
+        internal: r.bool("internal", false),
+        alternate_exchange: r.string("alternate_exchange"),
+        arguments: r.arguments(),
+        origin: None,
+    };
+    Exchange {
+        origin: Some(r.origin),
+        ..x
+    }
+}
+
+fn read_queue(ctx: &mut Ctx<'_>, span: Span, table: &DeTable<'_>, i: usize) -> Queue {
+    let entity = Entity::Queue(entity_name(table, i));
+    let mut r = Reader::new(ctx, span, table, entity, QUEUE_KEYS);
+    let kind = match (r.get("type"), r.string("type")) {
+        (Some(v), Some(s)) => QueueType::from_name(&s).unwrap_or_else(|| {
+            r.report(
+                v.span().start,
+                format!("unknown queue type {s:?}: expected classic, quorum or stream"),
+            );
+            r.origin.type_invalid = true;
+            QueueType::Classic
+        }),
+        (Some(_), None) => {
+            r.origin.type_invalid = true;
+            QueueType::Classic
+        }
+        (None, _) => QueueType::Classic,
+    };
+    let overflow = match (r.get("overflow"), r.string("overflow")) {
+        (Some(v), Some(s)) => Overflow::from_name(&s).or_else(|| {
+            r.report(
+                v.span().start,
+                format!(
+                    "unknown overflow {s:?}: expected drop-head, reject-publish or \
+                     reject-publish-dlx"
+                ),
+            );
+            None
+        }),
+        _ => None,
+    };
+    let u32_max = i64::from(u32::MAX);
+    let q = Queue {
+        name: r.string("name").unwrap_or_default(),
+        kind,
+        declare: r.bool("declare", true),
+        durable: r.bool("durable", true),
+        exclusive: r.bool("exclusive", false),
+        auto_delete: r.bool("auto_delete", false),
+        dead_letter_exchange: r.string("dead_letter_exchange"),
+        dead_letter_routing_key: r.string("dead_letter_routing_key"),
+        message_ttl: r.int("message_ttl", 0, u32_max, "milliseconds"),
+        expires: r.int("expires", 1, u32_max, "milliseconds"),
+        max_length: r.int("max_length", 0, i64::MAX, "messages"),
+        max_length_bytes: r.int("max_length_bytes", 0, i64::MAX, "bytes"),
+        overflow,
+        single_active_consumer: r.bool("single_active_consumer", false),
+        delivery_limit: r.int("delivery_limit", 0, u32_max, "deliveries"),
+        max_age: r.string("max_age"),
+        max_priority: r.int("max_priority", 1, 255, ""),
+        arguments: r.arguments(),
+        origin: None,
+    };
+    Queue {
+        origin: Some(r.origin),
+        ..q
+    }
+}
+
+fn read_binding(ctx: &mut Ctx<'_>, span: Span, table: &DeTable<'_>, i: usize) -> Option<Binding> {
+    let queue = name_of(table, "queue");
+    let exchange = name_of(table, "exchange");
+    let destination = match (queue, exchange) {
+        (Some(q), None) => Some(Destination::Queue(q)),
+        (None, Some(x)) => Some(Destination::Exchange(x)),
+        _ => None,
+    };
+    let entity = Entity::Binding {
+        index: i + 1,
+        source: name_of(table, "source"),
+        destination: destination.clone(),
+        routing_key: name_of(table, "routing_key").unwrap_or_default(),
+    };
+    let mut r = Reader::new(ctx, span.clone(), table, entity, BINDING_KEYS);
+    let source = r.string("source");
+    if r.get("source").is_none() {
+        r.report(
+            span.start,
+            "a binding needs a source exchange: source = \"...\"",
+        );
+    }
+    let queue = r.string("queue");
+    let exchange = r.string("exchange");
+    match (r.get("queue"), r.get("exchange")) {
+        (None, None) => r.report(
+            span.start,
+            "a binding needs a destination: queue = \"...\" or exchange = \"...\"",
+        ),
+        (Some(q), Some(x)) => {
+            let second = q.span().start.max(x.span().start);
+            r.report(
+                second,
+                "a binding has one destination: set queue or exchange, not both",
+            );
+        }
+        _ => {}
+    }
+    let b = Binding {
+        source: source?,
+        destination: match (queue, exchange) {
+            (Some(q), None) => Destination::Queue(q),
+            (None, Some(x)) => Destination::Exchange(x),
+            _ => return None,
+        },
+        routing_key: r.string("routing_key").unwrap_or_default(),
+        arguments: r.arguments(),
+        declare: r.bool("declare", true),
+        origin: None,
+    };
+    Some(Binding {
+        origin: Some(r.origin),
+        ..b
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distance_counts_edits() {
+        assert_eq!(edit_distance("durable", "durable"), 0);
+        assert_eq!(edit_distance("durable", "durabel"), 2);
+        assert_eq!(edit_distance("queue", "queu"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+
+    #[test]
+    fn arguments_keep_their_toml_types() {
+        let t = parse(
+            r#"
+            [[queues]]
+            name = "q"
+            arguments = { "x-a" = 1, "x-b" = "s", "x-c" = true, "x-d" = 1.5, "x-e" = [1, "two"], "x-f" = { g = 0x10 } }
+            "#,
+            "t.toml",
+        )
+        .unwrap();
+        let args = &t.queues[0].arguments;
+        assert_eq!(args.get("x-a"), Some(&FieldValue::I64(1)));
+        assert_eq!(args.get("x-b").and_then(FieldValue::as_str), Some("s"));
+        assert_eq!(args.get("x-c"), Some(&FieldValue::Bool(true)));
+        assert_eq!(args.get("x-d"), Some(&FieldValue::F64(1.5)));
+        assert_eq!(
+            args.get("x-e"),
+            Some(&FieldValue::Array(vec![FieldValue::I64(1), "two".into()]))
+        );
+        let f = args.get("x-f").and_then(FieldValue::as_table).unwrap();
+        assert_eq!(f.get("g"), Some(&FieldValue::I64(16)));
+        let origin = t.queues[0].origin.as_ref().unwrap();
+        assert_eq!(
+            origin.location(),
+            Location {
+                line: 2,
+                column: 13
+            }
+        );
+        assert_eq!(
+            origin.key_location("arguments.x-b"),
+            Some(Location {
+                line: 4,
+                column: 38
+            })
+        );
+    }
+
+    #[test]
+    fn defaults_are_durable_and_declared() {
+        let t = parse(
+            "[[exchanges]]\nname = \"x\"\ntype = \"fanout\"\n[[queues]]\nname = \"q\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let (x, q) = (&t.exchanges[0], &t.queues[0]);
+        assert!(x.durable && x.declare && !x.auto_delete && !x.internal);
+        assert!(q.durable && q.declare && !q.exclusive && !q.auto_delete);
+        assert_eq!(q.kind, QueueType::Classic);
+    }
+}

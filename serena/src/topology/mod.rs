@@ -1,0 +1,91 @@
+//! Declarative topology: exchanges, queues and bindings in a `topology.toml`, validated with
+//! precise errors, applied idempotently and verified without changing the broker.
+//!
+//! ```toml
+//! [connection]                      # optional; SERENA_URL and friends override it
+//! url = "amqp://app@rabbit.internal:5672/orders"   # SERENA_PASSWORD supplies the password
+//!
+//! [[exchanges]]
+//! name = "orders"
+//! type = "topic"                    # direct, fanout, topic, headers, or a plugin's x-...
+//!
+//! [[queues]]
+//! name = "orders.work"
+//! type = "quorum"                   # classic (default), quorum, stream
+//! dead_letter_exchange = ""
+//! dead_letter_routing_key = "orders.parking"
+//! delivery_limit = 5
+//!
+//! [[queues]]
+//! name = "orders.parking"
+//!
+//! [[bindings]]
+//! source = "orders"
+//! queue = "orders.work"             # or exchange = "..." for an exchange-to-exchange binding
+//! routing_key = "order.*"
+//! ```
+//!
+//! # Keys
+//!
+//! Every table rejects keys it does not know. Exchanges and queues are durable unless
+//! `durable = false`; everything else is off unless set. `declare = false` on any entity makes it
+//! expected-only: checked, never created.
+//!
+//! | table | keys |
+//! |---|---|
+//! | `[connection]` | `url`, `heartbeat` (s), `frame_size` (bytes), `channel_buffer_size` ([`settings`]) |
+//! | `[[exchanges]]` | `name`, `type`, `declare`, `durable`, `auto_delete`, `internal`, `alternate_exchange`, `arguments` |
+//! | `[[queues]]` | `name`, `type`, `declare`, `durable`, `exclusive`, `auto_delete`, `dead_letter_exchange`, `dead_letter_routing_key`, `message_ttl` (ms), `expires` (ms), `max_length`, `max_length_bytes`, `overflow`, `single_active_consumer`, `delivery_limit`, `max_age`, `max_priority`, `arguments` |
+//! | `[[bindings]]` | `source`, `queue` or `exchange`, `routing_key`, `arguments`, `declare` |
+//!
+//! `arguments` is a table sent as given: TOML strings become long strings, integers signed
+//! 64-bit integers, floats doubles, booleans booleans, arrays arrays and tables tables. An
+//! argument that has a key of its own (`x-max-priority`) must be set with that key.
+//!
+//! # Checking, applying, verifying
+//!
+//! [`Topology::load`] parses the file and runs every rule of [`validate`]; the
+//! [`TopologyError`] lists every problem as `file:line:column: entity: message`.
+//! [`Topology::apply`] declares exchanges, then queues, then bindings and reports each as
+//! created, already present or failed (with the property that differs, for a 406).
+//! [`Topology::verify`] checks with passive declares that every exchange and queue exists.
+//! Bindings cannot be checked over AMQP 0-9-1 without creating them, so verify lists them as
+//! not checked.
+
+mod apply;
+mod error;
+mod load;
+mod model;
+mod report;
+pub mod settings;
+pub mod validate;
+
+use std::path::Path;
+use std::sync::Arc;
+
+pub use error::{Destination, Entity, EntityName, Location, Problem, TopologyError};
+pub use model::{
+    Binding, Exchange, ExchangeKind, Origin, Overflow, Queue, QueueType, STANDARD_EXCHANGES,
+    Topology,
+};
+pub use report::{
+    ApplyReport, ApplyStatus, Difference, EntityReport, Failure, VerifyReport, VerifyStatus,
+};
+pub use settings::{ConnectionSettings, DEFAULT_URL};
+
+impl Topology {
+    /// Reads, parses and validates the topology file at `path`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Topology, TopologyError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| TopologyError::Read {
+            path: path.to_owned(),
+            source: Arc::new(e),
+        })?;
+        Topology::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates a topology from TOML text; `file` names it in problems.
+    pub fn from_toml(text: &str, file: &str) -> Result<Topology, TopologyError> {
+        load::parse(text, file)
+    }
+}

@@ -1,0 +1,540 @@
+//! The topology model: exchanges, queues and bindings as plain data, and how each maps onto the
+//! AMQP declaration that creates it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::error::{Destination, Entity, EntityName, Location};
+use super::settings::ConnectionSettings;
+use crate::client::{ExchangeDeclareOptions, QueueDeclareOptions};
+use crate::proto::FieldTable;
+
+/// Where an entity was written, when it was loaded from a file: the file, the entity's table and
+/// each of its keys. Entities built in code have none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    pub(crate) file: Arc<str>,
+    pub(crate) at: Location,
+    pub(crate) keys: Vec<(String, Location)>,
+    /// The entity's `type` was invalid: rules that depend on it are skipped.
+    pub(crate) type_invalid: bool,
+}
+
+impl Default for Location {
+    fn default() -> Self {
+        Location { line: 1, column: 1 }
+    }
+}
+
+impl Origin {
+    /// The file the entity came from.
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// Where the entity's table starts.
+    pub fn location(&self) -> Location {
+        self.at
+    }
+
+    /// Where `key` was written (`"max_priority"`, `"arguments.x-foo"`), if it was.
+    pub fn key_location(&self, key: &str) -> Option<Location> {
+        self.keys.iter().find(|(k, _)| k == key).map(|(_, at)| *at)
+    }
+}
+
+/// The type of an exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum ExchangeKind {
+    /// Routes on an exact routing-key match (the default).
+    #[default]
+    Direct,
+    /// Routes to every binding.
+    Fanout,
+    /// Routes on dotted routing-key patterns with `*` and `#`.
+    Topic,
+    /// Routes on message headers (binding argument `x-match`).
+    Headers,
+    /// A plugin's type, e.g. `x-consistent-hash` or `x-delayed-message`. Validation accepts
+    /// only names starting with `x-`.
+    Custom(String),
+}
+
+impl ExchangeKind {
+    /// The kind for `name`: one of the four built-in types, otherwise [`Custom`](Self::Custom).
+    pub fn from_name(name: &str) -> ExchangeKind {
+        match name {
+            "direct" => ExchangeKind::Direct,
+            "fanout" => ExchangeKind::Fanout,
+            "topic" => ExchangeKind::Topic,
+            "headers" => ExchangeKind::Headers,
+            other => ExchangeKind::Custom(other.to_owned()),
+        }
+    }
+
+    /// The name sent in `exchange.declare`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ExchangeKind::Direct => "direct",
+            ExchangeKind::Fanout => "fanout",
+            ExchangeKind::Topic => "topic",
+            ExchangeKind::Headers => "headers",
+            ExchangeKind::Custom(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for ExchangeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The type of a queue (`x-queue-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum QueueType {
+    /// The classic queue (the default).
+    #[default]
+    Classic,
+    /// A replicated Raft queue: durable, never exclusive or auto-delete.
+    Quorum,
+    /// An append-only replicated log: durable, never exclusive or auto-delete.
+    Stream,
+}
+
+impl QueueType {
+    /// The value of `x-queue-type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+            QueueType::Stream => "stream",
+        }
+    }
+
+    /// The type named `name`, if it is one.
+    pub fn from_name(name: &str) -> Option<QueueType> {
+        match name {
+            "classic" => Some(QueueType::Classic),
+            "quorum" => Some(QueueType::Quorum),
+            "stream" => Some(QueueType::Stream),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for QueueType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a queue does when it is full (`x-overflow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Overflow {
+    /// Drop (or dead-letter) the oldest messages: RabbitMQ's default.
+    DropHead,
+    /// Refuse new messages (publishers with confirms get a nack).
+    RejectPublish,
+    /// Refuse new messages and dead-letter them (classic queues only).
+    RejectPublishDlx,
+}
+
+impl Overflow {
+    /// The value of `x-overflow`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overflow::DropHead => "drop-head",
+            Overflow::RejectPublish => "reject-publish",
+            Overflow::RejectPublishDlx => "reject-publish-dlx",
+        }
+    }
+
+    /// The behaviour named `name`, if it is one.
+    pub fn from_name(name: &str) -> Option<Overflow> {
+        match name {
+            "drop-head" => Some(Overflow::DropHead),
+            "reject-publish" => Some(Overflow::RejectPublish),
+            "reject-publish-dlx" => Some(Overflow::RejectPublishDlx),
+            _ => None,
+        }
+    }
+}
+
+/// An exchange, as `[[exchanges]]` in `topology.toml`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Exchange {
+    /// Its name.
+    pub name: String,
+    /// Its type (`type` in the file).
+    pub kind: ExchangeKind,
+    /// `false`: only expected to exist; checked, never created.
+    pub declare: bool,
+    /// Survives a broker restart (default `true`).
+    pub durable: bool,
+    /// Deleted when its last binding goes (default `false`).
+    pub auto_delete: bool,
+    /// Publishers cannot use it, only exchange-to-exchange bindings (default `false`).
+    pub internal: bool,
+    /// Where messages that no binding routes go (`alternate-exchange`).
+    pub alternate_exchange: Option<String>,
+    /// Any other arguments, sent as given.
+    pub arguments: FieldTable,
+    /// Where it was written, when loaded from a file.
+    pub origin: Option<Origin>,
+}
+
+impl Default for Exchange {
+    fn default() -> Self {
+        Exchange {
+            name: String::new(),
+            kind: ExchangeKind::Direct,
+            declare: true,
+            durable: true,
+            auto_delete: false,
+            internal: false,
+            alternate_exchange: None,
+            arguments: FieldTable::new(),
+            origin: None,
+        }
+    }
+}
+
+impl Exchange {
+    /// A durable exchange of `kind`, to be declared.
+    pub fn new(name: impl Into<String>, kind: ExchangeKind) -> Self {
+        Exchange {
+            name: name.into(),
+            kind,
+            ..Exchange::default()
+        }
+    }
+
+    /// The arguments sent in `exchange.declare`: [`arguments`](Self::arguments) plus
+    /// `alternate-exchange`.
+    pub fn declare_arguments(&self) -> FieldTable {
+        let mut args = self.arguments.clone();
+        if let Some(ae) = &self.alternate_exchange {
+            args.insert("alternate-exchange", ae.as_str());
+        }
+        args
+    }
+
+    /// The options of the `exchange.declare` that creates it (or, `passive`, checks it).
+    pub fn declare_options(&self, passive: bool) -> ExchangeDeclareOptions {
+        ExchangeDeclareOptions {
+            passive,
+            durable: self.durable,
+            auto_delete: self.auto_delete,
+            internal: self.internal,
+            arguments: self.declare_arguments(),
+        }
+    }
+
+    /// How reports and problems name it.
+    pub fn entity(&self, index: usize) -> Entity {
+        Entity::Exchange(entity_name(&self.name, index))
+    }
+}
+
+/// A queue, as `[[queues]]` in `topology.toml`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queue {
+    /// Its name.
+    pub name: String,
+    /// Its type (`type` in the file; `x-queue-type`).
+    pub kind: QueueType,
+    /// `false`: only expected to exist; checked, never created.
+    pub declare: bool,
+    /// Survives a broker restart (default `true`).
+    pub durable: bool,
+    /// Belongs to the declaring connection and goes with it (default `false`).
+    pub exclusive: bool,
+    /// Deleted when its last consumer goes (default `false`).
+    pub auto_delete: bool,
+    /// Exchange that rejected and expired messages go to (`x-dead-letter-exchange`; `""` is the
+    /// default exchange).
+    pub dead_letter_exchange: Option<String>,
+    /// Routing key for dead-lettered messages (`x-dead-letter-routing-key`).
+    pub dead_letter_routing_key: Option<String>,
+    /// Message time to live, in milliseconds (`x-message-ttl`).
+    pub message_ttl: Option<u32>,
+    /// Delete the queue after this many milliseconds unused (`x-expires`).
+    pub expires: Option<u32>,
+    /// Most ready messages (`x-max-length`).
+    pub max_length: Option<u64>,
+    /// Most bytes of ready message bodies (`x-max-length-bytes`).
+    pub max_length_bytes: Option<u64>,
+    /// What happens when a limit is reached (`x-overflow`).
+    pub overflow: Option<Overflow>,
+    /// Only one consumer at a time gets messages (`x-single-active-consumer`).
+    pub single_active_consumer: bool,
+    /// Deliveries before a message is dead-lettered or dropped (`x-delivery-limit`; quorum).
+    pub delivery_limit: Option<u32>,
+    /// How long a stream keeps messages, e.g. `7D` (`x-max-age`; streams).
+    pub max_age: Option<String>,
+    /// Highest message priority, 1 to 255 (`x-max-priority`; classic).
+    pub max_priority: Option<u8>,
+    /// Any other arguments, sent as given.
+    pub arguments: FieldTable,
+    /// Where it was written, when loaded from a file.
+    pub origin: Option<Origin>,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue {
+            name: String::new(),
+            kind: QueueType::Classic,
+            declare: true,
+            durable: true,
+            exclusive: false,
+            auto_delete: false,
+            dead_letter_exchange: None,
+            dead_letter_routing_key: None,
+            message_ttl: None,
+            expires: None,
+            max_length: None,
+            max_length_bytes: None,
+            overflow: None,
+            single_active_consumer: false,
+            delivery_limit: None,
+            max_age: None,
+            max_priority: None,
+            arguments: FieldTable::new(),
+            origin: None,
+        }
+    }
+}
+
+/// Queue arguments with a key of their own in the file: (argument, key).
+pub(crate) const QUEUE_ARGUMENT_KEYS: &[(&str, &str)] = &[
+    ("x-queue-type", "type"),
+    ("x-dead-letter-exchange", "dead_letter_exchange"),
+    ("x-dead-letter-routing-key", "dead_letter_routing_key"),
+    ("x-message-ttl", "message_ttl"),
+    ("x-expires", "expires"),
+    ("x-max-length", "max_length"),
+    ("x-max-length-bytes", "max_length_bytes"),
+    ("x-overflow", "overflow"),
+    ("x-single-active-consumer", "single_active_consumer"),
+    ("x-delivery-limit", "delivery_limit"),
+    ("x-max-age", "max_age"),
+    ("x-max-priority", "max_priority"),
+];
+
+impl Queue {
+    /// A durable classic queue, to be declared.
+    pub fn new(name: impl Into<String>) -> Self {
+        Queue {
+            name: name.into(),
+            ..Queue::default()
+        }
+    }
+
+    /// The arguments sent in `queue.declare`: `x-queue-type`, one per property that is set, then
+    /// [`arguments`](Self::arguments).
+    pub fn declare_arguments(&self) -> FieldTable {
+        let mut args = FieldTable::new().with("x-queue-type", self.kind.as_str());
+        let long = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        if let Some(v) = &self.dead_letter_exchange {
+            args.insert("x-dead-letter-exchange", v.as_str());
+        }
+        if let Some(v) = &self.dead_letter_routing_key {
+            args.insert("x-dead-letter-routing-key", v.as_str());
+        }
+        if let Some(v) = self.message_ttl {
+            args.insert("x-message-ttl", i64::from(v));
+        }
+        if let Some(v) = self.expires {
+            args.insert("x-expires", i64::from(v));
+        }
+        if let Some(v) = self.max_length {
+            args.insert("x-max-length", long(v));
+        }
+        if let Some(v) = self.max_length_bytes {
+            args.insert("x-max-length-bytes", long(v));
+        }
+        if let Some(v) = self.overflow {
+            args.insert("x-overflow", v.as_str());
+        }
+        if self.single_active_consumer {
+            args.insert("x-single-active-consumer", true);
+        }
+        if let Some(v) = self.delivery_limit {
+            args.insert("x-delivery-limit", i64::from(v));
+        }
+        if let Some(v) = &self.max_age {
+            args.insert("x-max-age", v.as_str());
+        }
+        if let Some(v) = self.max_priority {
+            args.insert("x-max-priority", i64::from(v));
+        }
+        for (k, v) in self.arguments.iter() {
+            args.insert(k.clone(), v.clone());
+        }
+        args
+    }
+
+    /// The options of the `queue.declare` that creates it (or, `passive`, checks it).
+    pub fn declare_options(&self, passive: bool) -> QueueDeclareOptions {
+        QueueDeclareOptions {
+            passive,
+            durable: self.durable,
+            exclusive: self.exclusive,
+            auto_delete: self.auto_delete,
+            arguments: self.declare_arguments(),
+        }
+    }
+
+    /// How reports and problems name it.
+    pub fn entity(&self, index: usize) -> Entity {
+        Entity::Queue(entity_name(&self.name, index))
+    }
+}
+
+/// A binding, as `[[bindings]]` in `topology.toml`: from an exchange to a queue or to another
+/// exchange.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Binding {
+    /// The exchange messages come from.
+    pub source: String,
+    /// Where they go.
+    pub destination: Destination,
+    /// The binding key (a pattern for topic exchanges; ignored by fanout and headers).
+    pub routing_key: String,
+    /// Binding arguments: for a headers exchange, `x-match` and the headers to match.
+    pub arguments: FieldTable,
+    /// `false`: only expected to exist; never created (and, since AMQP 0-9-1 cannot check a
+    /// binding without creating it, not checked either).
+    pub declare: bool,
+    /// Where it was written, when loaded from a file.
+    pub origin: Option<Origin>,
+}
+
+impl Binding {
+    /// A binding from `source` to `destination` with `routing_key`, to be declared.
+    pub fn new(
+        source: impl Into<String>,
+        destination: Destination,
+        routing_key: impl Into<String>,
+    ) -> Self {
+        Binding {
+            source: source.into(),
+            destination,
+            routing_key: routing_key.into(),
+            arguments: FieldTable::new(),
+            declare: true,
+            origin: None,
+        }
+    }
+
+    /// How reports and problems name it (`index` counts from 0).
+    pub fn entity(&self, index: usize) -> Entity {
+        Entity::Binding {
+            index: index + 1,
+            source: Some(self.source.clone()),
+            destination: Some(self.destination.clone()),
+            routing_key: self.routing_key.clone(),
+        }
+    }
+}
+
+fn entity_name(name: &str, index: usize) -> EntityName {
+    if name.is_empty() {
+        EntityName::Unnamed(index + 1)
+    } else {
+        EntityName::Named(name.to_owned())
+    }
+}
+
+/// A whole topology: connection settings, exchanges, queues and bindings.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Topology {
+    /// The `[connection]` block; environment variables override it.
+    pub connection: ConnectionSettings,
+    /// Declared first, in order.
+    pub exchanges: Vec<Exchange>,
+    /// Declared second, in order.
+    pub queues: Vec<Queue>,
+    /// Declared last, in order.
+    pub bindings: Vec<Binding>,
+}
+
+/// The exchanges every RabbitMQ virtual host has: bindings and references may use them without
+/// listing them.
+pub const STANDARD_EXCHANGES: &[&str] = &[
+    "amq.direct",
+    "amq.fanout",
+    "amq.topic",
+    "amq.headers",
+    "amq.match",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::FieldValue;
+
+    #[test]
+    fn queue_arguments_follow_the_properties() {
+        let q = Queue {
+            kind: QueueType::Quorum,
+            dead_letter_exchange: Some(String::new()),
+            dead_letter_routing_key: Some("parking".into()),
+            delivery_limit: Some(5),
+            single_active_consumer: true,
+            max_length: Some(u64::MAX),
+            arguments: FieldTable::new().with("x-quorum-initial-group-size", 3i64),
+            ..Queue::new("work")
+        };
+        let args = q.declare_arguments();
+        assert_eq!(
+            args.get("x-queue-type").and_then(FieldValue::as_str),
+            Some("quorum")
+        );
+        assert_eq!(
+            args.get("x-dead-letter-exchange")
+                .and_then(FieldValue::as_str),
+            Some("")
+        );
+        assert_eq!(
+            args.get("x-delivery-limit").and_then(FieldValue::as_i64),
+            Some(5)
+        );
+        assert_eq!(
+            args.get("x-max-length").and_then(FieldValue::as_i64),
+            Some(i64::MAX)
+        );
+        assert_eq!(
+            args.get("x-single-active-consumer"),
+            Some(&FieldValue::Bool(true))
+        );
+        assert!(args.contains_key("x-quorum-initial-group-size"));
+        assert!(!args.contains_key("x-message-ttl"));
+        let opts = q.declare_options(true);
+        assert!(opts.passive && opts.durable && !opts.exclusive);
+    }
+
+    #[test]
+    fn exchange_arguments_carry_the_alternate() {
+        let x = Exchange {
+            alternate_exchange: Some("unrouted".into()),
+            internal: true,
+            ..Exchange::new("orders", ExchangeKind::Topic)
+        };
+        let opts = x.declare_options(false);
+        assert_eq!(
+            opts.arguments
+                .get("alternate-exchange")
+                .and_then(FieldValue::as_str),
+            Some("unrouted")
+        );
+        assert!(opts.internal && opts.durable && !opts.passive);
+        assert_eq!(
+            ExchangeKind::from_name("x-delayed-message").as_str(),
+            "x-delayed-message"
+        );
+        assert_eq!(ExchangeKind::from_name("topic"), ExchangeKind::Topic);
+    }
+}

@@ -1,0 +1,216 @@
+//! The `[connection]` block and the environment variables that override it.
+//!
+//! One file serves every environment: the file may name a broker, and each deployment overrides
+//! it through the environment, so no password needs to live in the file.
+//!
+//! | variable | overrides |
+//! |---|---|
+//! | `SERENA_URL` | `url`: the broker, as an `amqp://` URI |
+//! | `SERENA_USERNAME` | the user name in the URI |
+//! | `SERENA_PASSWORD` | the password in the URI |
+//! | `SERENA_HEARTBEAT` | `heartbeat`, in seconds |
+//! | `SERENA_FRAME_SIZE` | `frame_size`, in bytes |
+//! | `SERENA_CHANNEL_BUFFER_SIZE` | `channel_buffer_size` |
+//!
+//! With neither the file nor `SERENA_URL` naming one, the broker is the local one,
+//! [`DEFAULT_URL`].
+
+use std::time::Duration;
+
+use crate::config::{ConnectionConfig, Password};
+use crate::error::{Error, Result};
+
+/// The broker used when nothing names one.
+pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// The environment variables that override the `[connection]` block.
+pub const ENV_VARS: &[&str] = &[
+    "SERENA_URL",
+    "SERENA_USERNAME",
+    "SERENA_PASSWORD",
+    "SERENA_HEARTBEAT",
+    "SERENA_FRAME_SIZE",
+    "SERENA_CHANNEL_BUFFER_SIZE",
+];
+
+/// The `[connection]` block of a topology file. Every field is optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectionSettings {
+    /// The broker, as an `amqp://` URI (`url`).
+    pub url: Option<String>,
+    /// Heartbeat interval in seconds; 0 turns heartbeats off (`heartbeat`).
+    pub heartbeat: Option<u16>,
+    /// Largest frame we ask for, in bytes, at least 4096 (`frame_size`).
+    pub frame_size: Option<u32>,
+    /// Deliveries buffered per channel (`channel_buffer_size`).
+    pub channel_buffer_size: Option<u16>,
+}
+
+impl ConnectionSettings {
+    /// The connection configuration from these settings with the process environment's
+    /// overrides.
+    pub fn resolve(&self) -> Result<ConnectionConfig> {
+        self.resolve_with(None, |name| std::env::var(name).ok())
+    }
+
+    /// The connection configuration, from (weakest first): the defaults, these settings, the
+    /// variables `env` gives (see the [module docs](self)), and `url` when given (a command
+    /// line's `--url`). `SERENA_USERNAME` and `SERENA_PASSWORD` replace the credentials of
+    /// whichever URI wins.
+    pub fn resolve_with(
+        &self,
+        url: Option<&str>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<ConnectionConfig> {
+        let env = |name: &str| env(name).filter(|v| !v.is_empty());
+        let env_url = env("SERENA_URL");
+        let uri = url
+            .or(env_url.as_deref())
+            .or(self.url.as_deref())
+            .unwrap_or(DEFAULT_URL);
+        let mut cfg = ConnectionConfig::from_uri(uri)?;
+        if let Some(v) = self.heartbeat {
+            cfg.heartbeat = Duration::from_secs(v.into());
+        }
+        if let Some(v) = self.frame_size {
+            cfg.desired_frame_size = v;
+        }
+        if let Some(v) = self.channel_buffer_size {
+            cfg.channel_buffer_size = v;
+        }
+        if let Some(v) = env("SERENA_USERNAME") {
+            cfg.username = v;
+        }
+        if let Some(v) = env("SERENA_PASSWORD") {
+            cfg.password = Password::new(v);
+        }
+        if let Some(v) = env("SERENA_HEARTBEAT") {
+            let secs: u16 = parse_env("SERENA_HEARTBEAT", &v, "a number of seconds, 0 to 65535")?;
+            cfg.heartbeat = Duration::from_secs(secs.into());
+        }
+        if let Some(v) = env("SERENA_FRAME_SIZE") {
+            let size: u32 = parse_env("SERENA_FRAME_SIZE", &v, "a number of bytes, at least 4096")?;
+            if size < crate::proto::FRAME_MIN_SIZE {
+                return Err(bad_env(
+                    "SERENA_FRAME_SIZE",
+                    &v,
+                    "a number of bytes, at least 4096",
+                ));
+            }
+            cfg.desired_frame_size = size;
+        }
+        if let Some(v) = env("SERENA_CHANNEL_BUFFER_SIZE") {
+            let size: u16 = parse_env("SERENA_CHANNEL_BUFFER_SIZE", &v, "a number, 1 to 65535")?;
+            if size == 0 {
+                return Err(bad_env(
+                    "SERENA_CHANNEL_BUFFER_SIZE",
+                    &v,
+                    "a number, 1 to 65535",
+                ));
+            }
+            cfg.channel_buffer_size = size;
+        }
+        Ok(cfg)
+    }
+}
+
+fn parse_env<T: std::str::FromStr>(name: &str, value: &str, expected: &str) -> Result<T> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| bad_env(name, value, expected))
+}
+
+fn bad_env(name: &str, value: &str, expected: &str) -> Error {
+    Error::Config(format!("{name}={value:?} must be {expected}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn defaults_to_the_local_broker() {
+        let cfg = ConnectionSettings::default()
+            .resolve_with(None, env(&[]))
+            .unwrap();
+        assert_eq!(cfg.addr(), "127.0.0.1:5672");
+        assert_eq!(cfg.username, "guest");
+        assert_eq!(cfg.virtual_host, "/");
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file_and_the_flag_overrides_both() {
+        let file = ConnectionSettings {
+            url: Some("amqp://app@rabbit.prod:5672/orders".into()),
+            heartbeat: Some(30),
+            frame_size: Some(8192),
+            channel_buffer_size: Some(30),
+        };
+        let cfg = file.resolve_with(None, env(&[])).unwrap();
+        assert_eq!(
+            (cfg.host.as_str(), cfg.virtual_host.as_str()),
+            ("rabbit.prod", "orders")
+        );
+        assert_eq!(cfg.heartbeat, Duration::from_secs(30));
+        assert_eq!(
+            (cfg.desired_frame_size, cfg.channel_buffer_size),
+            (8192, 30)
+        );
+
+        let vars = [
+            ("SERENA_URL", "amqp://u@rabbit.staging/%2f"),
+            ("SERENA_PASSWORD", "s3cret"),
+            ("SERENA_HEARTBEAT", "5"),
+            ("SERENA_FRAME_SIZE", "65536"),
+            ("SERENA_CHANNEL_BUFFER_SIZE", "9"),
+        ];
+        let cfg = file.resolve_with(None, env(&vars)).unwrap();
+        assert_eq!(cfg.host, "rabbit.staging");
+        assert_eq!(
+            (cfg.username.as_str(), cfg.password.expose()),
+            ("u", "s3cret")
+        );
+        assert_eq!(cfg.heartbeat, Duration::from_secs(5));
+        assert_eq!(
+            (cfg.desired_frame_size, cfg.channel_buffer_size),
+            (65536, 9)
+        );
+
+        let cfg = file
+            .resolve_with(Some("amqp://cli@127.0.0.2"), env(&vars))
+            .unwrap();
+        assert_eq!(
+            (cfg.host.as_str(), cfg.username.as_str()),
+            ("127.0.0.2", "cli")
+        );
+        assert_eq!(cfg.password.expose(), "s3cret");
+    }
+
+    #[test]
+    fn bad_variables_are_named() {
+        let s = ConnectionSettings::default();
+        for (name, value) in [
+            ("SERENA_HEARTBEAT", "soon"),
+            ("SERENA_FRAME_SIZE", "100"),
+            ("SERENA_CHANNEL_BUFFER_SIZE", "0"),
+        ] {
+            let err = s.resolve_with(None, env(&[(name, value)])).unwrap_err();
+            assert!(err.to_string().contains(name), "{err}");
+        }
+        let err = s
+            .resolve_with(None, env(&[("SERENA_URL", "http://x")]))
+            .unwrap_err();
+        assert!(err.to_string().contains("amqp://"), "{err}");
+        // An empty variable counts as unset.
+        assert!(s.resolve_with(None, env(&[("SERENA_URL", "")])).is_ok());
+    }
+}
