@@ -1,0 +1,103 @@
+//! `serena topology check|apply|verify FILE`.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use serena::topology::{Topology, TopologyError};
+
+use crate::{Failure, connection_config, with_connection};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TopologyCommand {
+    /// Validate FILE without connecting (exit 2 and every problem on stderr when invalid).
+    Check {
+        /// The topology file.
+        file: PathBuf,
+    },
+    /// Declare FILE's exchanges, queues and bindings; exit 1 when any fails.
+    Apply {
+        /// The topology file.
+        file: PathBuf,
+    },
+    /// Check with passive declares that FILE's exchanges and queues exist; exit 1 on drift.
+    Verify {
+        /// The topology file.
+        file: PathBuf,
+    },
+}
+
+fn load(file: &PathBuf) -> Result<Topology, Failure> {
+    Topology::load(file).map_err(|e| match e {
+        TopologyError::Invalid { problems } => {
+            let n = problems.len();
+            let mut message: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            message.push(format!(
+                "{}: {n} problem{} found; nothing was sent to the broker",
+                file.display(),
+                if n == 1 { "" } else { "s" }
+            ));
+            Failure::usage(message.join("\n"))
+        }
+        read @ TopologyError::Read { .. } => Failure::usage(read.to_string()),
+    })
+}
+
+pub(crate) async fn run(cmd: TopologyCommand, url: Option<&str>) -> Result<(), Failure> {
+    match cmd {
+        TopologyCommand::Check { file } => {
+            let t = load(&file)?;
+            println!(
+                "{}: ok: {} exchanges, {} queues, {} bindings",
+                file.display(),
+                t.exchanges.len(),
+                t.queues.len(),
+                t.bindings.len()
+            );
+            Ok(())
+        }
+        TopologyCommand::Apply { file } => {
+            let t = load(&file)?;
+            let config = connection_config(url, &t.connection)?;
+            let report = with_connection(&config, async |conn| Ok(t.apply(conn).await)).await?;
+            println!("{report}");
+            if report.is_ok() {
+                Ok(())
+            } else {
+                let lines: Vec<String> = report
+                    .failures()
+                    .map(|e| format!("{}: {}", e.entity, e.status))
+                    .collect();
+                Err(Failure::failed(format!(
+                    "{}\napply: {} of {} entities failed on {}",
+                    lines.join("\n"),
+                    lines.len(),
+                    report.entries.len(),
+                    config.addr()
+                )))
+            }
+        }
+        TopologyCommand::Verify { file } => {
+            let t = load(&file)?;
+            let config = connection_config(url, &t.connection)?;
+            let report = with_connection(&config, async |conn| Ok(t.verify(conn).await)).await?;
+            println!("{report}");
+            if report.is_ok() {
+                Ok(())
+            } else {
+                let lines: Vec<String> = report
+                    .failures()
+                    .map(|e| format!("{}: {}", e.entity, e.status))
+                    .collect();
+                Err(Failure::failed(format!(
+                    "{}\nverify: drift: {} of {} entities missing or not checkable on {}; run \
+                     `serena topology apply {}` to create what is missing",
+                    lines.join("\n"),
+                    lines.len(),
+                    report.entries.len(),
+                    config.addr(),
+                    file.display()
+                )))
+            }
+        }
+    }
+}
