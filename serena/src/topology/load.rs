@@ -7,7 +7,10 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::error::{Destination, Entity, EntityName, Location, Problem, TopologyError};
-use super::model::{Binding, Exchange, ExchangeKind, Origin, Overflow, Queue, QueueType, Topology};
+use super::model::{
+    Binding, Exchange, ExchangeKind, Origin, Overflow, QUEUE_ARGUMENT_KEYS, Queue, QueueType,
+    Topology,
+};
 use super::settings::ConnectionSettings;
 use super::validate::sort_problems;
 use crate::config::ConnectionConfig;
@@ -243,7 +246,7 @@ impl<'c, 't, 'd, 'i> Reader<'c, 't, 'd, 'i> {
             file: ctx.file.clone(),
             at: ctx.location(span.start),
             keys: Vec::new(),
-            type_invalid: false,
+            invalid_keys: Vec::new(),
         };
         for (key, _) in table {
             let name = key.get_ref().as_ref();
@@ -251,7 +254,16 @@ impl<'c, 't, 'd, 'i> Reader<'c, 't, 'd, 'i> {
                 .keys
                 .push((name.to_owned(), ctx.location(key.span().start)));
             if !known.contains(&name) {
-                ctx.report(key.span().start, entity.clone(), unknown_key(name, known));
+                let message = match QUEUE_ARGUMENT_KEYS.iter().find(|(arg, _)| *arg == name) {
+                    Some((_, own)) if known.contains(own) => {
+                        format!("unknown key {name:?}; write {own} = ... instead")
+                    }
+                    _ if name.starts_with("x-") && known.contains(&"arguments") => format!(
+                        "unknown key {name:?}; arguments go in a table: arguments = {{ {name:?} = ... }}"
+                    ),
+                    _ => unknown_key(name, known),
+                };
+                ctx.report(key.span().start, entity.clone(), message);
             }
         }
         Reader {
@@ -275,12 +287,15 @@ impl<'c, 't, 'd, 'i> Reader<'c, 't, 'd, 'i> {
         self.report(v.span().start, message);
     }
 
-    fn string(&mut self, key: &str) -> Option<String> {
+    fn string(&mut self, key: &'static str) -> Option<String> {
         let v = self.get(key)?;
         match v.get_ref() {
             DeValue::String(s) => Some(s.to_string()),
             _ => {
-                self.wrong_type(key, "a string", v);
+                if !self.origin.is_invalid(key) {
+                    self.wrong_type(key, "a string", v);
+                    self.origin.invalid_keys.push(key);
+                }
                 None
             }
         }
@@ -438,17 +453,14 @@ fn read_exchange(ctx: &mut Ctx<'_>, span: Span, table: &DeTable<'_>, i: usize) -
     let declare = r.bool("declare", true);
     let kind = match r.get("type").map(|_| r.string("type")) {
         Some(Some(s)) => ExchangeKind::from_name(&s),
-        Some(None) => {
-            r.origin.type_invalid = true;
-            ExchangeKind::Direct
-        }
+        Some(None) => ExchangeKind::Direct,
         None if declare => {
             r.report(
                 span.start,
                 "an exchange to declare needs a type: direct, fanout, topic, headers, or a \
                  plugin type starting with \"x-\"",
             );
-            r.origin.type_invalid = true;
+            r.origin.invalid_keys.push("type");
             ExchangeKind::Direct
         }
         None => ExchangeKind::Direct,
@@ -479,14 +491,10 @@ fn read_queue(ctx: &mut Ctx<'_>, span: Span, table: &DeTable<'_>, i: usize) -> Q
                 v.span().start,
                 format!("unknown queue type {s:?}: expected classic, quorum or stream"),
             );
-            r.origin.type_invalid = true;
+            r.origin.invalid_keys.push("type");
             QueueType::Classic
         }),
-        (Some(_), None) => {
-            r.origin.type_invalid = true;
-            QueueType::Classic
-        }
-        (None, _) => QueueType::Classic,
+        _ => QueueType::Classic,
     };
     let overflow = match (r.get("overflow"), r.string("overflow")) {
         (Some(v), Some(s)) => Overflow::from_name(&s).or_else(|| {

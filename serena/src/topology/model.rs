@@ -16,8 +16,9 @@ pub struct Origin {
     pub(crate) file: Arc<str>,
     pub(crate) at: Location,
     pub(crate) keys: Vec<(String, Location)>,
-    /// The entity's `type` was invalid: rules that depend on it are skipped.
-    pub(crate) type_invalid: bool,
+    /// Keys whose values were invalid (already reported): rules that depend on them are
+    /// skipped, so one mistake gives one problem.
+    pub(crate) invalid_keys: Vec<&'static str>,
 }
 
 impl Default for Location {
@@ -40,6 +41,11 @@ impl Origin {
     /// Where `key` was written (`"max_priority"`, `"arguments.x-foo"`), if it was.
     pub fn key_location(&self, key: &str) -> Option<Location> {
         self.keys.iter().find(|(k, _)| k == key).map(|(_, at)| *at)
+    }
+
+    /// True when `key`'s value was invalid and has been reported already.
+    pub(crate) fn is_invalid(&self, key: &str) -> bool {
+        self.invalid_keys.contains(&key)
     }
 }
 

@@ -105,8 +105,15 @@ impl Checker<'_> {
     }
 }
 
-fn first_at(origin: Option<&Origin>) -> String {
-    origin.map_or(String::new(), |o| format!(" (first at line {})", o.at.line))
+fn first_at(origin: Option<&Origin>, key: &str) -> String {
+    origin.map_or(String::new(), |o| {
+        let at = o.key_location(key).unwrap_or(o.at);
+        format!(" (first at line {})", at.line)
+    })
+}
+
+fn invalid(origin: Option<&Origin>, key: &str) -> bool {
+    origin.is_some_and(|o| o.is_invalid(key))
 }
 
 fn missing_reference(what: &str, name: &str) -> String {
@@ -139,7 +146,7 @@ fn problems(t: &Topology) -> Vec<Problem> {
             entity: x.entity(i),
             origin: x.origin.as_ref(),
         };
-        if x.name.is_empty() {
+        if x.name.is_empty() && !invalid(x.origin.as_ref(), "name") {
             c.at(
                 "name",
                 "an exchange needs a name (the default exchange \"\" cannot be declared)",
@@ -152,12 +159,15 @@ fn problems(t: &Topology) -> Vec<Problem> {
         {
             c.at(
                 "name",
-                format!("exchange listed twice{}", first_at(first.origin.as_ref())),
+                format!(
+                    "exchange listed twice{}",
+                    first_at(first.origin.as_ref(), "name")
+                ),
             );
         }
         if let ExchangeKind::Custom(kind) = &x.kind
             && !kind.starts_with("x-")
-            && !x.origin.as_ref().is_some_and(|o| o.type_invalid)
+            && !invalid(x.origin.as_ref(), "type")
         {
             c.at(
                 "type",
@@ -187,7 +197,7 @@ fn problems(t: &Topology) -> Vec<Problem> {
             entity: q.entity(i),
             origin: q.origin.as_ref(),
         };
-        if q.name.is_empty() {
+        if q.name.is_empty() && !invalid(q.origin.as_ref(), "name") {
             c.at(
                 "name",
                 "a queue needs a name (server-named queues belong in application code)",
@@ -200,10 +210,13 @@ fn problems(t: &Topology) -> Vec<Problem> {
         {
             c.at(
                 "name",
-                format!("queue listed twice{}", first_at(first.origin.as_ref())),
+                format!(
+                    "queue listed twice{}",
+                    first_at(first.origin.as_ref(), "name")
+                ),
             );
         }
-        if !q.origin.as_ref().is_some_and(|o| o.type_invalid) {
+        if !invalid(q.origin.as_ref(), "type") {
             queue_type_rules(&mut c, q);
         }
         if q.dead_letter_routing_key.is_some() && q.dead_letter_exchange.is_none() {
@@ -297,7 +310,8 @@ fn problems(t: &Topology) -> Vec<Problem> {
             c.at(
                 "arguments.x-match",
                 format!(
-                    "x-match must be \"all\", \"any\", \"all-with-x\" or \"any-with-x\", not {}",
+                    "x-match must be the string \"all\", \"any\", \"all-with-x\" or \
+                     \"any-with-x\", not {}",
                     describe(m)
                 ),
             );
@@ -306,7 +320,10 @@ fn problems(t: &Topology) -> Vec<Problem> {
         if let Some(first) = seen.iter().find(|s| same_binding(s, b)) {
             c.at(
                 "source",
-                format!("binding listed twice{}", first_at(first.origin.as_ref())),
+                format!(
+                    "binding listed twice{}",
+                    first_at(first.origin.as_ref(), "source")
+                ),
             );
         } else {
             seen.push(b);
@@ -322,10 +339,16 @@ fn same_binding(a: &Binding, b: &Binding) -> bool {
         && a.arguments == b.arguments
 }
 
+/// A value as a person would write it: `"some"`, `1`, `true`.
 fn describe(v: &FieldValue) -> String {
-    match v.as_str() {
-        Some(s) => format!("{s:?}"),
-        None => format!("{v:?}"),
+    if let Some(s) = v.as_str() {
+        format!("{s:?}")
+    } else if let Some(n) = v.as_i64() {
+        n.to_string()
+    } else if let Some(b) = v.as_bool() {
+        b.to_string()
+    } else {
+        format!("{v:?}")
     }
 }
 
@@ -443,6 +466,33 @@ mod tests {
         assert_eq!(
             messages(&t),
             ["queue \"work\": x-max-priority is not supported on quorum queues (max_priority)"]
+        );
+    }
+
+    #[test]
+    fn values_a_file_cannot_hold_are_checked_in_code() {
+        // The loader refuses these ranges with their own messages; code can still build them.
+        let t = Topology {
+            exchanges: vec![Exchange::new("x", ExchangeKind::Custom("delayed".into()))],
+            queues: vec![Queue {
+                expires: Some(0),
+                max_priority: Some(0),
+                max_length: Some(u64::MAX),
+                max_length_bytes: Some(1 << 63),
+                ..Queue::new("q")
+            }],
+            ..Topology::default()
+        };
+        assert_eq!(
+            messages(&t),
+            [
+                "exchange \"x\": unknown exchange type \"delayed\": expected direct, fanout, \
+                 topic, headers, or a plugin type starting with \"x-\"",
+                "queue \"q\": expires must be at least 1 (milliseconds)",
+                "queue \"q\": max_priority must be between 1 and 255",
+                "queue \"q\": max_length must be at most 9223372036854775807",
+                "queue \"q\": max_length_bytes must be at most 9223372036854775807",
+            ]
         );
     }
 

@@ -1,0 +1,175 @@
+//! Topology files: every file in `tests/topology/bad/` must fail with exactly the text in its
+//! sibling `.err` file, and the repository's example `topology.toml` must load.
+//!
+//! To write the `.err` files after changing a message, run with `SERENA_BLESS=1` and review the
+//! diff.
+
+use std::path::{Path, PathBuf};
+
+use serena::proto::FieldValue;
+use serena::topology::{Destination, ExchangeKind, Overflow, QueueType, Topology, TopologyError};
+
+fn bad_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/topology/bad")
+}
+
+fn bad_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(bad_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn error_text(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let name = path.file_name().unwrap().to_str().unwrap();
+    match Topology::from_toml(&text, name) {
+        Ok(_) => panic!("{name} loaded, but it is in the bad directory"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn every_bad_file_gives_its_exact_error() {
+    let files = bad_files();
+    assert!(files.len() >= 18, "only {} bad files", files.len());
+    let bless = std::env::var_os("SERENA_BLESS").is_some();
+    let mut mismatches = Vec::new();
+    for path in &files {
+        let got = error_text(path);
+        let expected_path = path.with_extension("err");
+        if bless {
+            std::fs::write(&expected_path, format!("{got}\n")).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path)
+            .unwrap_or_else(|_| panic!("{} has no .err file", path.display()));
+        if got != expected.trim_end_matches('\n') {
+            mismatches.push(format!(
+                "{}:\n--- expected\n{}\n--- got\n{got}\n",
+                path.display(),
+                expected.trim_end()
+            ));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
+
+#[test]
+fn every_err_file_has_its_toml() {
+    for entry in std::fs::read_dir(bad_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "err") {
+            assert!(
+                path.with_extension("toml").exists(),
+                "{} has no .toml",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn every_problem_names_file_line_column_and_entity() {
+    for path in bad_files() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let err = Topology::from_toml(&text, "f.toml").unwrap_err();
+        assert!(!err.problems().is_empty());
+        for p in err.problems() {
+            assert_eq!(p.file.as_deref(), Some("f.toml"), "{p}");
+            let at = p.location.unwrap_or_else(|| panic!("no location: {p}"));
+            assert!(at.line >= 1 && at.column >= 1, "{p}");
+            assert!(!p.entity.to_string().is_empty(), "{p}");
+        }
+    }
+}
+
+#[test]
+fn problems_come_in_file_order() {
+    for path in bad_files() {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let err = Topology::from_toml(&text, "f.toml").unwrap_err();
+        let locations: Vec<_> = err.problems().iter().map(|p| p.location).collect();
+        let mut sorted = locations.clone();
+        sorted.sort();
+        assert_eq!(locations, sorted, "{}", path.display());
+    }
+}
+
+#[test]
+fn a_missing_file_is_a_read_error_naming_it() {
+    let err = Topology::load("/nonexistent/topology.toml").unwrap_err();
+    assert!(matches!(err, TopologyError::Read { .. }));
+    assert!(err.problems().is_empty());
+    let text = err.to_string();
+    assert!(
+        text.starts_with("cannot read topology file /nonexistent/topology.toml: "),
+        "{text}"
+    );
+    assert!(std::error::Error::source(&err).is_some());
+}
+
+#[test]
+fn the_example_topology_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../topology.toml");
+    let t = Topology::load(&path).unwrap();
+    let names = |v: Vec<&str>| v.join(",");
+    assert_eq!(
+        names(t.exchanges.iter().map(|x| x.name.as_str()).collect()),
+        "orders,orders.unrouted,audit,orders.by-header"
+    );
+    assert_eq!(
+        names(t.queues.iter().map(|q| q.name.as_str()).collect()),
+        "orders.work,orders.parking,orders.urgent,orders.unrouted,audit.log"
+    );
+    assert_eq!(t.bindings.len(), 6);
+
+    let orders = &t.exchanges[0];
+    assert_eq!(orders.kind, ExchangeKind::Topic);
+    assert_eq!(
+        orders.alternate_exchange.as_deref(),
+        Some("orders.unrouted")
+    );
+    assert!(t.exchanges[2].internal);
+    assert_eq!(t.exchanges[3].kind, ExchangeKind::Headers);
+
+    let work = &t.queues[0];
+    assert_eq!(work.kind, QueueType::Quorum);
+    assert_eq!(work.dead_letter_exchange.as_deref(), Some(""));
+    assert_eq!(
+        work.dead_letter_routing_key.as_deref(),
+        Some("orders.parking")
+    );
+    assert_eq!(work.delivery_limit, Some(5));
+    assert_eq!(t.queues[2].overflow, Some(Overflow::RejectPublish));
+    assert_eq!(t.queues[2].max_priority, Some(10));
+    assert_eq!(t.queues[4].kind, QueueType::Stream);
+    assert_eq!(t.queues[4].max_age.as_deref(), Some("7D"));
+
+    let e2e = &t.bindings[1];
+    assert_eq!(e2e.destination, Destination::Exchange("audit".into()));
+    let headers = &t.bindings[4];
+    assert_eq!(
+        headers
+            .arguments
+            .get("x-match")
+            .and_then(FieldValue::as_str),
+        Some("any")
+    );
+    assert_eq!(t.connection.heartbeat, Some(30));
+}
+
+#[test]
+fn declare_false_entities_are_kept_as_expected_only() {
+    let t = Topology::from_toml(
+        "[[exchanges]]\nname = \"amq.topic\"\ndeclare = false\n\
+         [[queues]]\nname = \"legacy\"\ndeclare = false\n\
+         [[bindings]]\nsource = \"amq.topic\"\nqueue = \"legacy\"\ndeclare = false\n",
+        "t.toml",
+    )
+    .unwrap();
+    assert!(!t.exchanges[0].declare && !t.queues[0].declare && !t.bindings[0].declare);
+}
