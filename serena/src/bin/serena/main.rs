@@ -21,7 +21,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use serena::topology::ConnectionSettings;
-use serena::{Connection, ConnectionConfig, Error, open_connection};
+use serena::{Connection, ConnectionConfig, Error};
 
 /// Declarative RabbitMQ topology, publishing and consuming, over AMQP 0-9-1.
 #[derive(Debug, Parser)]
@@ -83,14 +83,20 @@ pub(crate) fn connection_config(
 }
 
 /// Opens a connection, runs `body`, closes it; connection errors become exit code 1 with a hint.
+///
+/// The connection is not a scope here: when the server closes it (a 503 for an unknown exchange
+/// type, say), the calls in `body` fail one by one instead of `body` being cancelled, so
+/// `topology apply` still prints its whole report.
 pub(crate) async fn with_connection<T>(
     config: &ConnectionConfig,
     body: impl AsyncFnOnce(&Connection) -> Result<T, Failure>,
 ) -> Result<T, Failure> {
-    match open_connection(config, body).await {
-        Ok(result) => result,
-        Err(e) => Err(connection_failure(config, &e)),
-    }
+    let conn = Connection::open(config)
+        .await
+        .map_err(|e| connection_failure(config, &e))?;
+    let result = body(&conn).await;
+    let _ = conn.close().await;
+    result
 }
 
 fn connection_failure(config: &ConnectionConfig, e: &Error) -> Failure {
