@@ -166,6 +166,25 @@ impl Supervisor {
         self
     }
 
+    /// A supervisor for `topology`: connection settings from its `[connection]` block and the
+    /// environment (`SERENA_URL` and friends), and the topology applied on every (re)start.
+    pub fn from_topology(topology: crate::topology::Topology) -> Result<Self> {
+        let config = topology.connection.resolve()?;
+        Ok(Supervisor::new(config).topology(topology))
+    }
+
+    /// Applies `topology` on every (re)connection before the consumers start. A declaration
+    /// the broker refuses (406: the entity exists with other properties) or an expected-only
+    /// entity that is missing stops the supervisor; a lost connection restarts it.
+    #[must_use]
+    pub fn topology(self, topology: crate::topology::Topology) -> Self {
+        let topology = Arc::new(topology);
+        self.setup(move |conn| {
+            let topology = topology.clone();
+            async move { apply_topology(&topology, &conn).await }
+        })
+    }
+
     /// Sets the restart backoff.
     #[must_use]
     pub fn backoff(mut self, backoff: Backoff) -> Self {
@@ -325,6 +344,30 @@ impl Supervisor {
         .await;
         outcome?
     }
+}
+
+/// Applies the topology, turning the first failure into the error that decides between a
+/// restart and a stop.
+async fn apply_topology(topology: &crate::topology::Topology, conn: &Connection) -> Result<()> {
+    use crate::topology::ApplyStatus;
+    let report = topology.apply(conn).await;
+    for entry in &report.entries {
+        match &entry.status {
+            ApplyStatus::Failed(f) => {
+                tracing::error!(entity = %entry.entity, failure = %f, "topology not applied");
+                return Err(f.error.clone());
+            }
+            ApplyStatus::Missing => {
+                return Err(Error::Config(format!(
+                    "{} is declared with declare = false but does not exist on the broker",
+                    entry.entity
+                )));
+            }
+            _ => {}
+        }
+    }
+    tracing::info!(entities = report.entries.len(), "topology applied");
+    Ok(())
 }
 
 /// One consumer's loop: takes deliveries while a permit is free and runs each handler in
