@@ -148,15 +148,20 @@ impl Topology {
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-    /// use serena::{open_connection, topology::Topology};
+    /// use serena::{Connection, topology::Topology};
     ///
     /// let topology = Topology::load("topology.toml")?;
-    /// let config = topology.connection.resolve()?;
-    /// let report = open_connection(&config, async |conn| topology.apply(conn).await).await?;
+    /// let conn = Connection::open(&topology.connection.resolve()?).await?;
+    /// let report = topology.apply(&conn).await;
+    /// conn.close().await?;
     /// println!("{report}");
     /// assert!(report.is_ok());
     /// # Ok(()) }
     /// ```
+    ///
+    /// Inside [`open_connection`](crate::open_connection) an error that closes the connection
+    /// cancels the scope, report and all; with a plain [`Connection`] as here, apply still
+    /// returns the report, with the rest of the entities failed.
     pub async fn apply(&self, conn: &Connection) -> ApplyReport {
         let mut session = Session {
             conn,

@@ -54,8 +54,10 @@
 
 mod apply;
 mod error;
+mod kinds;
 mod load;
 mod model;
+mod reader;
 mod report;
 pub mod settings;
 pub mod validate;

@@ -1,10 +1,10 @@
 //! The topology model: exchanges, queues and bindings as plain data, and how each maps onto the
 //! AMQP declaration that creates it.
 
-use std::fmt;
 use std::sync::Arc;
 
 use super::error::{Destination, Entity, EntityName, Location};
+pub use super::kinds::{ExchangeKind, Overflow, QueueType};
 use super::settings::ConnectionSettings;
 use crate::client::{ExchangeDeclareOptions, QueueDeclareOptions};
 use crate::proto::FieldTable;
@@ -46,124 +46,6 @@ impl Origin {
     /// True when `key`'s value was invalid and has been reported already.
     pub(crate) fn is_invalid(&self, key: &str) -> bool {
         self.invalid_keys.contains(&key)
-    }
-}
-
-/// The type of an exchange.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub enum ExchangeKind {
-    /// Routes on an exact routing-key match (the default).
-    #[default]
-    Direct,
-    /// Routes to every binding.
-    Fanout,
-    /// Routes on dotted routing-key patterns with `*` and `#`.
-    Topic,
-    /// Routes on message headers (binding argument `x-match`).
-    Headers,
-    /// A plugin's type, e.g. `x-consistent-hash` or `x-delayed-message`. Validation accepts
-    /// only names starting with `x-`.
-    Custom(String),
-}
-
-impl ExchangeKind {
-    /// The kind for `name`: one of the four built-in types, otherwise [`Custom`](Self::Custom).
-    pub fn from_name(name: &str) -> ExchangeKind {
-        match name {
-            "direct" => ExchangeKind::Direct,
-            "fanout" => ExchangeKind::Fanout,
-            "topic" => ExchangeKind::Topic,
-            "headers" => ExchangeKind::Headers,
-            other => ExchangeKind::Custom(other.to_owned()),
-        }
-    }
-
-    /// The name sent in `exchange.declare`.
-    pub fn as_str(&self) -> &str {
-        match self {
-            ExchangeKind::Direct => "direct",
-            ExchangeKind::Fanout => "fanout",
-            ExchangeKind::Topic => "topic",
-            ExchangeKind::Headers => "headers",
-            ExchangeKind::Custom(s) => s,
-        }
-    }
-}
-
-impl fmt::Display for ExchangeKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The type of a queue (`x-queue-type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum QueueType {
-    /// The classic queue (the default).
-    #[default]
-    Classic,
-    /// A replicated Raft queue: durable, never exclusive or auto-delete.
-    Quorum,
-    /// An append-only replicated log: durable, never exclusive or auto-delete.
-    Stream,
-}
-
-impl QueueType {
-    /// The value of `x-queue-type`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            QueueType::Classic => "classic",
-            QueueType::Quorum => "quorum",
-            QueueType::Stream => "stream",
-        }
-    }
-
-    /// The type named `name`, if it is one.
-    pub fn from_name(name: &str) -> Option<QueueType> {
-        match name {
-            "classic" => Some(QueueType::Classic),
-            "quorum" => Some(QueueType::Quorum),
-            "stream" => Some(QueueType::Stream),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for QueueType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What a queue does when it is full (`x-overflow`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Overflow {
-    /// Drop (or dead-letter) the oldest messages: RabbitMQ's default.
-    DropHead,
-    /// Refuse new messages (publishers with confirms get a nack).
-    RejectPublish,
-    /// Refuse new messages and dead-letter them (classic queues only).
-    RejectPublishDlx,
-}
-
-impl Overflow {
-    /// The value of `x-overflow`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Overflow::DropHead => "drop-head",
-            Overflow::RejectPublish => "reject-publish",
-            Overflow::RejectPublishDlx => "reject-publish-dlx",
-        }
-    }
-
-    /// The behaviour named `name`, if it is one.
-    pub fn from_name(name: &str) -> Option<Overflow> {
-        match name {
-            "drop-head" => Some(Overflow::DropHead),
-            "reject-publish" => Some(Overflow::RejectPublish),
-            "reject-publish-dlx" => Some(Overflow::RejectPublishDlx),
-            _ => None,
-        }
     }
 }
 

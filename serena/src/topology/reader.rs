@@ -1,0 +1,315 @@
+//! The walk over one TOML table: typed reads that report wrong types and out-of-range numbers
+//! at the value, unknown keys at the key, and remember where every key was.
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::error::{Entity, Location, Problem, TopologyError};
+use super::model::{Origin, QUEUE_ARGUMENT_KEYS};
+use super::validate::sort_problems;
+use crate::proto::{FieldTable, FieldValue, ShortString};
+
+pub(crate) struct Ctx<'t> {
+    pub(crate) text: &'t str,
+    pub(crate) file: std::sync::Arc<str>,
+    pub(crate) problems: Vec<Problem>,
+}
+
+impl Ctx<'_> {
+    pub(crate) fn location(&self, offset: usize) -> Location {
+        Location::of_offset(self.text, offset)
+    }
+
+    pub(crate) fn report(&mut self, offset: usize, entity: Entity, message: impl Into<String>) {
+        self.problems.push(Problem {
+            file: Some(self.file.to_string()),
+            location: Some(self.location(offset)),
+            entity,
+            message: message.into(),
+        });
+    }
+
+    pub(crate) fn finish(mut self) -> TopologyError {
+        sort_problems(&mut self.problems);
+        TopologyError::Invalid {
+            problems: self.problems,
+        }
+    }
+}
+
+/// "a string", "an integer", ...
+pub(crate) fn a(v: &DeValue<'_>) -> &'static str {
+    match v {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a datetime",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+pub(crate) fn unknown_key(key: &str, known: &[&str]) -> String {
+    match known.iter().find(|k| edit_distance(k, key) <= 2) {
+        Some(close) => format!("unknown key {key:?}; did you mean {close:?}?"),
+        None => format!("unknown key {key:?}; expected one of: {}", known.join(", ")),
+    }
+}
+
+/// Levenshtein distance, for "did you mean".
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = if ca == *cb {
+                prev
+            } else {
+                1 + prev.min(cur).min(row[j])
+            };
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+pub(crate) type Span = std::ops::Range<usize>;
+
+/// The tables of `[[list]]` (or `list = [{...}]`), with their spans.
+pub(crate) fn array_of_tables<'d, 'i>(
+    ctx: &mut Ctx<'_>,
+    list: &str,
+    value: &'d Spanned<DeValue<'i>>,
+) -> Option<Vec<(Span, &'d DeTable<'i>)>> {
+    let DeValue::Array(items) = value.get_ref() else {
+        ctx.report(
+            value.span().start,
+            Entity::File,
+            format!(
+                "{list} must be an array of tables ([[{list}]]), not {}",
+                a(value.get_ref())
+            ),
+        );
+        return None;
+    };
+    let mut tables = Vec::new();
+    for item in items {
+        match item.get_ref() {
+            DeValue::Table(t) => tables.push((item.span(), t)),
+            other => ctx.report(
+                item.span().start,
+                Entity::File,
+                format!("each of {list} must be a table, not {}", a(other)),
+            ),
+        }
+    }
+    Some(tables)
+}
+
+/// Reads one entity's table, remembering where each key was and which keys were unknown.
+pub(crate) struct Reader<'c, 't, 'd, 'i> {
+    ctx: &'c mut Ctx<'t>,
+    table: &'d DeTable<'i>,
+    entity: Entity,
+    pub(crate) origin: Origin,
+}
+
+impl<'c, 't, 'd, 'i> Reader<'c, 't, 'd, 'i> {
+    pub(crate) fn new(
+        ctx: &'c mut Ctx<'t>,
+        span: Span,
+        table: &'d DeTable<'i>,
+        entity: Entity,
+        known: &[&str],
+    ) -> Self {
+        let mut origin = Origin {
+            file: ctx.file.clone(),
+            at: ctx.location(span.start),
+            keys: Vec::new(),
+            invalid_keys: Vec::new(),
+        };
+        for (key, _) in table {
+            let name = key.get_ref().as_ref();
+            origin
+                .keys
+                .push((name.to_owned(), ctx.location(key.span().start)));
+            if !known.contains(&name) {
+                let message = match QUEUE_ARGUMENT_KEYS.iter().find(|(arg, _)| *arg == name) {
+                    Some((_, own)) if known.contains(own) => {
+                        format!("unknown key {name:?}; write {own} = ... instead")
+                    }
+                    _ if name.starts_with("x-") && known.contains(&"arguments") => format!(
+                        "unknown key {name:?}; arguments go in a table: arguments = {{ {name:?} = ... }}"
+                    ),
+                    _ => unknown_key(name, known),
+                };
+                ctx.report(key.span().start, entity.clone(), message);
+            }
+        }
+        Reader {
+            ctx,
+            table,
+            entity,
+            origin,
+        }
+    }
+
+    pub(crate) fn get(&self, key: &str) -> Option<&'d Spanned<DeValue<'i>>> {
+        self.table.get(key)
+    }
+
+    pub(crate) fn report(&mut self, offset: usize, message: impl Into<String>) {
+        self.ctx.report(offset, self.entity.clone(), message);
+    }
+
+    fn wrong_type(&mut self, key: &str, expected: &str, v: &Spanned<DeValue<'_>>) {
+        let message = format!("{key} must be {expected}, not {}", a(v.get_ref()));
+        self.report(v.span().start, message);
+    }
+
+    pub(crate) fn string(&mut self, key: &'static str) -> Option<String> {
+        let v = self.get(key)?;
+        match v.get_ref() {
+            DeValue::String(s) => Some(s.to_string()),
+            _ => {
+                if !self.origin.is_invalid(key) {
+                    self.wrong_type(key, "a string", v);
+                    self.origin.invalid_keys.push(key);
+                }
+                None
+            }
+        }
+    }
+
+    pub(crate) fn bool(&mut self, key: &str, default: bool) -> bool {
+        let Some(v) = self.get(key) else {
+            return default;
+        };
+        match v.get_ref() {
+            DeValue::Boolean(b) => *b,
+            _ => {
+                self.wrong_type(key, "true or false", v);
+                default
+            }
+        }
+    }
+
+    /// An integer between `min` and `max`; `unit` is said in the range message.
+    pub(crate) fn int<T: TryFrom<i64>>(
+        &mut self,
+        key: &str,
+        min: i64,
+        max: i64,
+        unit: &str,
+    ) -> Option<T> {
+        let v = self.get(key)?;
+        let DeValue::Integer(i) = v.get_ref() else {
+            self.wrong_type(key, "an integer", v);
+            return None;
+        };
+        let n = i64::from_str_radix(i.as_str(), i.radix()).ok();
+        match n.filter(|n| (min..=max).contains(n)) {
+            Some(n) => T::try_from(n).ok(),
+            None => {
+                let unit = if unit.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({unit})")
+                };
+                let message = format!("{key} must be between {min} and {max}{unit}, not {i}");
+                self.report(v.span().start, message);
+                None
+            }
+        }
+    }
+
+    pub(crate) fn arguments(&mut self) -> FieldTable {
+        let Some(v) = self.get("arguments") else {
+            return FieldTable::new();
+        };
+        let DeValue::Table(t) = v.get_ref() else {
+            self.wrong_type("arguments", "a table", v);
+            return FieldTable::new();
+        };
+        let mut args = FieldTable::new();
+        for (key, value) in t {
+            let name = key.get_ref().as_ref();
+            self.origin.keys.push((
+                format!("arguments.{name}"),
+                self.ctx.location(key.span().start),
+            ));
+            if name.len() > ShortString::MAX_LEN {
+                self.report(
+                    key.span().start,
+                    format!(
+                        "argument names are at most 255 bytes; this one is {}",
+                        name.len()
+                    ),
+                );
+                continue;
+            }
+            if let Some(fv) = self.field_value(&format!("arguments.{name}"), value) {
+                args.insert(name, fv);
+            }
+        }
+        args
+    }
+
+    fn field_value(&mut self, path: &str, v: &Spanned<DeValue<'_>>) -> Option<FieldValue> {
+        Some(match v.get_ref() {
+            DeValue::String(s) => FieldValue::from(s.as_ref()),
+            DeValue::Boolean(b) => FieldValue::Bool(*b),
+            DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
+                Ok(n) => FieldValue::I64(n),
+                Err(_) => {
+                    let message = format!("{path} does not fit a signed 64-bit integer");
+                    self.report(v.span().start, message);
+                    return None;
+                }
+            },
+            DeValue::Float(f) => FieldValue::F64(f.as_str().parse().unwrap_or(f64::NAN)),
+            DeValue::Array(items) => FieldValue::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(n, item)| self.field_value(&format!("{path}[{n}]"), item))
+                    .collect(),
+            ),
+            DeValue::Table(t) => {
+                let mut table = FieldTable::new();
+                for (k, item) in t {
+                    let key = k.get_ref().as_ref();
+                    if let Some(fv) = self.field_value(&format!("{path}.{key}"), item) {
+                        table.insert(key, fv);
+                    }
+                }
+                FieldValue::Table(table)
+            }
+            DeValue::Datetime(_) => {
+                let message = format!(
+                    "{path}: datetimes cannot be arguments; write seconds since the epoch as an \
+                     integer"
+                );
+                self.report(v.span().start, message);
+                return None;
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distance_counts_edits() {
+        assert_eq!(edit_distance("durable", "durable"), 0);
+        assert_eq!(edit_distance("durable", "durabel"), 2);
+        assert_eq!(edit_distance("queue", "queu"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+}
