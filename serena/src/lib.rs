@@ -56,3 +56,5 @@ pub use client::{
 };
 pub use config::{AuthMechanism, ConnectionConfig, Password};
 pub use error::{CloseScope, Error, Result, ReturnedMessage, UnexpectedCloseError};
+/// Turns an `async fn` into a [`worker::Handler`]: `#[consumer(queue = "orders")]`.
+pub use serena_macros::consumer;

@@ -1,0 +1,405 @@
+//! Expanding `#[consumer(...)] async fn name(args) -> R { body }` into a unit struct `name` that
+//! implements `serena::worker::Handler`, with the function kept as `name::handler`.
+//!
+//! When the function itself cannot be a handler (not `async`, generic, a method, ...), the
+//! function is emitted unchanged next to the errors, so the rest of the crate and the IDE keep
+//! working on it. When only the attribute is wrong, the full expansion is emitted next to the
+//! errors, so uses of the handler elsewhere do not add errors of their own.
+
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::{format_ident, quote, quote_spanned};
+use syn::ext::IdentExt;
+use syn::spanned::Spanned;
+use syn::{Attribute, FnArg, Ident, Item, ItemFn, LitStr, Pat, ReturnType, Type};
+
+use crate::attr::{ConsumerArgs, Errors, OnError};
+use crate::topology;
+
+/// The whole macro: attribute arguments and the annotated item in, code out.
+pub(crate) fn consumer(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let (args, args_result) = ConsumerArgs::parse(attr);
+    let func = match syn::parse2::<Item>(item.clone()) {
+        Ok(Item::Fn(func)) => func,
+        Ok(other) => {
+            let error = syn::Error::new(
+                item_keyword_span(&other),
+                "`#[consumer]` goes on an `async fn`",
+            );
+            return with_errors(error, item);
+        }
+        Err(error) => return with_errors(error, item),
+    };
+
+    let mut errors = Errors::default();
+    if let Err(e) = args_result {
+        errors.push(e);
+    }
+    check_signature(&func, &mut errors);
+    if let Err(e) = errors.into_result() {
+        // Attribute errors are reported along with the function's own, but only a sound
+        // function is worth expanding.
+        if signature_is_sound(&func) {
+            return with_errors(e, expand(&args, func, None));
+        }
+        return with_errors(e, item);
+    }
+
+    let queue = args
+        .queue
+        .clone()
+        .expect("a parse without errors has a queue");
+    match topology::check(&queue, args.topology.as_ref()) {
+        Ok(checked) => expand(&args, func, checked.as_ref().and_then(topology::track)),
+        Err(e) => with_errors(e, expand(&args, func, None)),
+    }
+}
+
+fn with_errors(error: syn::Error, code: TokenStream) -> TokenStream {
+    let error = error.to_compile_error();
+    quote!(#error #code)
+}
+
+/// Where to point when the attribute is on something that is not a function.
+fn item_keyword_span(item: &Item) -> Span {
+    let tokens = quote!(#item);
+    // The first token after the attributes and the visibility: `struct`, `impl`, `mod`, ...
+    let mut span = item.span();
+    for tree in tokens {
+        if let TokenTree::Ident(ident) = tree {
+            let text = ident.to_string();
+            if text != "pub" {
+                span = ident.span();
+                break;
+            }
+        }
+    }
+    span
+}
+
+/// Reports every reason the function cannot be a handler, each on its own token.
+fn check_signature(func: &ItemFn, errors: &mut Errors) {
+    let sig = &func.sig;
+    if let Some(token) = &sig.constness {
+        errors.push_at(token.span, "a `#[consumer]` handler cannot be a `const fn`");
+    }
+    if sig.asyncness.is_none() {
+        errors.push_at(
+            sig.fn_token.span,
+            format!(
+                "a `#[consumer]` handler must be an `async fn`: write `async fn {}(...)`",
+                sig.ident
+            ),
+        );
+    }
+    if let Some(token) = &sig.unsafety {
+        errors.push_at(token.span, "a `#[consumer]` handler cannot be `unsafe`");
+    }
+    if let Some(abi) = &sig.abi {
+        errors.push_at(
+            abi.span(),
+            "a `#[consumer]` handler cannot have an `extern` ABI",
+        );
+    }
+    if let Some(param) = sig.generics.params.first() {
+        errors.push_at(
+            param.span(),
+            "a `#[consumer]` handler cannot be generic: its arguments are built from each \
+             delivery, so their types must be concrete; write one handler per type",
+        );
+    }
+    if let Some(clause) = &sig.generics.where_clause {
+        errors.push_at(
+            clause.span(),
+            "a `#[consumer]` handler cannot have a `where` clause",
+        );
+    }
+    if let Some(variadic) = &sig.variadic {
+        errors.push_at(
+            variadic.span(),
+            "a `#[consumer]` handler cannot be variadic",
+        );
+    }
+    for input in &sig.inputs {
+        match input {
+            FnArg::Receiver(receiver) => errors.push_at(
+                receiver.self_token.span,
+                "a `#[consumer]` handler is a free function, not a method: take shared values \
+                 as a `State<T>` argument instead of `self`",
+            ),
+            FnArg::Typed(arg) => {
+                if let Some(binding) = find_binding(&arg.pat, &sig.ident) {
+                    errors.push_at(
+                        binding.span(),
+                        format!(
+                            "this argument has the handler's name: `{0}` becomes a unit struct, \
+                             so the pattern `{0}` would match that struct instead of binding \
+                             the argument; rename the argument",
+                            sig.ident
+                        ),
+                    );
+                }
+                let ty = &arg.ty;
+                if let Some(span) = find_impl_keyword(quote!(#ty)) {
+                    errors.push_at(
+                        span,
+                        "`impl Trait` cannot be a `#[consumer]` argument type: name the \
+                         extractor, e.g. `Json<Order>` or `State<AppState>`",
+                    );
+                }
+            }
+        }
+    }
+    for attr in &func.attrs {
+        if attr
+            .path()
+            .segments
+            .last()
+            .is_some_and(|s| s.ident == "consumer")
+        {
+            errors.push_at(
+                attr.span(),
+                "a function can be only one consumer: remove this second `#[consumer]`",
+            );
+        }
+    }
+}
+
+/// True when the function can be expanded even though the attribute had errors.
+fn signature_is_sound(func: &ItemFn) -> bool {
+    let mut errors = Errors::default();
+    check_signature(func, &mut errors);
+    errors.into_result().is_ok()
+}
+
+/// A binding named `name` anywhere in `pat`.
+fn find_binding<'a>(pat: &'a Pat, name: &Ident) -> Option<&'a Ident> {
+    match pat {
+        Pat::Ident(p) => {
+            if p.ident == *name {
+                return Some(&p.ident);
+            }
+            p.subpat
+                .as_ref()
+                .and_then(|(_, sub)| find_binding(sub, name))
+        }
+        Pat::Or(p) => p.cases.iter().find_map(|c| find_binding(c, name)),
+        Pat::Paren(p) => find_binding(&p.pat, name),
+        Pat::Reference(p) => find_binding(&p.pat, name),
+        Pat::Slice(p) => p.elems.iter().find_map(|e| find_binding(e, name)),
+        Pat::Struct(p) => p.fields.iter().find_map(|f| find_binding(&f.pat, name)),
+        Pat::Tuple(p) => p.elems.iter().find_map(|e| find_binding(e, name)),
+        Pat::TupleStruct(p) => p.elems.iter().find_map(|e| find_binding(e, name)),
+        Pat::Type(p) => find_binding(&p.pat, name),
+        _ => None,
+    }
+}
+
+fn find_impl_keyword(tokens: TokenStream) -> Option<Span> {
+    for tree in tokens {
+        match tree {
+            TokenTree::Ident(ident) if ident == "impl" => return Some(ident.span()),
+            TokenTree::Group(group) => {
+                if let Some(span) = find_impl_keyword(group.stream()) {
+                    return Some(span);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Which generated item each of the function's attributes belongs on.
+struct SplitAttrs<'a> {
+    /// Docs and `#[deprecated]`: what describes the consumer, on the struct.
+    on_struct: Vec<&'a Attribute>,
+    /// `#[cfg]`: on every generated item, so they come and go together.
+    on_all: Vec<&'a Attribute>,
+    /// Everything else (lint levels, `#[inline]`, other attribute macros): on `handler`,
+    /// where the body is.
+    on_fn: Vec<&'a Attribute>,
+}
+
+fn split_attrs(attrs: &[Attribute]) -> SplitAttrs<'_> {
+    let mut split = SplitAttrs {
+        on_struct: Vec::new(),
+        on_all: Vec::new(),
+        on_fn: Vec::new(),
+    };
+    for attr in attrs {
+        let path = attr.path();
+        if path.is_ident("doc") || path.is_ident("deprecated") {
+            split.on_struct.push(attr);
+        } else if path.is_ident("cfg") {
+            split.on_all.push(attr);
+        } else {
+            split.on_fn.push(attr);
+        }
+    }
+    split
+}
+
+/// The struct, its `handler`, its `Handler` impl and, when a topology was read, the
+/// `include_bytes!` that tracks it.
+fn expand(args: &ConsumerArgs, func: ItemFn, topology_file: Option<LitStr>) -> TokenStream {
+    let ItemFn {
+        attrs,
+        vis,
+        mut sig,
+        block,
+    } = func;
+    let SplitAttrs {
+        on_struct,
+        on_all,
+        on_fn,
+    } = split_attrs(&attrs);
+    let name = sig.ident.clone();
+    let spec = spec_tokens(args, &name);
+
+    // Local names of the generated code resolve at the macro's own site, so they can never
+    // meet the user's.
+    let ctx = Ident::new("ctx", Span::mixed_site());
+    let value = Ident::new("value", Span::mixed_site());
+    let rejection = Ident::new("rejection", Span::mixed_site());
+    let mut extractions = Vec::new();
+    let mut vars = Vec::new();
+    for (i, input) in sig.inputs.iter().enumerate() {
+        let FnArg::Typed(arg) = input else {
+            unreachable!("receivers were refused by check_signature")
+        };
+        let ty: &Type = &arg.ty;
+        let var = format_ident!("arg{}", i, span = Span::mixed_site());
+        // Spanned at the type, so "not an extractor" points at the argument's type.
+        let extract = quote_spanned! {ty.span()=>
+            <#ty as ::serena::worker::FromDelivery>::from_delivery(#ctx)
+        };
+        extractions.push(quote! {
+            let #var = match #extract {
+                ::core::result::Result::Ok(#value) => #value,
+                ::core::result::Result::Err(#rejection) => {
+                    return ::serena::worker::__private::poison(#ctx, #rejection);
+                }
+            };
+        });
+        vars.push(var);
+    }
+    let ctx_param = if vars.is_empty() {
+        quote!(_)
+    } else {
+        quote!(#ctx)
+    };
+    // The function's value is named at the return type, so "cannot be returned" points
+    // there. (A name of the macro's own hygiene would be reported at the attribute.)
+    let (output, at) = match &sig.output {
+        ReturnType::Type(_, ty) => (Ident::new("output", ty.span()), ty.span()),
+        ReturnType::Default => (Ident::new("output", Span::mixed_site()), Span::call_site()),
+    };
+    let convert = quote_spanned! {at=>
+        ::serena::worker::IntoOutcome::into_outcome(#output, Self::SPEC.on_error)
+    };
+    // A handler whose future is not `Send` is reported at its name.
+    let boxed = quote_spanned! {name.span()=>
+        ::std::boxed::Box::pin(async move {
+            #(#extractions)*
+            let #output = Self::handler(#(#vars),*).await;
+            #convert
+        })
+    };
+
+    sig.ident = Ident::new("handler", name.span());
+    let handler_doc = format!(
+        " The function behind the [`{}`] consumer, callable directly (from a unit test, \
+         say) without a delivery.",
+        name.unraw()
+    );
+    // The generated impls name the struct; a deprecated one would warn at each. (Inside a
+    // deprecated handler's own body, other deprecated items then go unreported too.)
+    let allow_deprecated = on_struct
+        .iter()
+        .any(|a| a.path().is_ident("deprecated"))
+        .then(|| quote!(#[allow(deprecated)]));
+    let track = topology_file.map(|path| {
+        quote! {
+            #(#on_all)*
+            const _: &[u8] = ::core::include_bytes!(#path);
+        }
+    });
+
+    quote! {
+        #(#on_struct)*
+        #(#on_all)*
+        #[allow(non_camel_case_types)]
+        #[derive(Debug, Clone, Copy, Default)]
+        #vis struct #name;
+
+        #(#on_all)*
+        #allow_deprecated
+        impl #name {
+            const SPEC: ::serena::worker::ConsumerSpec = #spec;
+
+            #[doc = #handler_doc]
+            // The docs are generated (the user's are on the struct), and `async` is required
+            // even of a body that never awaits.
+            #[allow(clippy::missing_errors_doc, clippy::missing_panics_doc, clippy::unused_async)]
+            #(#on_fn)*
+            #vis #sig #block
+        }
+
+        #(#on_all)*
+        #allow_deprecated
+        impl ::serena::worker::Handler for #name {
+            fn spec(&self) -> ::serena::worker::ConsumerSpec {
+                Self::SPEC
+            }
+
+            fn call<'a>(
+                &'a self,
+                #ctx_param: &'a ::serena::worker::DeliveryContext,
+            ) -> ::serena::worker::HandlerFuture<'a> {
+                #boxed
+            }
+        }
+
+        #track
+    }
+}
+
+/// The `ConsumerSpec` the attribute describes, as a constant expression.
+fn spec_tokens(args: &ConsumerArgs, name: &Ident) -> TokenStream {
+    let name = LitStr::new(&name.unraw().to_string(), name.span());
+    let queue = args
+        .queue
+        .clone()
+        .unwrap_or_else(|| LitStr::new("", Span::call_site()));
+    let mut fields = Vec::new();
+    if let Some(prefetch) = args.prefetch {
+        fields.push(quote!(prefetch: ::core::option::Option::Some(#prefetch)));
+    }
+    if let Some(concurrency) = args.concurrency {
+        fields.push(quote!(concurrency: ::core::option::Option::Some(#concurrency)));
+    }
+    if let Some(tag) = &args.tag {
+        fields.push(quote!(consumer_tag: ::core::option::Option::Some(#tag)));
+    }
+    if let Some(exclusive) = args.exclusive {
+        fields.push(quote!(exclusive: #exclusive));
+    }
+    if let Some(priority) = args.priority {
+        fields.push(quote!(priority: ::core::option::Option::Some(#priority)));
+    }
+    match args.on_error {
+        Some(OnError::Reject) => {
+            fields.push(quote!(on_error: ::serena::worker::ErrorPolicy::Reject));
+        }
+        Some(OnError::Requeue) => {
+            fields.push(quote!(on_error: ::serena::worker::ErrorPolicy::Requeue));
+        }
+        None => {}
+    }
+    let new = quote!(::serena::worker::ConsumerSpec::new(#name, #queue));
+    if fields.is_empty() {
+        new
+    } else {
+        quote!(::serena::worker::ConsumerSpec { #(#fields,)* ..#new })
+    }
+}

@@ -1,0 +1,94 @@
+//! The `#[consumer]` attribute of [serena](https://docs.rs/serena). Use it as
+//! `serena::consumer`; this crate is an implementation detail of serena.
+//!
+//! ## Layout
+//!
+//! - `attr`: parsing the attribute's options into a config struct, every error on its token.
+//! - `expand`: checking the function and generating the handler struct.
+//! - `topology`: checking the queue against `topology.toml` at compile time.
+
+mod attr;
+mod expand;
+mod topology;
+
+use proc_macro::TokenStream;
+
+/// Turns an `async fn` into a consumer a serena supervisor can run.
+///
+/// ```
+/// use serena::worker::{ErrorPolicy, Handler, Json, State};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Order {
+///     id: u64,
+/// }
+///
+/// #[derive(Clone)]
+/// struct App {
+///     shop: &'static str,
+/// }
+///
+/// /// Records an order.
+/// #[serena::consumer(queue = "orders", prefetch = 20, on_error = "reject")]
+/// async fn handle_order(Json(order): Json<Order>, State(app): State<App>) -> Result<(), String> {
+///     if order.id == 0 {
+///         return Err(format!("{}: order without an id", app.shop));
+///     }
+///     Ok(())
+/// }
+///
+/// // `handle_order` is now a unit struct implementing `Handler` ...
+/// let spec = handle_order.spec();
+/// assert_eq!((spec.name, spec.queue, spec.prefetch), ("handle_order", "orders", Some(20)));
+/// assert_eq!(spec.on_error, ErrorPolicy::Reject);
+/// // ... and the function is still there, as `handle_order::handler`.
+/// let run = handle_order::handler(Json(Order { id: 0 }), State(App { shop: "main" }));
+/// # drop(run);
+/// ```
+///
+/// # Options
+///
+/// | option | value | `ConsumerSpec` field |
+/// | --- | --- | --- |
+/// | `queue = "name"` | required: the queue to consume from | `queue` |
+/// | `prefetch = 20` | `u16`: unacknowledged deliveries the broker sends ahead | `prefetch` |
+/// | `concurrency = 4` | `usize`, at least 1: deliveries handled at once | `concurrency` |
+/// | `tag = "name"` | the consumer tag (serena picks one otherwise) | `consumer_tag` |
+/// | `exclusive` or `exclusive = true` | be the queue's only consumer | `exclusive` |
+/// | `priority = 10` | `i32`, sent as `x-priority` | `priority` |
+/// | `on_error = "requeue"` or `"reject"` | what an `Err` does to the message (default requeue) | `on_error` |
+/// | `topology = "path"` | the topology file to check the queue against | |
+///
+/// # The handler
+///
+/// Every argument is an extractor (`serena::worker::FromDelivery`): `Delivery`, `Bytes`,
+/// `Json<T>`, `Headers`, `Properties`, `State<T>` or `Publisher`, and can be bound to any
+/// irrefutable pattern (`Json(order): Json<Order>`). An argument that cannot be built from a
+/// delivery makes it a poison message: rejected without requeue, and the function does not
+/// run. The return type is `()`, `Outcome`, `Result<(), E>` or `Result<Outcome, E>` with
+/// `E: Display` (`serena::worker::IntoOutcome`).
+///
+/// The function becomes a unit struct of the same name and visibility (its docs move to the
+/// struct) implementing `serena::worker::Handler`, and stays callable as the associated
+/// function `name::handler`, with its other attributes (`#[allow]`, ...). It must be a free,
+/// non-generic `async fn`, and its future must be `Send`.
+///
+/// # Checking the queue against the topology
+///
+/// With `topology = "path"`, relative to the directory of the crate's `Cargo.toml`, or when
+/// a `topology.toml` sits there, the queue must be the `name` of one of the file's
+/// `[[queues]]` tables, or the build fails listing the declared queues. Cargo rebuilds the
+/// crate when the file changes. (A default `topology.toml` created after the last build is
+/// only noticed on the next rebuild.)
+///
+/// # Errors
+///
+/// Each mistake is a compile error on the token at fault: an unknown option (with the valid
+/// ones listed), a repeated option, a value of the wrong type, a missing `queue`, a function
+/// that is not `async`, is generic or takes `self`, and a queue the topology does not declare.
+/// An argument type that is no extractor, or a return type that is no outcome, is reported by
+/// the trait bound on that type.
+#[proc_macro_attribute]
+pub fn consumer(attr: TokenStream, item: TokenStream) -> TokenStream {
+    expand::consumer(attr.into(), item.into()).into()
+}
