@@ -1,0 +1,6 @@
+use serena::consumer;
+
+#[consumer(queue = "orders")]
+struct Handler;
+
+fn main() {}

@@ -1,0 +1,8 @@
+use serena::consumer;
+
+#[consumer(queue = "orders")]
+fn handle(body: bytes::Bytes) {
+    let _ = body;
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use serena::consumer;
+
+#[consumer("orders")]
+async fn handle() {}
+
+fn main() {}

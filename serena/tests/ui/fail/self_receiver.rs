@@ -1,0 +1,12 @@
+use serena::consumer;
+
+struct Worker;
+
+impl Worker {
+    #[consumer(queue = "orders")]
+    async fn handle(&self, body: bytes::Bytes) {
+        let _ = body;
+    }
+}
+
+fn main() {}
