@@ -9,9 +9,9 @@
 use std::error::Error;
 use std::path::PathBuf;
 
+use serena::Connection;
 use serena::proto::BasicProperties;
 use serena::topology::{Destination, Topology};
-use serena::Connection;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
@@ -53,7 +53,10 @@ async fn main() -> Result<(), Box<dyn Error>> {
         .with_persistent(true);
     ch.basic_publish(&binding.source, &key, br#"{"order":42}"#, properties)
         .await?;
-    println!("published an order to {:?} with key {key:?}", binding.source);
+    println!(
+        "published an order to {:?} with key {key:?}",
+        binding.source
+    );
     if let Some(message) = ch.basic_get(queue, false).await? {
         println!(
             "{queue}: {} (routing key {:?})",
