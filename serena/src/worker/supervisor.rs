@@ -75,7 +75,7 @@ pub fn is_permanent(error: &Error) -> bool {
 
 /// Runs `#[consumer]` handlers, restarting the whole tree on failure.
 ///
-/// ```ignore
+/// ```no_run
 /// use serena::worker::{Json, Supervisor};
 /// use serena::{ConnectionConfig, consumer};
 ///

@@ -1,0 +1,267 @@
+//! The main job: an order-processing worker built from `topology.toml` and three
+//! `#[consumer]` handlers, run by a restarting supervisor.
+//!
+//! ```text
+//! cargo run --example worker                  # run as a service until Ctrl-C / SIGTERM
+//! cargo run --example worker -- --demo 200    # publish 200 demo orders, process them, exit
+//! ```
+//!
+//! The broker comes from `topology.toml`'s `[connection]` block, overridden by `SERENA_URL`.
+//! In the demo, one order in ten is invalid: its handler fails, the message is requeued until
+//! the quorum queue's delivery limit (5) dead-letters it to `orders.parking`; one message is
+//! not even JSON, a poison message rejected straight to the parking queue; urgent orders also
+//! reach `orders.urgent` through the headers exchange.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serena::proto::{BasicProperties, FieldTable};
+use serena::topology::Topology;
+use serena::worker::{Headers, Json, State, Supervisor, shutdown_signal};
+use serena::{Error, consumer, open_connection};
+use tokio::sync::Notify;
+
+/// An order event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Order {
+    id: u64,
+    customer: String,
+    amount_cents: i64,
+}
+
+/// Why an order cannot be processed.
+#[derive(Debug)]
+struct InvalidOrder(String);
+
+impl std::fmt::Display for InvalidOrder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What the demo counts, shared with the handlers as `State<Arc<Tally>>`.
+#[derive(Debug, Default)]
+struct Tally {
+    processed: AtomicU64,
+    revenue_cents: AtomicU64,
+    parked: AtomicU64,
+    urgent: AtomicU64,
+    changed: Notify,
+}
+
+/// Processes an order; an invalid one fails and is retried until the queue parks it.
+#[consumer(
+    queue = "orders.work",
+    prefetch = 50,
+    concurrency = 8,
+    topology = "../topology.toml"
+)]
+async fn process_order(
+    Json(order): Json<Order>,
+    State(tally): State<Arc<Tally>>,
+) -> Result<(), InvalidOrder> {
+    if order.amount_cents <= 0 {
+        return Err(InvalidOrder(format!(
+            "order {} has amount {}",
+            order.id, order.amount_cents
+        )));
+    }
+    tally.processed.fetch_add(1, Ordering::Relaxed);
+    tally
+        .revenue_cents
+        .fetch_add(order.amount_cents as u64, Ordering::Relaxed);
+    tally.changed.notify_one();
+    Ok(())
+}
+
+/// Urgent orders arrive here too, through the headers exchange.
+#[consumer(queue = "orders.urgent", topology = "../topology.toml")]
+async fn escalate(
+    Json(order): Json<Order>,
+    Headers(headers): Headers,
+    State(tally): State<Arc<Tally>>,
+) {
+    let priority = headers
+        .get("priority")
+        .and_then(|v| v.as_str())
+        .unwrap_or("?");
+    tracing::info!(order = order.id, priority, "escalated");
+    tally.urgent.fetch_add(1, Ordering::Relaxed);
+    tally.changed.notify_one();
+}
+
+/// Orders that could not be processed, kept for a person to look at.
+#[consumer(queue = "orders.parking", topology = "../topology.toml")]
+async fn park(body: bytes::Bytes, State(tally): State<Arc<Tally>>) {
+    tracing::info!(body = %String::from_utf8_lossy(&body), "parked");
+    tally.parked.fetch_add(1, Ordering::Relaxed);
+    tally.changed.notify_one();
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let demo: Option<u64> = match std::env::args().nth(1).as_deref() {
+        Some("--demo") => Some(
+            std::env::args()
+                .nth(2)
+                .map_or(Ok(200), |n| n.parse())
+                .map_err(|_| "--demo takes a number of orders")?,
+        ),
+        Some(other) => return Err(format!("unknown argument {other:?}; try --demo 200").into()),
+        None => None,
+    };
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../topology.toml");
+    let topology = Topology::load(path)?;
+    let tally = Arc::new(Tally::default());
+    let supervisor = Supervisor::from_topology(topology)?
+        .consumer(process_order)
+        .consumer(escalate)
+        .consumer(park)
+        .state(tally.clone());
+    let mut handle = supervisor.handle();
+
+    let Some(orders) = demo else {
+        println!("worker running; Ctrl-C to stop");
+        supervisor.run().await?;
+        println!("stopped: {:?}", handle.stats());
+        return Ok(());
+    };
+
+    let started = Instant::now();
+    let done = Arc::new(Notify::new());
+    let run = tokio::spawn({
+        let done = done.clone();
+        supervisor.run_until(async move {
+            tokio::select! {
+                () = done.notified() => {}
+                () = shutdown_signal() => {}
+            }
+        })
+    });
+    tokio::time::timeout(Duration::from_secs(30), handle.ready())
+        .await
+        .map_err(|_| "the worker did not become ready within 30 s")?;
+    let expected = publish_demo(orders).await?;
+    println!(
+        "published {orders} orders and one poison message; expecting {} processed, {} parked, {} urgent",
+        expected.processed, expected.parked, expected.urgent
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let notified = tally.changed.notified();
+        let (p, k, u) = (
+            tally.processed.load(Ordering::Relaxed),
+            tally.parked.load(Ordering::Relaxed),
+            tally.urgent.load(Ordering::Relaxed),
+        );
+        if p >= expected.processed && k >= expected.parked && u >= expected.urgent {
+            break;
+        }
+        if Instant::now() > deadline {
+            done.notify_one();
+            return Err(format!("timed out with {p} processed, {k} parked, {u} urgent").into());
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
+    }
+    done.notify_one();
+    run.await??;
+    let stats = handle.stats();
+    println!(
+        "done in {:.2} s: {} processed ({:.2} revenue), {} parked, {} urgent",
+        started.elapsed().as_secs_f64(),
+        tally.processed.load(Ordering::Relaxed),
+        tally.revenue_cents.load(Ordering::Relaxed) as f64 / 100.0,
+        tally.parked.load(Ordering::Relaxed),
+        tally.urgent.load(Ordering::Relaxed),
+    );
+    println!(
+        "supervisor: delivered {}, acked {}, requeued {}, rejected {}, panicked {}, restarts {}",
+        stats.delivered,
+        stats.acked,
+        stats.requeued,
+        stats.rejected,
+        stats.panicked,
+        stats.restarts
+    );
+    Ok(())
+}
+
+/// How many outcomes the demo batch should produce.
+struct Expected {
+    processed: u64,
+    parked: u64,
+    urgent: u64,
+}
+
+/// Publishes `orders` demo orders to the `orders` exchange (every tenth invalid, every
+/// seventh urgent) plus one message that is not JSON, all with confirms.
+async fn publish_demo(orders: u64) -> Result<Expected, Error> {
+    let config = Topology::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../topology.toml"))
+        .map_err(|e| Error::Config(e.to_string()))?
+        .connection
+        .resolve()?;
+    let mut expected = Expected {
+        processed: 0,
+        parked: 1,
+        urgent: 0,
+    };
+    open_connection(&config, async |conn| {
+        conn.open_channel(async |ch| {
+            let mut confirms = Vec::new();
+            for id in 1..=orders {
+                let invalid = id % 10 == 0;
+                let urgent = id % 7 == 0;
+                let order = Order {
+                    id,
+                    customer: format!("customer-{}", id % 13),
+                    amount_cents: if invalid { -1 } else { 1_000 + id as i64 },
+                };
+                let mut headers = FieldTable::new();
+                if urgent {
+                    headers.insert("priority", "urgent");
+                    expected.urgent += 1;
+                }
+                if invalid {
+                    expected.parked += 1;
+                } else {
+                    expected.processed += 1;
+                }
+                let props = BasicProperties::default()
+                    .with_content_type("application/json")
+                    .with_message_id(format!("order-{id}"))
+                    .with_headers(headers);
+                let body = serde_json::to_vec(&order).expect("an order serializes");
+                confirms.push(
+                    ch.basic_publish_with(
+                        "orders",
+                        "order.created",
+                        body,
+                        props,
+                        Default::default(),
+                    )
+                    .await?,
+                );
+            }
+            confirms.push(
+                ch.basic_publish_with(
+                    "orders",
+                    "order.created",
+                    b"this is not an order".as_slice(),
+                    BasicProperties::default().with_content_type("application/json"),
+                    Default::default(),
+                )
+                .await?,
+            );
+            for c in confirms {
+                c.await?;
+            }
+            Ok::<_, Error>(())
+        })
+        .await?
+    })
+    .await??;
+    Ok(expected)
+}
