@@ -1,0 +1,360 @@
+//! Per-run records, their JSON lines, the line a child process hands its parent, and the table
+//! of medians.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::scenario::{Outcome, Scenario};
+
+/// One run of one scenario with one client.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    /// Client name.
+    pub client: String,
+    /// Scenario name.
+    pub scenario: String,
+    /// Messages (round trips, channels) in the measured part.
+    pub messages: u64,
+    /// Wall time of the measured part, in seconds.
+    pub seconds: f64,
+    /// CPU (user + system) of the measured part, in microseconds.
+    pub cpu_us: f64,
+    /// Peak resident set of the run's process, in kilobytes.
+    pub peak_rss_kb: u64,
+    /// Body bytes carried end to end.
+    pub payload_bytes: u64,
+    /// Median round trip, in microseconds (rpc_latency).
+    pub p50_us: Option<f64>,
+    /// 99th percentile round trip, in microseconds (rpc_latency).
+    pub p99_us: Option<f64>,
+    /// Resident bytes per open channel (many_channels).
+    pub rss_bytes_per_channel: Option<f64>,
+    /// Time to open the channels, in milliseconds (many_channels).
+    pub open_ms: Option<f64>,
+    /// Time of the publish round, in milliseconds (many_channels).
+    pub round_ms: Option<f64>,
+}
+
+/// The `q`-quantile (0..=1) of `sorted`, nearest rank.
+fn quantile(sorted: &[Duration], q: f64) -> Option<Duration> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+impl Run {
+    /// The record of `outcome`.
+    pub fn new(client: &str, scenario: Scenario, outcome: Outcome) -> Run {
+        let span = outcome.span.expect("checked by scenario::run");
+        let mut latencies = outcome.latencies;
+        latencies.sort_unstable();
+        Run {
+            client: client.to_owned(),
+            scenario: scenario.name().to_owned(),
+            messages: outcome.messages,
+            seconds: span.wall.as_secs_f64(),
+            cpu_us: micros(span.cpu),
+            peak_rss_kb: span.peak_rss_kb,
+            payload_bytes: outcome.payload_bytes,
+            p50_us: quantile(&latencies, 0.50).map(micros),
+            p99_us: quantile(&latencies, 0.99).map(micros),
+            rss_bytes_per_channel: outcome.rss_bytes_per_channel,
+            open_ms: outcome.open_time.map(millis),
+            round_ms: outcome.round_time.map(millis),
+        }
+    }
+
+    /// Messages per second of wall time.
+    pub fn msgs_per_s(&self) -> f64 {
+        self.messages as f64 / self.seconds
+    }
+
+    /// CPU microseconds per message.
+    pub fn cpu_us_per_msg(&self) -> f64 {
+        self.cpu_us / self.messages as f64
+    }
+
+    /// Payload megabytes (10^6 bytes) per second.
+    pub fn mb_per_s(&self) -> f64 {
+        self.payload_bytes as f64 / 1e6 / self.seconds
+    }
+
+    /// The JSON line of this run: the fields of the issue, then the scenario-specific ones.
+    pub fn json(&self) -> String {
+        let opt = |v: Option<f64>| v.map_or("null".to_owned(), |v| format!("{v:.1}"));
+        let mut line = format!(
+            "{{\"client\":\"{}\",\"scenario\":\"{}\",\"messages\":{},\"msgs_per_s\":{:.1},\
+             \"cpu_us_per_msg\":{:.3},\"p50_us\":{},\"p99_us\":{},\"peak_rss_kb\":{}",
+            self.client,
+            self.scenario,
+            self.messages,
+            self.msgs_per_s(),
+            self.cpu_us_per_msg(),
+            opt(self.p50_us),
+            opt(self.p99_us),
+            self.peak_rss_kb,
+        );
+        write!(
+            line,
+            ",\"seconds\":{:.4},\"mb_per_s\":{:.1}",
+            self.seconds,
+            self.mb_per_s()
+        )
+        .expect("write to String");
+        if let Some(v) = self.rss_bytes_per_channel {
+            write!(line, ",\"rss_bytes_per_channel\":{v:.0}").expect("write to String");
+        }
+        if let Some(v) = self.open_ms {
+            write!(line, ",\"open_ms\":{v:.1}").expect("write to String");
+        }
+        if let Some(v) = self.round_ms {
+            write!(line, ",\"round_ms\":{v:.1}").expect("write to String");
+        }
+        line.push('}');
+        line
+    }
+
+    /// The line a child process prints for its parent: `@run key=value ...`.
+    pub fn to_wire(&self) -> String {
+        let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| v.to_string());
+        format!(
+            "@run client={} scenario={} messages={} seconds={} cpu_us={} peak_rss_kb={} \
+             payload_bytes={} p50_us={} p99_us={} rss_bytes_per_channel={} open_ms={} round_ms={}",
+            self.client,
+            self.scenario,
+            self.messages,
+            self.seconds,
+            self.cpu_us,
+            self.peak_rss_kb,
+            self.payload_bytes,
+            opt(self.p50_us),
+            opt(self.p99_us),
+            opt(self.rss_bytes_per_channel),
+            opt(self.open_ms),
+            opt(self.round_ms),
+        )
+    }
+
+    /// Parses [`to_wire`](Self::to_wire) output; `None` if `line` is not such a line.
+    pub fn from_wire(line: &str) -> Option<Run> {
+        let fields: BTreeMap<&str, &str> = line
+            .strip_prefix("@run ")?
+            .split(' ')
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+        let num = |k: &str| fields.get(k)?.parse::<f64>().ok();
+        let opt = |k: &str| match *fields.get(k)? {
+            "-" => Some(None),
+            v => v.parse::<f64>().ok().map(Some),
+        };
+        Some(Run {
+            client: (*fields.get("client")?).to_owned(),
+            scenario: (*fields.get("scenario")?).to_owned(),
+            messages: fields.get("messages")?.parse().ok()?,
+            seconds: num("seconds")?,
+            cpu_us: num("cpu_us")?,
+            peak_rss_kb: fields.get("peak_rss_kb")?.parse().ok()?,
+            payload_bytes: fields.get("payload_bytes")?.parse().ok()?,
+            p50_us: opt("p50_us")?,
+            p99_us: opt("p99_us")?,
+            rss_bytes_per_channel: opt("rss_bytes_per_channel")?,
+            open_ms: opt("open_ms")?,
+            round_ms: opt("round_ms")?,
+        })
+    }
+}
+
+/// The median of `values` (mean of the middle two for an even count).
+pub fn median(values: &mut [f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    Some(if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    })
+}
+
+/// Medians of one client in one scenario.
+#[derive(Debug, Clone)]
+pub struct Medians {
+    /// Client name.
+    pub client: String,
+    /// Runs the medians are taken over.
+    pub runs: usize,
+    /// Messages per second.
+    pub msgs_per_s: f64,
+    /// CPU microseconds per message.
+    pub cpu_us_per_msg: f64,
+    /// Round-trip p50, microseconds.
+    pub p50_us: Option<f64>,
+    /// Round-trip p99, microseconds.
+    pub p99_us: Option<f64>,
+    /// Peak RSS, kilobytes.
+    pub peak_rss_kb: f64,
+    /// Payload MB/s.
+    pub mb_per_s: f64,
+    /// Resident bytes per channel.
+    pub rss_bytes_per_channel: Option<f64>,
+    /// Channel opening time, ms.
+    pub open_ms: Option<f64>,
+    /// Publish round time, ms.
+    pub round_ms: Option<f64>,
+}
+
+impl Medians {
+    /// Medians over `runs` (all of one client and one scenario).
+    pub fn of(client: &str, runs: &[&Run]) -> Medians {
+        let med = |f: &dyn Fn(&Run) -> f64| {
+            median(&mut runs.iter().map(|r| f(r)).collect::<Vec<_>>()).unwrap_or(f64::NAN)
+        };
+        let med_opt = |f: &dyn Fn(&Run) -> Option<f64>| {
+            median(&mut runs.iter().filter_map(|r| f(r)).collect::<Vec<_>>())
+        };
+        Medians {
+            client: client.to_owned(),
+            runs: runs.len(),
+            msgs_per_s: med(&Run::msgs_per_s),
+            cpu_us_per_msg: med(&Run::cpu_us_per_msg),
+            p50_us: med_opt(&|r| r.p50_us),
+            p99_us: med_opt(&|r| r.p99_us),
+            peak_rss_kb: med(&|r| r.peak_rss_kb as f64),
+            mb_per_s: med(&Run::mb_per_s),
+            rss_bytes_per_channel: med_opt(&|r| r.rss_bytes_per_channel),
+            open_ms: med_opt(&|r| r.open_ms),
+            round_ms: med_opt(&|r| r.round_ms),
+        }
+    }
+}
+
+fn cell(v: Option<f64>, decimals: usize) -> String {
+    v.map_or("-".to_owned(), |v| format!("{v:.decimals$}"))
+}
+
+/// The table of medians per scenario and client, with serena's ratios to the best peer.
+pub fn table(runs: &[Run], scenarios: &[Scenario], clients: &[&str]) -> String {
+    let mut out = String::new();
+    out.push_str(
+        "| scenario | client | runs | msgs/s | CPU µs/msg | p50 µs | p99 µs | peak RSS MB | MB/s | other |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+    );
+    for &scenario in scenarios {
+        let mut rows = Vec::new();
+        for &client in clients {
+            let mine: Vec<&Run> = runs
+                .iter()
+                .filter(|r| r.client == client && r.scenario == scenario.name())
+                .collect();
+            if !mine.is_empty() {
+                rows.push(Medians::of(client, &mine));
+            }
+        }
+        for m in &rows {
+            let other = match (m.rss_bytes_per_channel, m.open_ms, m.round_ms) {
+                (Some(b), Some(o), Some(r)) => {
+                    format!(
+                        "{:.1} KB/channel, open {o:.0} ms, round {r:.0} ms",
+                        b / 1024.0
+                    )
+                }
+                _ => String::new(),
+            };
+            writeln!(
+                out,
+                "| {scenario} | {} | {} | {:.0} | {:.2} | {} | {} | {:.1} | {} | {other} |",
+                m.client,
+                m.runs,
+                m.msgs_per_s,
+                m.cpu_us_per_msg,
+                cell(m.p50_us, 0),
+                cell(m.p99_us, 0),
+                m.peak_rss_kb / 1024.0,
+                cell((scenario == Scenario::LargeBody).then_some(m.mb_per_s), 0),
+            )
+            .expect("write to String");
+        }
+        if let Some(ratios) = ratios(&rows) {
+            writeln!(out, "|  | serena ÷ best peer |  | {ratios} |").expect("write to String");
+        }
+    }
+    out
+}
+
+/// serena's medians divided by the best peer's: throughput (higher is better), CPU per message
+/// and p99 (lower is better), peak RSS (lower is better).
+fn ratios(rows: &[Medians]) -> Option<String> {
+    let serena = rows.iter().find(|m| m.client == "serena")?;
+    let peers: Vec<&Medians> = rows.iter().filter(|m| m.client != "serena").collect();
+    if peers.is_empty() {
+        return None;
+    }
+    let best = |f: &dyn Fn(&Medians) -> f64, higher_is_better: bool| {
+        let values = peers.iter().map(|m| f(m));
+        if higher_is_better {
+            values.fold(f64::NEG_INFINITY, f64::max)
+        } else {
+            values.fold(f64::INFINITY, f64::min)
+        }
+    };
+    let throughput = serena.msgs_per_s / best(&|m| m.msgs_per_s, true);
+    let cpu = serena.cpu_us_per_msg / best(&|m| m.cpu_us_per_msg, false);
+    let rss = serena.peak_rss_kb / best(&|m| m.peak_rss_kb, false);
+    let p99 = match serena.p99_us {
+        Some(p) => format!("{:.2}×", p / best(&|m| m.p99_us.unwrap_or(f64::NAN), false)),
+        None => "-".to_owned(),
+    };
+    let p50 = match serena.p50_us {
+        Some(p) => format!("{:.2}×", p / best(&|m| m.p50_us.unwrap_or(f64::NAN), false)),
+        None => "-".to_owned(),
+    };
+    Some(format!(
+        "{throughput:.2}× | {cpu:.2}× | {p50} | {p99} | {rss:.2}× | |"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_round_trip() {
+        let run = Run {
+            client: "serena".into(),
+            scenario: "rpc_latency".into(),
+            messages: 5000,
+            seconds: 1.25,
+            cpu_us: 123456.5,
+            peak_rss_kb: 9000,
+            payload_bytes: 640000,
+            p50_us: Some(180.25),
+            p99_us: Some(410.0),
+            rss_bytes_per_channel: None,
+            open_ms: None,
+            round_ms: None,
+        };
+        assert_eq!(Run::from_wire(&run.to_wire()), Some(run));
+    }
+
+    #[test]
+    fn medians_and_quantiles() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), Some(2.5));
+        let d: Vec<Duration> = (1..=100).map(Duration::from_micros).collect();
+        assert_eq!(quantile(&d, 0.5), Some(Duration::from_micros(50)));
+        assert_eq!(quantile(&d, 0.99), Some(Duration::from_micros(99)));
+    }
+}

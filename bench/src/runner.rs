@@ -1,0 +1,201 @@
+//! The parent process: runs every scenario for every client in turn (A B C A B C ...), each
+//! run in a fresh child process of this same program, and collects their records.
+//!
+//! A child per run keeps the clients apart: each gets a new tokio runtime with the same worker
+//! count, a clean heap and its own `ru_maxrss`. The parent prepares what must not be measured
+//! (the consume_ack prefill, with serena, identical for every client) and deletes the run's
+//! queues afterwards, also when the run failed.
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::report::Run;
+use crate::scenario::{self, Names, Params, Result, Scenario};
+use crate::{serena_client, serena_client::Serena};
+
+/// Worker threads of every client's runtime.
+pub const WORKERS: usize = 2;
+
+/// The clients, in run order.
+pub const CLIENTS: [&str; 1] = ["serena"];
+
+/// What the command line asked for.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Smaller sizes and fewer repetitions.
+    pub quick: bool,
+    /// Print a JSON line per run instead of the table.
+    pub json: bool,
+    /// Repetitions of the whole A B C cycle.
+    pub reps: usize,
+    /// Scenarios to run.
+    pub scenarios: Vec<Scenario>,
+    /// Clients to run.
+    pub clients: Vec<&'static str>,
+}
+
+/// Builds the tokio runtime every client runs on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKERS)
+        .enable_all()
+        .build()
+        .expect("build the tokio runtime")
+}
+
+/// Child side: runs one scenario with one client and prints its record for the parent.
+pub fn child(client: &str, scenario: Scenario, quick: bool, base: &str) -> Result<()> {
+    let p = Params::new(quick);
+    let names = Names::new(base);
+    let rt = runtime();
+    let outcome = rt.block_on(async {
+        match client {
+            "serena" => scenario::run::<Serena>(scenario, &p, &names).await,
+            other => Err(format!("unknown client {other:?}").into()),
+        }
+    })?;
+    // Drop the runtime (and any task a client left behind) before reporting.
+    rt.shutdown_timeout(Duration::from_secs(5));
+    println!("{}", Run::new(client, scenario, outcome).to_wire());
+    Ok(())
+}
+
+/// A unique queue-name base for one run.
+fn base(client: &str, scenario: Scenario, rep: usize) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "serena-bench.{}.{nanos}.{client}.{scenario}.{rep}",
+        std::process::id()
+    )
+}
+
+/// How long one child may take before it is killed and the run fails.
+fn child_limit(quick: bool) -> Duration {
+    if quick {
+        Duration::from_secs(120)
+    } else {
+        Duration::from_secs(600)
+    }
+}
+
+/// Reads a child's stdout and stderr on threads so neither pipe can fill up and stall it.
+fn drain(child: &mut Child) -> [std::thread::JoinHandle<String>; 2] {
+    fn spawn(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    }
+    [
+        spawn(child.stdout.take().expect("piped stdout")),
+        spawn(child.stderr.take().expect("piped stderr")),
+    ]
+}
+
+/// Runs one child and returns its record.
+fn run_child(plan: &Plan, client: &str, scenario: Scenario, base: &str) -> Result<Run> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["--child", client, scenario.name(), base]);
+    if plan.quick {
+        cmd.arg("--quick");
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let [out, err] = drain(&mut child);
+    let deadline = Instant::now() + child_limit(plan.quick);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            // Our own child, by its handle.
+            child.kill()?;
+            child.wait()?;
+            return Err(format!(
+                "{client} {scenario}: no result within {:?}; the run was killed",
+                child_limit(plan.quick)
+            )
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    if !status.success() {
+        return Err(format!(
+            "{client} {scenario} failed ({status}):\n{}",
+            stderr.trim_end()
+        )
+        .into());
+    }
+    if !stderr.trim().is_empty() {
+        eprintln!("{client} {scenario} said on stderr:\n{}", stderr.trim_end());
+    }
+    let run = stdout
+        .lines()
+        .find_map(Run::from_wire)
+        .ok_or_else(|| format!("{client} {scenario}: no result line in its output:\n{stdout}"))?;
+    if run.client != client || run.scenario != scenario.name() {
+        return Err(format!("{client} {scenario}: the child reported {run:?}").into());
+    }
+    Ok(run)
+}
+
+/// One run: prepare, run the child, clean up (always), return the record.
+fn run_one(
+    plan: &Plan,
+    rt: &tokio::runtime::Runtime,
+    client: &str,
+    scenario: Scenario,
+    rep: usize,
+) -> Result<Run> {
+    let base = base(client, scenario, rep);
+    let names = Names::new(&base);
+    let p = Params::new(plan.quick);
+    let prepared = match scenario {
+        Scenario::ConsumeAck => rt.block_on(serena_client::prefill(&p, &names.main)),
+        _ => Ok(()),
+    };
+    let result = prepared.and_then(|()| run_child(plan, client, scenario, &base));
+    let cleaned = rt.block_on(serena_client::delete_queues(&names));
+    let run = result?;
+    cleaned.map_err(|e| format!("deleting the queues of {base}: {e}"))?;
+    Ok(run)
+}
+
+/// Parent side: every repetition, every scenario, every client in turn.
+pub fn run_all(plan: &Plan) -> Result<Vec<Run>> {
+    // The parent's own runtime, for prefills and cleanup only; nothing measured runs on it.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut runs = Vec::new();
+    for rep in 1..=plan.reps {
+        for &scenario in &plan.scenarios {
+            for &client in &plan.clients {
+                let run = run_one(plan, &rt, client, scenario, rep)
+                    .map_err(|e| format!("repetition {rep}, {client} {scenario}: {e}"))?;
+                if plan.json {
+                    println!("{}", run.json());
+                } else {
+                    eprintln!(
+                        "rep {rep}/{} {scenario:<15} {client:<7} {:>10.0} msgs/s {:>7.2} µs CPU/msg",
+                        plan.reps,
+                        run.msgs_per_s(),
+                        run.cpu_us_per_msg(),
+                    );
+                }
+                runs.push(run);
+            }
+        }
+    }
+    Ok(runs)
+}
