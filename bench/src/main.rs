@@ -14,17 +14,24 @@
 //! `amqprs_client` (one implementation each), `measure` (getrusage, RSS), `runner` (the
 //! parent and child processes), `report` (records, JSON, medians).
 
+mod lapin_client;
 mod measure;
 mod report;
 mod runner;
 mod scenario;
 mod serena_client;
 
+use std::pin::Pin;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use runner::{CLIENTS, Plan};
 use scenario::Scenario;
+
+/// The next item of a stream (lapin's consumer is a `futures_core::Stream`).
+pub(crate) async fn next<S: futures_core::Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
+    std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx)).await
+}
 
 const USAGE: &str = "usage: serena-bench [--quick] [--json] [--reps N] \
 [--only SCENARIO,...] [--clients serena,lapin,amqprs]

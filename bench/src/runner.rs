@@ -12,13 +12,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::report::Run;
 use crate::scenario::{self, Names, Params, Result, Scenario};
-use crate::{serena_client, serena_client::Serena};
+use crate::{lapin_client::Lapin, serena_client, serena_client::Serena};
 
 /// Worker threads of every client's runtime.
 pub const WORKERS: usize = 2;
 
 /// The clients, in run order.
-pub const CLIENTS: [&str; 1] = ["serena"];
+pub const CLIENTS: [&str; 2] = ["serena", "lapin"];
 
 /// What the command line asked for.
 #[derive(Debug, Clone)]
@@ -52,6 +52,7 @@ pub fn child(client: &str, scenario: Scenario, quick: bool, base: &str) -> Resul
     let outcome = rt.block_on(async {
         match client {
             "serena" => scenario::run::<Serena>(scenario, &p, &names).await,
+            "lapin" => scenario::run::<Lapin>(scenario, &p, &names).await,
             other => Err(format!("unknown client {other:?}").into()),
         }
     })?;
