@@ -14,6 +14,7 @@
 //! `amqprs_client` (one implementation each), `measure` (getrusage, RSS), `runner` (the
 //! parent and child processes), `report` (records, JSON, medians).
 
+mod amqprs_client;
 mod lapin_client;
 mod measure;
 mod report;

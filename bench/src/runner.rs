@@ -12,13 +12,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::report::Run;
 use crate::scenario::{self, Names, Params, Result, Scenario};
-use crate::{lapin_client::Lapin, serena_client, serena_client::Serena};
+use crate::{amqprs_client::Amqprs, lapin_client::Lapin, serena_client, serena_client::Serena};
 
 /// Worker threads of every client's runtime.
 pub const WORKERS: usize = 2;
 
 /// The clients, in run order.
-pub const CLIENTS: [&str; 2] = ["serena", "lapin"];
+pub const CLIENTS: [&str; 3] = ["serena", "lapin", "amqprs"];
 
 /// What the command line asked for.
 #[derive(Debug, Clone)]
@@ -53,6 +53,7 @@ pub fn child(client: &str, scenario: Scenario, quick: bool, base: &str) -> Resul
         match client {
             "serena" => scenario::run::<Serena>(scenario, &p, &names).await,
             "lapin" => scenario::run::<Lapin>(scenario, &p, &names).await,
+            "amqprs" => scenario::run::<Amqprs>(scenario, &p, &names).await,
             other => Err(format!("unknown client {other:?}").into()),
         }
     })?;
