@@ -149,13 +149,12 @@ async fn typed_handlers_state_publishing_rejects_and_poison() {
             }
         }
     };
-    let (run, ()) = tokio::time::timeout(
-        Duration::from_secs(30),
-        futures_join(
+    let (run, ()) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::join!(
             sup.run_until(async move { waiter.notified().await }),
-            watcher,
-        ),
-    )
+            watcher
+        )
+    })
     .await
     .expect("all payments and receipts within 30 s");
     run.expect("clean stop");
