@@ -8,7 +8,9 @@ use std::task::{Context, Poll};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::consumer::{Consumer, GetMessage};
-use crate::driver::shared::{ChannelShared, ConnShared, PendingConfirm, RpcReply, lock};
+use crate::driver::shared::{
+    ChannelShared, ConnShared, OUT_HIGH_WATER, PendingConfirm, RpcReply, lock,
+};
 use crate::error::{Error, Result};
 use crate::proto::method::{basic, channel, confirm, exchange, queue};
 use crate::proto::{
@@ -495,8 +497,6 @@ impl Channel {
             .into());
         }
         let ch = self.ch();
-        ch.conn.wait_writable(true).await?;
-        self.wait_flow().await?;
         let exchange = ShortString::from(exchange);
         let routing_key = ShortString::from(routing_key);
         let method: Method = basic::Publish {
@@ -508,26 +508,49 @@ impl Channel {
         .into();
         let frame_max = ch.conn.frame_max();
         let (tx, rx) = oneshot::channel();
-        {
-            let mut st = lock(&ch.state);
-            if let Some(e) = &st.error {
-                return Err(e.clone());
+        loop {
+            // Fast path: one pass under the channel and connection locks checks flow, the
+            // broker's block and the buffer's room, encodes, and registers the confirm.
+            {
+                let mut st = lock(&ch.state);
+                if let Some(e) = &st.error {
+                    return Err(e.clone());
+                }
+                if st.closing {
+                    return Err(Error::Closed("channel"));
+                }
+                if !st.flow_paused {
+                    let mut out = lock(&ch.conn.out);
+                    if let Some(e) = &out.error {
+                        return Err(e.clone());
+                    }
+                    if out.blocked.is_none() && out.buf.len() < OUT_HIGH_WATER {
+                        tracing::trace!(channel = ch.id, %exchange, %routing_key, len = body.as_ref().len(), "publishing");
+                        encode_content(
+                            &mut out.buf,
+                            ch.id,
+                            &method,
+                            &properties,
+                            body.as_ref(),
+                            frame_max,
+                        )?;
+                        drop(out);
+                        ch.conn.out_ready.notify_one();
+                        let seq = st.next_seq;
+                        st.next_seq += 1;
+                        st.confirms.push_back(PendingConfirm {
+                            seq,
+                            mandatory_route: options.mandatory.then_some((exchange, routing_key)),
+                            waiter: tx,
+                            returned: None,
+                        });
+                        break;
+                    }
+                }
             }
-            if st.closing {
-                return Err(Error::Closed("channel"));
-            }
-            tracing::trace!(channel = ch.id, %exchange, %routing_key, len = body.as_ref().len(), "publishing");
-            ch.conn.send_with(|buf| {
-                encode_content(buf, ch.id, &method, &properties, body.as_ref(), frame_max)
-            })?;
-            let seq = st.next_seq;
-            st.next_seq += 1;
-            st.confirms.push_back(PendingConfirm {
-                seq,
-                mandatory_route: options.mandatory.then_some((exchange, routing_key)),
-                waiter: tx,
-                returned: None,
-            });
+            // Slow path: wait until the buffer drains, the block lifts and flow resumes.
+            ch.conn.wait_writable(true).await?;
+            self.wait_flow().await?;
         }
         Ok(Confirmation { rx })
     }

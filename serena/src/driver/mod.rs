@@ -34,6 +34,9 @@ pub(crate) async fn write_loop(
     heartbeat: Duration,
 ) -> Result<()> {
     let idle = (!heartbeat.is_zero()).then(|| heartbeat / 2);
+    // One timer for the connection's life, moved on only when it fires.
+    let mut quiet_timer = idle.map(|idle| Box::pin(tokio::time::sleep(idle)));
+    let mut last_write = tokio::time::Instant::now();
     loop {
         let chunk = {
             let mut out = lock(&shared.out);
@@ -50,6 +53,7 @@ pub(crate) async fn write_loop(
             Some(bytes) => {
                 tracing::trace!(bytes = bytes.len(), "writing");
                 socket.write_all(&bytes).await?;
+                last_write = tokio::time::Instant::now();
                 shared
                     .stats
                     .bytes_written
@@ -58,21 +62,30 @@ pub(crate) async fn write_loop(
             }
             None => {
                 let ready = shared.out_ready.notified();
-                match idle {
-                    Some(idle) => {
-                        if tokio::time::timeout(idle, ready).await.is_err() {
-                            let mut out = lock(&shared.out);
-                            if out.buf.is_empty() && out.error.is_none() {
-                                encode_heartbeat(&mut out.buf);
-                                shared
-                                    .stats
-                                    .heartbeats_sent
-                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                tracing::trace!("sending heartbeat");
+                match (&mut quiet_timer, idle) {
+                    (Some(timer), Some(idle)) => {
+                        tokio::select! {
+                            () = ready => {}
+                            () = timer.as_mut() => {
+                                if last_write.elapsed() >= idle {
+                                    let mut out = lock(&shared.out);
+                                    if out.buf.is_empty() && out.error.is_none() {
+                                        encode_heartbeat(&mut out.buf);
+                                        shared
+                                            .stats
+                                            .heartbeats_sent
+                                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                        tracing::trace!("sending heartbeat");
+                                    }
+                                    drop(out);
+                                    timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                                } else {
+                                    timer.as_mut().reset(last_write + idle);
+                                }
                             }
                         }
                     }
-                    None => ready.await,
+                    _ => ready.await,
                 }
             }
         }

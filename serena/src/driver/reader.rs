@@ -48,6 +48,10 @@ impl Reader {
         heartbeat: Duration,
     ) -> Result<()> {
         let dead_after = (!heartbeat.is_zero()).then(|| heartbeat * 2);
+        // One timer for the connection's life, moved on only when it fires: cheaper than a
+        // new timeout around every read.
+        let mut watchdog = dead_after.map(|limit| Box::pin(tokio::time::sleep(limit)));
+        let mut last_read = tokio::time::Instant::now();
         loop {
             while let Some(frame) = self.decoder.decode(&mut buf)? {
                 self.shared
@@ -59,13 +63,21 @@ impl Reader {
                 }
             }
             buf.reserve(READ_CHUNK);
-            let read = socket.read_buf(&mut buf);
-            let n = match dead_after {
-                Some(limit) => tokio::time::timeout(limit, read)
-                    .await
-                    .map_err(|_| Error::HeartbeatTimeout(limit))??,
-                None => read.await?,
+            let n = match (&mut watchdog, dead_after) {
+                (Some(timer), Some(limit)) => loop {
+                    tokio::select! {
+                        read = socket.read_buf(&mut buf) => break read?,
+                        () = timer.as_mut() => {
+                            if last_read.elapsed() >= limit {
+                                return Err(Error::HeartbeatTimeout(limit));
+                            }
+                            timer.as_mut().reset(last_read + limit);
+                        }
+                    }
+                },
+                _ => socket.read_buf(&mut buf).await?,
             };
+            last_read = tokio::time::Instant::now();
             if n == 0 {
                 return Err(Error::Io(Arc::new(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
