@@ -1,10 +1,8 @@
 //! What `#[consumer]` generates, seen from a user's crate: the spec each attribute declares,
 //! the handler struct's traits, and the function kept as `name::handler`.
 //!
-//! `Handler::call` needs a `DeliveryContext`, whose `Delivery` and `Publisher` cannot be
-//! built outside serena; the supervisor's tests run `call` against the broker. Here `call`'s
-//! two halves are checked separately: the function through `handler`, and the outcome through
-//! `IntoOutcome` with the spec's error policy, as `call` combines them.
+//! The function is checked through `name::handler`, the outcome through `IntoOutcome` with the
+//! spec's error policy, and `Handler::call` end to end on a `DeliveryContext::detached`.
 
 use std::fmt;
 use std::sync::Arc;
@@ -184,4 +182,51 @@ async fn errors_follow_the_default_policy() {
 
     let () = ping::handler().await;
     assert_eq!(outcome_of(ping, ()), Outcome::Ack);
+}
+
+/// A detached context carrying `body` as JSON and the shared `App`.
+fn json_context(body: &'static [u8], app: App) -> serena::worker::DeliveryContext {
+    let mut state = serena::worker::StateMap::default();
+    state.insert(app);
+    serena::worker::DeliveryContext::detached(
+        serena::Delivery::detached(
+            "shop",
+            "order.created",
+            BasicProperties::default().with_content_type("application/json"),
+            body,
+        ),
+        state,
+    )
+}
+
+#[tokio::test]
+async fn call_runs_extraction_the_function_and_the_policy_end_to_end() {
+    let app = App::default();
+    // A good order is handled and acked.
+    let ctx = json_context(br#"{"id":1,"amount_cents":250}"#, app.clone());
+    assert_eq!(record_order.call(&ctx).await, Outcome::Ack);
+    assert_eq!(app.handled.load(Ordering::SeqCst), 1);
+    // A body that is not JSON is poison: rejected without running the function.
+    let ctx = json_context(b"{oops", app.clone());
+    assert_eq!(record_order.call(&ctx).await, Outcome::Reject);
+    assert_eq!(app.handled.load(Ordering::SeqCst), 1);
+    // A missing state is refused the same way.
+    let ctx = serena::worker::DeliveryContext::detached(
+        serena::Delivery::detached(
+            "shop",
+            "k",
+            Default::default(),
+            &br#"{"id":2,"amount_cents":1}"#[..],
+        ),
+        serena::worker::StateMap::default(),
+    );
+    assert_eq!(record_order.call(&ctx).await, Outcome::Reject);
+    // Settling a detached delivery fails instead of pretending.
+    assert!(ctx.delivery.ack().await.is_err());
+    assert!(
+        ctx.publisher
+            .publish("", "q", b"x", Default::default())
+            .await
+            .is_err()
+    );
 }

@@ -17,27 +17,51 @@ use crate::proto::{BasicProperties, Method, ShortString};
 #[derive(Debug, Clone)]
 pub struct Delivery {
     /// The consumer it was delivered to.
-    pub consumer_tag: String,
+    pub consumer_tag: ShortString,
     /// Tag to acknowledge it with, unique on its channel.
     pub delivery_tag: u64,
     /// It was delivered before (and not acknowledged).
     pub redelivered: bool,
     /// Exchange it was published to.
-    pub exchange: String,
+    pub exchange: ShortString,
     /// Its routing key.
-    pub routing_key: String,
+    pub routing_key: ShortString,
     /// Its properties.
     pub properties: BasicProperties,
     /// Its body.
     pub body: Bytes,
-    channel: Arc<ChannelShared>,
+    /// The channel it came on; `None` for a [`detached`](Self::detached) delivery.
+    channel: Option<Arc<ChannelShared>>,
 }
 
-fn settle(ch: &ChannelShared, method: Method) -> Result<()> {
-    ch.cast(&method)
+fn settle(ch: &Option<Arc<ChannelShared>>, method: Method) -> Result<()> {
+    match ch {
+        Some(ch) => ch.cast(&method),
+        None => Err(Error::Closed("channel")),
+    }
 }
 
 impl Delivery {
+    /// A delivery that belongs to no channel, for unit tests of handlers: it carries the
+    /// message, and acknowledging it fails with [`Error::Closed`].
+    pub fn detached(
+        exchange: &str,
+        routing_key: &str,
+        properties: BasicProperties,
+        body: impl Into<Bytes>,
+    ) -> Delivery {
+        Delivery {
+            consumer_tag: ShortString::new(),
+            delivery_tag: 0,
+            redelivered: false,
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+            properties,
+            body: body.into(),
+            channel: None,
+        }
+    }
+
     /// Acknowledges the message: the broker forgets it.
     pub async fn ack(&self) -> Result<()> {
         settle(
@@ -96,14 +120,14 @@ impl GetMessage {
     ) -> Self {
         GetMessage {
             delivery: Delivery {
-                consumer_tag: String::new(),
+                consumer_tag: ShortString::new(),
                 delivery_tag: ok.delivery_tag,
                 redelivered: ok.redelivered,
-                exchange: ok.exchange.to_string(),
-                routing_key: ok.routing_key.to_string(),
+                exchange: ok.exchange,
+                routing_key: ok.routing_key,
                 properties,
                 body,
-                channel,
+                channel: Some(channel),
             },
             message_count: ok.message_count,
         }
@@ -173,14 +197,14 @@ impl Consumer {
             )));
         };
         Ok(Delivery {
-            consumer_tag: d.consumer_tag.to_string(),
+            consumer_tag: d.consumer_tag,
             delivery_tag: d.delivery_tag,
             redelivered: d.redelivered,
-            exchange: d.exchange.to_string(),
-            routing_key: d.routing_key.to_string(),
+            exchange: d.exchange,
+            routing_key: d.routing_key,
             properties: content.properties,
             body: content.body,
-            channel: self.channel.clone(),
+            channel: Some(self.channel.clone()),
         })
     }
 

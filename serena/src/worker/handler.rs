@@ -145,6 +145,30 @@ pub struct DeliveryContext {
     pub queue: &'static str,
 }
 
+impl DeliveryContext {
+    /// A context for unit tests of handlers: `delivery` (see [`Delivery::detached`]), the
+    /// shared `state`, and a [`Publisher::detached`].
+    ///
+    /// ```
+    /// use serena::Delivery;
+    /// use serena::worker::{DeliveryContext, StateMap};
+    ///
+    /// let ctx = DeliveryContext::detached(
+    ///     Delivery::detached("orders", "order.created", Default::default(), &b"{}"[..]),
+    ///     StateMap::default(),
+    /// );
+    /// assert_eq!(&ctx.delivery.body[..], b"{}");
+    /// ```
+    pub fn detached(delivery: Delivery, state: StateMap) -> Self {
+        DeliveryContext {
+            delivery,
+            state: Arc::new(state),
+            publisher: Publisher::detached(),
+            queue: "",
+        }
+    }
+}
+
 /// Why an argument could not be built from a delivery. The message is a poison message: it
 /// is rejected without requeue (so it cannot be redelivered forever) and counted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,12 +278,19 @@ impl<S: Clone + Send + Sync + 'static> FromDelivery for State<S> {
 /// connection.
 #[derive(Debug, Clone)]
 pub struct Publisher {
-    pool: ChannelPool,
+    /// `None` for a [`detached`](Self::detached) publisher.
+    pool: Option<ChannelPool>,
 }
 
 impl Publisher {
     pub(crate) fn new(pool: ChannelPool) -> Self {
-        Publisher { pool }
+        Publisher { pool: Some(pool) }
+    }
+
+    /// A publisher with no connection, for unit tests of handlers: publishing fails with
+    /// [`Error::Closed`].
+    pub fn detached() -> Self {
+        Publisher { pool: None }
     }
 
     /// Publishes `body` and waits for the broker's confirm (mandatory, so an unroutable
@@ -271,7 +302,8 @@ impl Publisher {
         body: impl AsRef<[u8]>,
         properties: BasicProperties,
     ) -> Result<()> {
-        let ch = self.pool.acquire().await?;
+        let pool = self.pool.as_ref().ok_or(Error::Closed("connection"))?;
+        let ch = pool.acquire().await?;
         ch.basic_publish(exchange, routing_key, body, properties)
             .await
     }

@@ -114,11 +114,11 @@ pub(crate) fn delivery_json(d: &Delivery) -> Value {
     };
     json!({
         "envelope": {
-            "consumer_tag": d.consumer_tag,
+            "consumer_tag": d.consumer_tag.as_str(),
             "delivery_tag": d.delivery_tag,
             "redelivered": d.redelivered,
-            "exchange": d.exchange,
-            "routing_key": d.routing_key,
+            "exchange": d.exchange.as_str(),
+            "routing_key": d.routing_key.as_str(),
         },
         "properties": properties(&d.properties),
         "body": body,
