@@ -534,8 +534,17 @@ impl Channel {
                             body.as_ref(),
                             frame_max,
                         )?;
+                        // Nothing else in flight on this channel: a caller waiting on this
+                        // one confirm, so send it now. Under a stream of publishes the
+                        // writer batches them instead.
+                        if st.confirms.is_empty() {
+                            ch.conn.flush_inline(&mut out);
+                        }
+                        let pending = !out.buf.is_empty();
                         drop(out);
-                        ch.conn.out_ready.notify_one();
+                        if pending {
+                            ch.conn.out_ready.notify_one();
+                        }
                         let seq = st.next_seq;
                         st.next_seq += 1;
                         st.confirms.push_back(PendingConfirm {

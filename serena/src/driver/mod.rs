@@ -29,10 +29,12 @@ pub(crate) const UNLIMITED_FRAME_MAX: u32 = 128 * 1024 * 1024;
 
 /// Drains the outgoing buffer to the socket until the connection ends.
 pub(crate) async fn write_loop(
-    mut socket: OwnedWriteHalf,
+    socket: OwnedWriteHalf,
     shared: Arc<ConnShared>,
     heartbeat: Duration,
 ) -> Result<()> {
+    let socket = Arc::new(socket);
+    lock(&shared.out).socket = Some(socket.clone());
     let idle = (!heartbeat.is_zero()).then(|| heartbeat / 2);
     // One timer for the connection's life, moved on only when it fires.
     let mut quiet_timer = idle.map(|idle| Box::pin(tokio::time::sleep(idle)));
@@ -46,13 +48,15 @@ pub(crate) async fn write_loop(
                 }
                 None
             } else {
+                out.writing = true;
                 Some(out.buf.split())
             }
         };
         match chunk {
             Some(bytes) => {
                 tracing::trace!(bytes = bytes.len(), "writing");
-                socket.write_all(&bytes).await?;
+                write_all(&socket, &bytes).await?;
+                lock(&shared.out).writing = false;
                 last_write = tokio::time::Instant::now();
                 shared
                     .stats
@@ -90,10 +94,34 @@ pub(crate) async fn write_loop(
             }
         }
     }
+    // No more inline writes: the write half is the writer's alone again.
+    lock(&shared.out).socket = None;
     // Keep the write half open until the reader is done: a FIN sent before the server's
     // close-ok makes RabbitMQ treat our clean close as an abrupt disconnect.
     let mut closed = shared.closed.subscribe();
     let _ = closed.wait_for(Option::is_some).await;
-    let _ = socket.shutdown().await;
+    if let Ok(mut socket) = Arc::try_unwrap(socket) {
+        let _ = socket.shutdown().await;
+    }
+    Ok(())
+}
+
+/// Writes all of `bytes` through a shared write half: wait until writable, write what fits.
+async fn write_all(socket: &OwnedWriteHalf, mut bytes: &[u8]) -> Result<()> {
+    while !bytes.is_empty() {
+        socket.writable().await?;
+        match socket.try_write(bytes) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::WriteZero,
+                    "the socket accepted no bytes",
+                )
+                .into());
+            }
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     Ok(())
 }

@@ -39,6 +39,11 @@ pub(crate) struct Outbox {
     pub(crate) error: Option<Error>,
     /// `connection.blocked` reason while the broker blocks publishing.
     pub(crate) blocked: Option<String>,
+    /// The socket's write half, for callers that write small urgent frames themselves
+    /// instead of waking the writer task (see [`ConnShared::flush_inline`]).
+    pub(crate) socket: Option<Arc<tokio::net::tcp::OwnedWriteHalf>>,
+    /// The writer task is writing bytes it took from `buf`; nobody else may write meanwhile.
+    pub(crate) writing: bool,
 }
 
 /// Counters a user can read to see heartbeats at work.
@@ -103,6 +108,25 @@ impl ConnShared {
         drop(out);
         self.out_ready.notify_one();
         Ok(())
+    }
+
+    /// Writes what `out` holds straight to the socket from the caller's task, when the writer
+    /// task is not mid-write: a request then leaves without a wake-up of the writer on another
+    /// thread. Only a non-blocking `try_write`; whatever does not fit is left for the writer.
+    pub(crate) fn flush_inline(&self, out: &mut Outbox) {
+        if out.writing || out.buf.is_empty() {
+            return;
+        }
+        let Some(socket) = &out.socket else {
+            return;
+        };
+        // Errors (WouldBlock included) are left to the writer task, which meets them too.
+        if let Ok(n) = socket.try_write(&out.buf) {
+            bytes::Buf::advance(&mut out.buf, n);
+            self.stats
+                .bytes_written
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
     }
 
     /// Appends one method frame.
@@ -332,7 +356,19 @@ impl ChannelShared {
             return Err(e.clone());
         }
         let (tx, rx) = oneshot::channel();
-        self.conn.send_method(self.id, method)?;
+        {
+            let mut out = lock(&self.conn.out);
+            if let Some(e) = &out.error {
+                return Err(e.clone());
+            }
+            tracing::trace!(channel = self.id, ?method, "sending");
+            crate::proto::frame::encode_method(&mut out.buf, self.id, method)?;
+            // A call waits for its reply: send it now rather than after a writer wake-up.
+            self.conn.flush_inline(&mut out);
+            if !out.buf.is_empty() {
+                self.conn.out_ready.notify_one();
+            }
+        }
         st.rpc.push_back(tx);
         Ok(rx)
     }
