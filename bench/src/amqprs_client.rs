@@ -6,7 +6,7 @@
 //! `basic_publish` takes the body as an owned `Vec<u8>`, so each publish copies the stamped
 //! buffer: that is the cost of its API.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -510,6 +510,125 @@ impl Client for Amqprs {
             rss_bytes_per_channel: Some(per_item(rss_before, rss_after, p.channels)),
             open_time: Some(open_time),
             round_time: Some(round_time),
+            ..Outcome::default()
+        })
+    }
+
+    async fn spread_publish(
+        p: &Params,
+        names: &Names,
+        channels: usize,
+        total: u64,
+        window: usize,
+    ) -> Result<Outcome> {
+        let conn = connect().await?;
+        let control = conn.open_channel(None).await?;
+        declare(&control, &names.main).await?;
+        let mut publishers = Vec::with_capacity(channels);
+        for _ in 0..channels {
+            publishers.push(confirm_channel(&conn).await?);
+        }
+        let mut body = Body::new(p.small_body);
+        // Publishes so far per channel; each pending entry is (channel, its publish number).
+        let mut published = vec![0u64; channels];
+        let mut pending: VecDeque<(usize, u64)> = VecDeque::with_capacity(window);
+
+        let meter = Meter::start();
+        for index in 0..total {
+            if pending.len() == window {
+                let (c, n) = pending.pop_front().expect("window is full");
+                publishers[c].1.wait(n, 0).await?;
+            }
+            let c = (index % channels as u64) as usize;
+            publish(
+                &publishers[c].0,
+                &names.main,
+                body.stamp(index),
+                BasicProperties::default(),
+            )
+            .await?;
+            published[c] += 1;
+            pending.push_back((c, published[c]));
+        }
+        for ((_, ledger), &n) in publishers.iter().zip(&published) {
+            ledger.wait(n, 0).await?;
+        }
+        let span = meter.stop();
+
+        expect_count(
+            "confirmed messages in the queue",
+            total,
+            ready(&control, &names.main).await?,
+        )?;
+        for (ch, _) in publishers {
+            ch.close().await?;
+        }
+        delete(&control, &names.main).await?;
+        control.close().await?;
+        conn.close().await?;
+        Ok(Outcome {
+            messages: total,
+            payload_bytes: total * p.small_body as u64,
+            span: Some(span),
+            ..Outcome::default()
+        })
+    }
+
+    async fn concurrent_publish(
+        p: &Params,
+        names: &Names,
+        publishers: usize,
+        total: u64,
+        window: usize,
+    ) -> Result<Outcome> {
+        let each = total / publishers as u64;
+        expect_count(
+            "messages per publisher × publishers",
+            total,
+            each * publishers as u64,
+        )?;
+        let conn = connect().await?;
+        let control = conn.open_channel(None).await?;
+        declare(&control, &names.main).await?;
+        let mut channels = Vec::with_capacity(publishers);
+        for _ in 0..publishers {
+            channels.push(confirm_channel(&conn).await?);
+        }
+
+        let meter = Meter::start();
+        let tasks: Vec<_> = channels
+            .into_iter()
+            .map(|(ch, ledger)| {
+                let queue = names.main.clone();
+                let size = p.small_body;
+                tokio::spawn(async move {
+                    let mut body = Body::new(size);
+                    publish_window(&ch, &ledger, &queue, &mut body, each, window).await?;
+                    Ok::<_, crate::scenario::BenchError>(ch)
+                })
+            })
+            .collect();
+        let mut channels = Vec::with_capacity(publishers);
+        for task in tasks {
+            channels.push(task.await??);
+        }
+        let span = meter.stop();
+
+        expect_count(
+            "confirmed messages in the queue",
+            total,
+            ready(&control, &names.main).await?,
+        )?;
+        for ch in channels {
+            ch.close().await?;
+        }
+        delete(&control, &names.main).await?;
+        control.close().await?;
+        conn.close().await?;
+        Ok(Outcome {
+            messages: total,
+            payload_bytes: total * p.small_body as u64,
+            span: Some(span),
             ..Outcome::default()
         })
     }

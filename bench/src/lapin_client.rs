@@ -438,4 +438,119 @@ impl Client for Lapin {
             ..Outcome::default()
         })
     }
+
+    async fn spread_publish(
+        p: &Params,
+        names: &Names,
+        channels: usize,
+        total: u64,
+        window: usize,
+    ) -> Result<Outcome> {
+        let conn = connect().await?;
+        let control = conn.create_channel().await?;
+        declare(&control, &names.main).await?;
+        let mut publishers = Vec::with_capacity(channels);
+        for _ in 0..channels {
+            publishers.push(confirm_channel(&conn).await?);
+        }
+        let mut body = Body::new(p.small_body);
+        let mut pending: VecDeque<PublisherConfirm> = VecDeque::with_capacity(window);
+
+        let meter = Meter::start();
+        for (index, ch) in (0..total).zip(publishers.iter().cycle()) {
+            if pending.len() == window {
+                confirmed(pending.pop_front().expect("window is full")).await?;
+            }
+            pending.push_back(
+                publish(
+                    ch,
+                    &names.main,
+                    body.stamp(index),
+                    BasicProperties::default(),
+                )
+                .await?,
+            );
+        }
+        while let Some(confirm) = pending.pop_front() {
+            confirmed(confirm).await?;
+        }
+        let span = meter.stop();
+
+        expect_count(
+            "confirmed messages in the queue",
+            total,
+            ready(&control, &names.main).await?,
+        )?;
+        for ch in publishers {
+            ch.close(200, "bye".into()).await?;
+        }
+        delete(&control, &names.main).await?;
+        control.close(200, "bye".into()).await?;
+        close(conn).await?;
+        Ok(Outcome {
+            messages: total,
+            payload_bytes: total * p.small_body as u64,
+            span: Some(span),
+            ..Outcome::default()
+        })
+    }
+
+    async fn concurrent_publish(
+        p: &Params,
+        names: &Names,
+        publishers: usize,
+        total: u64,
+        window: usize,
+    ) -> Result<Outcome> {
+        let each = total / publishers as u64;
+        expect_count(
+            "messages per publisher × publishers",
+            total,
+            each * publishers as u64,
+        )?;
+        let conn = connect().await?;
+        let control = conn.create_channel().await?;
+        declare(&control, &names.main).await?;
+        let mut channels = Vec::with_capacity(publishers);
+        for _ in 0..publishers {
+            channels.push(confirm_channel(&conn).await?);
+        }
+
+        let meter = Meter::start();
+        let tasks: Vec<_> = channels
+            .into_iter()
+            .map(|ch| {
+                let queue = names.main.clone();
+                let size = p.small_body;
+                tokio::spawn(async move {
+                    let mut body = Body::new(size);
+                    publish_window(&ch, &queue, &mut body, each, window).await?;
+                    Ok::<_, crate::scenario::BenchError>(ch)
+                })
+            })
+            .collect();
+        let mut channels = Vec::with_capacity(publishers);
+        for task in tasks {
+            channels.push(task.await??);
+        }
+        let span = meter.stop();
+
+        expect_count(
+            "confirmed messages in the queue",
+            total,
+            ready(&control, &names.main).await?,
+        )?;
+        for ch in channels {
+            ch.close(200, "bye".into()).await?;
+        }
+        delete(&control, &names.main).await?;
+        control.close(200, "bye".into()).await?;
+        close(conn).await?;
+        Ok(Outcome {
+            messages: total,
+            payload_bytes: total * p.small_body as u64,
+            span: Some(span),
+            ..Outcome::default()
+        })
+    }
 }

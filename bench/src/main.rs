@@ -1,24 +1,28 @@
 //! Compares serena with lapin and amqprs on a local RabbitMQ (127.0.0.1:5672, guest/guest).
 //!
 //! ```text
-//! cargo run --release --manifest-path bench/Cargo.toml -- [--quick] [--json]
-//!     [--reps N] [--only SCENARIO,...] [--clients CLIENT,...]
+//! cargo run --release --manifest-path bench/Cargo.toml -- [--scaling] [--quick] [--json]
+//!     [--reps N] [--only SCENARIO,...|DIMENSION,...] [--clients CLIENT,...]
 //! ```
 //!
 //! Each scenario runs for each client in turn (serena, lapin, amqprs, serena, ...), several
 //! repetitions, every run in a fresh child process on a tokio runtime of two workers. With
 //! `--json` each run prints one JSON line; otherwise a table of medians is printed at the end.
 //! Any count or size that does not match fails the whole run with a non-zero exit.
+//! `--scaling` runs the scaling points instead (see `scaling`): body size, channels and
+//! concurrent publishers, three repetitions by default.
 //!
 //! Layout: `scenario` (sizes, the `Client` contract, checks), `serena_client`, `lapin_client`,
 //! `amqprs_client` (one implementation each), `measure` (getrusage, RSS), `runner` (the
-//! parent and child processes), `report` (records, JSON, medians).
+//! parent and child processes), `report` (records, JSON, medians), `scaling` (the scaling
+//! points and their tables).
 
 mod amqprs_client;
 mod lapin_client;
 mod measure;
 mod report;
 mod runner;
+mod scaling;
 mod scenario;
 mod serena_client;
 
@@ -27,6 +31,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use runner::{CLIENTS, Plan};
+use scaling::{Dimension, Point};
 use scenario::Scenario;
 
 /// The next item of a stream (lapin's consumer is a `futures_core::Stream`).
@@ -34,9 +39,10 @@ pub(crate) async fn next<S: futures_core::Stream + Unpin>(stream: &mut S) -> Opt
     std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx)).await
 }
 
-const USAGE: &str = "usage: serena-bench [--quick] [--json] [--reps N] \
-[--only SCENARIO,...] [--clients serena,lapin,amqprs]
-scenarios: publish_confirm consume_ack rpc_latency large_body many_channels";
+const USAGE: &str = "usage: serena-bench [--scaling] [--quick] [--json] [--reps N] \
+[--only SCENARIO,...|DIMENSION,...] [--clients serena,lapin,amqprs]
+scenarios: publish_confirm consume_ack rpc_latency large_body many_channels
+scaling dimensions (with --scaling): body channels publishers";
 
 fn parse_plan(args: &[String]) -> Result<Plan, String> {
     let mut plan = Plan {
@@ -45,13 +51,17 @@ fn parse_plan(args: &[String]) -> Result<Plan, String> {
         reps: 0,
         scenarios: Scenario::ALL.to_vec(),
         clients: CLIENTS.to_vec(),
+        scaling: false,
+        dimensions: Dimension::ALL.to_vec(),
     };
+    let mut only = None;
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
         match arg.as_str() {
             "--quick" => plan.quick = true,
             "--json" => plan.json = true,
+            "--scaling" => plan.scaling = true,
             "--reps" => {
                 plan.reps = value()?
                     .parse()
@@ -59,12 +69,7 @@ fn parse_plan(args: &[String]) -> Result<Plan, String> {
                     .filter(|&n| n > 0)
                     .ok_or("--reps takes a positive number")?;
             }
-            "--only" => {
-                plan.scenarios = value()?
-                    .split(',')
-                    .map(|s| Scenario::parse(s).ok_or(format!("unknown scenario {s:?}")))
-                    .collect::<Result<_, _>>()?;
-            }
+            "--only" => only = Some(value()?.clone()),
             "--clients" => {
                 plan.clients = value()?
                     .split(',')
@@ -80,8 +85,22 @@ fn parse_plan(args: &[String]) -> Result<Plan, String> {
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
+    if let Some(only) = only {
+        if plan.scaling {
+            plan.dimensions = only
+                .split(',')
+                .map(|d| Dimension::parse(d).ok_or(format!("unknown dimension {d:?}")))
+                .collect::<Result<_, _>>()?;
+        } else {
+            plan.scenarios = only
+                .split(',')
+                .map(|s| Scenario::parse(s).ok_or(format!("unknown scenario {s:?}")))
+                .collect::<Result<_, _>>()?;
+        }
+    }
     if plan.reps == 0 {
-        plan.reps = if plan.quick { 3 } else { 5 };
+        // The scaling run has 13 points: three repetitions keep it to a few minutes.
+        plan.reps = if plan.quick || plan.scaling { 3 } else { 5 };
     }
     Ok(plan)
 }
@@ -107,6 +126,24 @@ fn main() -> ExitCode {
         };
     }
 
+    // A child process of the scaling mode: one client, one point.
+    if let [flag, client, point, base, rest @ ..] = args.as_slice()
+        && flag == "--child-scaling"
+    {
+        let Some(point) = Point::parse(point) else {
+            eprintln!("unknown scaling point {point:?}");
+            return ExitCode::FAILURE;
+        };
+        let quick = rest.iter().any(|a| a == "--quick");
+        return match scaling::child(client, point, quick, base) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{client} {}: {e}", point.name());
+                ExitCode::FAILURE
+            }
+        };
+    }
+
     let plan = match parse_plan(&args) {
         Ok(plan) => plan,
         Err(msg) => {
@@ -115,6 +152,32 @@ fn main() -> ExitCode {
         }
     };
     let started = Instant::now();
+    if plan.scaling {
+        eprintln!(
+            "{} scaling run: {} repetition(s) of {} point(s) × {} client(s), {} tokio workers each",
+            if plan.quick { "quick" } else { "full" },
+            plan.reps,
+            Point::all(&plan.dimensions).len(),
+            plan.clients.len(),
+            runner::WORKERS,
+        );
+        return match scaling::run_all(&plan) {
+            Ok(runs) => {
+                if !plan.json {
+                    print!(
+                        "{}",
+                        scaling::tables(&runs, &plan.dimensions, &plan.clients)
+                    );
+                }
+                eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("FAILED: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     eprintln!(
         "{} run: {} repetition(s) of {} scenario(s) × {} client(s), {} tokio workers each",
         if plan.quick { "quick" } else { "full" },

@@ -56,12 +56,17 @@ fn millis(d: Duration) -> f64 {
 impl Run {
     /// The record of `outcome`.
     pub fn new(client: &str, scenario: Scenario, outcome: Outcome) -> Run {
+        Run::named(client, scenario.name(), outcome)
+    }
+
+    /// The record of `outcome` under any name (a scaling point's, for one).
+    pub fn named(client: &str, scenario: &str, outcome: Outcome) -> Run {
         let span = outcome.span.expect("checked by scenario::run");
         let mut latencies = outcome.latencies;
         latencies.sort_unstable();
         Run {
             client: client.to_owned(),
-            scenario: scenario.name().to_owned(),
+            scenario: scenario.to_owned(),
             messages: outcome.messages,
             seconds: span.wall.as_secs_f64(),
             cpu_us: micros(span.cpu),

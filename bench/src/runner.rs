@@ -33,6 +33,10 @@ pub struct Plan {
     pub scenarios: Vec<Scenario>,
     /// Clients to run.
     pub clients: Vec<&'static str>,
+    /// Run the scaling points instead of the scenarios.
+    pub scaling: bool,
+    /// Scaling dimensions to run (with `scaling`).
+    pub dimensions: Vec<crate::scaling::Dimension>,
 }
 
 /// Builds the tokio runtime every client runs on.
@@ -64,7 +68,7 @@ pub fn child(client: &str, scenario: Scenario, quick: bool, base: &str) -> Resul
 }
 
 /// A unique queue-name base for one run.
-fn base(client: &str, scenario: Scenario, rep: usize) -> String {
+pub fn base(client: &str, scenario: &str, rep: usize) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -100,9 +104,21 @@ fn drain(child: &mut Child) -> [std::thread::JoinHandle<String>; 2] {
 
 /// Runs one child and returns its record.
 fn run_child(plan: &Plan, client: &str, scenario: Scenario, base: &str) -> Result<Run> {
+    run_child_with(plan, "--child", client, scenario.name(), base)
+}
+
+/// Runs one child (`flag` `--child` for a scenario, `--child-scaling` for a scaling point
+/// named `scenario`) and returns its record.
+pub fn run_child_with(
+    plan: &Plan,
+    flag: &str,
+    client: &str,
+    scenario: &str,
+    base: &str,
+) -> Result<Run> {
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
-    cmd.args(["--child", client, scenario.name(), base]);
+    cmd.args([flag, client, scenario, base]);
     if plan.quick {
         cmd.arg("--quick");
     }
@@ -145,7 +161,7 @@ fn run_child(plan: &Plan, client: &str, scenario: Scenario, base: &str) -> Resul
         .lines()
         .find_map(Run::from_wire)
         .ok_or_else(|| format!("{client} {scenario}: no result line in its output:\n{stdout}"))?;
-    if run.client != client || run.scenario != scenario.name() {
+    if run.client != client || run.scenario != scenario {
         return Err(format!("{client} {scenario}: the child reported {run:?}").into());
     }
     Ok(run)
@@ -159,7 +175,7 @@ fn run_one(
     scenario: Scenario,
     rep: usize,
 ) -> Result<Run> {
-    let base = base(client, scenario, rep);
+    let base = base(client, scenario.name(), rep);
     let names = Names::new(&base);
     let p = Params::new(plan.quick);
     let prepared = match scenario {

@@ -196,6 +196,32 @@ pub trait Client {
     /// `small_body` message on each and awaits every confirm; checks the channel ids are
     /// distinct and the queue holds one message per channel.
     fn many_channels(p: &Params, names: &Names) -> impl Future<Output = Result<Outcome>>;
+
+    /// Scaling over channels: opens `channels` channels with confirms on one connection
+    /// (outside the measured part), then one task publishes `total` bodies of `small_body`
+    /// bytes to `names.main`, message `i` on channel `i % channels`, at most `window`
+    /// unconfirmed over all channels; checks every confirm is an ack and the queue then holds
+    /// exactly `total` messages.
+    fn spread_publish(
+        p: &Params,
+        names: &Names,
+        channels: usize,
+        total: u64,
+        window: usize,
+    ) -> impl Future<Output = Result<Outcome>>;
+
+    /// Scaling over publishers: opens `publishers` channels with confirms on one connection
+    /// (outside the measured part), then runs one task per channel, each publishing
+    /// `total / publishers` bodies of `small_body` bytes to `names.main` with at most `window`
+    /// unconfirmed; checks every confirm is an ack and the queue then holds exactly `total`
+    /// messages.
+    fn concurrent_publish(
+        p: &Params,
+        names: &Names,
+        publishers: usize,
+        total: u64,
+        window: usize,
+    ) -> impl Future<Output = Result<Outcome>>;
 }
 
 /// Runs `scenario` with client `C`.

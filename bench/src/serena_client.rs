@@ -428,6 +428,124 @@ impl Client for Serena {
         })
         .await?
     }
+
+    async fn spread_publish(
+        p: &Params,
+        names: &Names,
+        channels: usize,
+        total: u64,
+        window: usize,
+    ) -> Result<Outcome> {
+        open_connection(&config(), async |conn| -> Result<Outcome> {
+            let control = conn.channel().await?;
+            declare(&control, &names.main).await?;
+            let mut publishers = Vec::with_capacity(channels);
+            for _ in 0..channels {
+                publishers.push(conn.channel().await?);
+            }
+            let mut body = Body::new(p.small_body);
+            let mut pending: VecDeque<Confirmation> = VecDeque::with_capacity(window);
+
+            let meter = Meter::start();
+            for (index, ch) in (0..total).zip(publishers.iter().cycle()) {
+                if pending.len() == window {
+                    pending.pop_front().expect("window is full").await?;
+                }
+                pending.push_back(
+                    ch.basic_publish_with(
+                        "",
+                        &names.main,
+                        body.stamp(index),
+                        BasicProperties::default(),
+                        NOT_MANDATORY,
+                    )
+                    .await?,
+                );
+            }
+            while let Some(confirm) = pending.pop_front() {
+                confirm.await?;
+            }
+            let span = meter.stop();
+
+            expect_count(
+                "confirmed messages in the queue",
+                total,
+                ready(&control, &names.main).await?,
+            )?;
+            for ch in publishers {
+                ch.close().await?;
+            }
+            control.queue_delete(&names.main, false, false).await?;
+            control.close().await?;
+            Ok(Outcome {
+                messages: total,
+                payload_bytes: total * p.small_body as u64,
+                span: Some(span),
+                ..Outcome::default()
+            })
+        })
+        .await?
+    }
+
+    async fn concurrent_publish(
+        p: &Params,
+        names: &Names,
+        publishers: usize,
+        total: u64,
+        window: usize,
+    ) -> Result<Outcome> {
+        let each = total / publishers as u64;
+        expect_count(
+            "messages per publisher × publishers",
+            total,
+            each * publishers as u64,
+        )?;
+        open_connection(&config(), async |conn| -> Result<Outcome> {
+            let control = conn.channel().await?;
+            declare(&control, &names.main).await?;
+            let mut channels = Vec::with_capacity(publishers);
+            for _ in 0..publishers {
+                channels.push(conn.channel().await?);
+            }
+
+            let meter = Meter::start();
+            let tasks: Vec<_> = (0..)
+                .zip(channels)
+                .map(|(k, ch): (u64, Channel)| {
+                    let queue = names.main.clone();
+                    let size = p.small_body;
+                    tokio::spawn(async move {
+                        let mut body = Body::new(size);
+                        publish_window(&ch, &queue, &mut body, k * each, each, window).await?;
+                        Ok::<_, crate::scenario::BenchError>(ch)
+                    })
+                })
+                .collect();
+            let mut channels = Vec::with_capacity(publishers);
+            for task in tasks {
+                channels.push(task.await??);
+            }
+            let span = meter.stop();
+
+            expect_count(
+                "confirmed messages in the queue",
+                total,
+                ready(&control, &names.main).await?,
+            )?;
+            for ch in channels {
+                ch.close().await?;
+            }
+            control.queue_delete(&names.main, false, false).await?;
+            control.close().await?;
+            Ok(Outcome {
+                messages: total,
+                payload_bytes: total * p.small_body as u64,
+                span: Some(span),
+                ..Outcome::default()
+            })
+        })
+        .await?
+    }
 }
 
 /// One request/reply round trip; `index` `u64::MAX` is the warm-up call.
