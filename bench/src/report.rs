@@ -292,7 +292,7 @@ pub fn table(runs: &[Run], scenarios: &[Scenario], clients: &[&str]) -> String {
             )
             .expect("write to String");
         }
-        if let Some(ratios) = ratios(&rows) {
+        if let Some(ratios) = ratios(&rows, scenario == Scenario::LargeBody) {
             writeln!(out, "|  | serena ÷ best peer |  | {ratios} |").expect("write to String");
         }
     }
@@ -300,8 +300,9 @@ pub fn table(runs: &[Run], scenarios: &[Scenario], clients: &[&str]) -> String {
 }
 
 /// serena's medians divided by the best peer's: throughput (higher is better), CPU per message
-/// and p99 (lower is better), peak RSS (lower is better).
-fn ratios(rows: &[Medians]) -> Option<String> {
+/// and p99 (lower is better), peak RSS (lower is better), MB/s when `show_mb_per_s` (higher is
+/// better) and resident memory per channel where measured (lower is better).
+fn ratios(rows: &[Medians], show_mb_per_s: bool) -> Option<String> {
     let serena = rows.iter().find(|m| m.client == "serena")?;
     let peers: Vec<&Medians> = rows.iter().filter(|m| m.client != "serena").collect();
     if peers.is_empty() {
@@ -326,8 +327,20 @@ fn ratios(rows: &[Medians]) -> Option<String> {
         Some(p) => format!("{:.2}×", p / best(&|m| m.p50_us.unwrap_or(f64::NAN), false)),
         None => "-".to_owned(),
     };
+    let mb_per_s = if show_mb_per_s {
+        format!("{:.2}×", serena.mb_per_s / best(&|m| m.mb_per_s, true))
+    } else {
+        String::new()
+    };
+    let per_channel = match serena.rss_bytes_per_channel {
+        Some(b) => format!(
+            "{:.2}× KB/channel",
+            b / best(&|m| m.rss_bytes_per_channel.unwrap_or(f64::NAN), false)
+        ),
+        None => String::new(),
+    };
     Some(format!(
-        "{throughput:.2}× | {cpu:.2}× | {p50} | {p99} | {rss:.2}× | |"
+        "{throughput:.2}× | {cpu:.2}× | {p50} | {p99} | {rss:.2}× | {mb_per_s} | {per_channel}"
     ))
 }
 
