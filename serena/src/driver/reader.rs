@@ -182,21 +182,22 @@ impl Reader {
     fn handle_content(&mut self, ch: &Arc<ChannelShared>, content: Content) -> Result<()> {
         match &content.method {
             Method::BasicDeliver(d) => {
+                let (tag, delivery_tag) = (d.consumer_tag.clone(), d.delivery_tag);
                 let st = lock(&ch.state);
-                match st.consumers.get(&d.consumer_tag) {
-                    Some(tx) if tx.send(ConsumerEvent::Delivery(content.clone())).is_ok() => {}
-                    _ => {
-                        // Its consumer is gone: hand the message back to the queue.
-                        let tag = d.delivery_tag;
-                        drop(st);
-                        let _ = ch.cast(
-                            &basic::Reject {
-                                delivery_tag: tag,
-                                requeue: true,
-                            }
-                            .into(),
-                        );
-                    }
+                // The message moves to its consumer; handed back only if that consumer is gone.
+                let undelivered = match st.consumers.get(&tag) {
+                    Some(tx) => tx.send(ConsumerEvent::Delivery(content)).is_err(),
+                    None => true,
+                };
+                drop(st);
+                if undelivered {
+                    let _ = ch.cast(
+                        &basic::Reject {
+                            delivery_tag,
+                            requeue: true,
+                        }
+                        .into(),
+                    );
                 }
                 Ok(())
             }
