@@ -36,11 +36,49 @@ pub enum AuthMechanism {
     AmqPlain,
 }
 
+/// Where a broker listens: a host name or IP address and a port, or the absolute path of a
+/// Unix domain socket (a `host` that starts with `/`; the port is then unused).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// Host name, IP address, or absolute path of a Unix socket.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// A TCP (or TLS) endpoint.
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Endpoint {
+            host: host.into(),
+            port,
+        }
+    }
+
+    /// True when the host is a path: the connection goes over a Unix domain socket.
+    pub fn is_unix_socket(&self) -> bool {
+        self.host.starts_with('/')
+    }
+}
+
+impl fmt::Display for Endpoint {
+    /// `host:port`, `[v6]:port`, or `unix:/path`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_unix_socket() {
+            write!(f, "unix:{}", self.host)
+        } else if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
 /// Everything needed to open a connection. `Default` is RabbitMQ's out-of-the-box setup:
 /// `127.0.0.1:5672`, guest/guest, virtual host `/`.
 #[derive(Clone)]
 pub struct ConnectionConfig {
-    /// Host name or address.
+    /// Host name or address, or the absolute path of a Unix socket (see [`Endpoint`]).
     pub host: String,
     /// TCP port (5672).
     pub port: u16,
@@ -197,13 +235,14 @@ impl ConnectionConfig {
         Ok(cfg)
     }
 
-    /// `host:port`, for connecting and for messages.
+    /// `host:port` (or `unix:/path`), for messages.
     pub fn addr(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        self.endpoint().to_string()
+    }
+
+    /// The broker `host` and `port` name.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::new(self.host.clone(), self.port)
     }
 
     /// The prefetch count every channel gets: a third of `channel_buffer_size`, at least 1.

@@ -54,7 +54,7 @@ pub use client::{
     ExchangeDeclareOptions, GetMessage, HeartbeatStats, PooledChannel, PublishOptions,
     QueueDeclareOk, QueueDeclareOptions, open_connection,
 };
-pub use config::{AuthMechanism, ConnectionConfig, Password};
+pub use config::{AuthMechanism, ConnectionConfig, Endpoint, Password};
 pub use error::{CloseScope, Error, Result, ReturnedMessage, UnexpectedCloseError};
 /// Turns an `async fn` into a [`worker::Handler`]: `#[consumer(queue = "orders")]`.
 pub use serena_macros::consumer;

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!   open_connection(cfg, body)
-//!     |  TCP connect + handshake (bounded by connect_timeout)
+//!     |  connect (TCP, TLS or Unix socket) + handshake (bounded by connect_timeout)
 //!     |  spawn reader + writer tasks (owned by the Connection; aborted when it goes)
 //!     |  run body(&conn)  <---- raced against ---->  the connection dying
 //!     |        | body returns v                          | server close / socket / heartbeat
@@ -14,14 +14,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::channel::Channel;
 use crate::config::ConnectionConfig;
 use crate::driver::shared::{ConnShared, lock};
-use crate::driver::{Reader, handshake, write_loop};
+use crate::driver::{Reader, handshake, transport, write_loop};
 use crate::error::{Error, Result};
 use crate::proto::connection::{Tuning, server_has_capability};
 use crate::proto::method::connection as conn;
@@ -140,10 +139,10 @@ impl std::fmt::Debug for Connection {
 impl Connection {
     /// Connects and performs the handshake, within `config.connect_timeout`.
     pub async fn open(config: &ConnectionConfig) -> Result<Connection> {
-        let addr = config.addr();
+        let endpoint = config.endpoint();
+        let addr = endpoint.to_string();
         let connect = async {
-            let mut stream = TcpStream::connect(&addr).await?;
-            stream.set_nodelay(true)?;
+            let mut stream = transport::connect(&endpoint, config).await?;
             let (tuning, props, buf) = handshake(&mut stream, config).await?;
             Ok::<_, Error>((stream, tuning, props, buf))
         };

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
 
 use super::shared::{ChannelShared, ConnShared, ConsumerEvent, PendingConfirm, lock};
+use super::transport::ReadHalf;
 use crate::error::{CloseScope, Error, Result, ReturnedMessage, UnexpectedCloseError};
 use crate::proto::method::{basic, channel, connection};
 use crate::proto::{Assembled, Content, ContentAssembler, Frame, FrameDecoder, Method};
@@ -43,7 +43,7 @@ impl Reader {
     /// Reads until the connection ends. `Ok` only after a clean close of ours.
     pub(crate) async fn run(
         mut self,
-        mut socket: OwnedReadHalf,
+        mut socket: ReadHalf,
         mut buf: BytesMut,
         heartbeat: Duration,
     ) -> Result<()> {

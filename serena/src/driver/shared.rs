@@ -40,8 +40,9 @@ pub(crate) struct Outbox {
     /// `connection.blocked` reason while the broker blocks publishing.
     pub(crate) blocked: Option<String>,
     /// The socket's write half, for callers that write small urgent frames themselves
-    /// instead of waking the writer task (see [`ConnShared::flush_inline`]).
-    pub(crate) socket: Option<Arc<tokio::net::tcp::OwnedWriteHalf>>,
+    /// instead of waking the writer task (see [`ConnShared::flush_inline`]). Never set for
+    /// TLS, where only the writer task writes.
+    pub(crate) socket: Option<super::transport::InlineWriter>,
     /// The writer task is writing bytes it took from `buf`; nobody else may write meanwhile.
     pub(crate) writing: bool,
 }
