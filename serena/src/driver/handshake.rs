@@ -6,8 +6,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::config::{AuthMechanism, ConnectionConfig};
 use crate::error::{CloseScope, Error, Result, UnexpectedCloseError};
 use crate::proto::connection::{
-    Tuning, amqplain_response, client_properties, negotiate, offers_mechanism, plain_response,
-    server_has_capability,
+    Tuning, amqplain_response, client_properties, external_response, negotiate, offers_mechanism,
+    plain_response, server_has_capability,
 };
 use crate::proto::method::connection as conn;
 use crate::proto::{FRAME_MIN_SIZE, FieldTable, Frame, FrameDecoder, Method, PROTOCOL_HEADER};
@@ -94,6 +94,7 @@ pub(crate) async fn handshake(
             "AMQPLAIN",
             amqplain_response(&cfg.username, cfg.password.expose())?,
         ),
+        AuthMechanism::External => ("EXTERNAL", external_response()),
     };
     if !offers_mechanism(&start.mechanisms, mechanism) {
         return Err(Error::NoCommonMechanism {

@@ -11,6 +11,8 @@
 mod handshake;
 mod reader;
 pub(crate) mod shared;
+#[cfg(feature = "tls")]
+mod tls;
 pub(crate) mod transport;
 
 use std::sync::Arc;

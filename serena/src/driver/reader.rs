@@ -144,7 +144,10 @@ impl Reader {
                 self.shared.out_drained.notify_waiters();
                 Ok(Flow::Continue)
             }
-            Method::ConnectionUpdateSecretOk(_) => Ok(Flow::Continue),
+            Method::ConnectionUpdateSecretOk(_) => {
+                self.shared.handle_update_secret_ok();
+                Ok(Flow::Continue)
+            }
             other => Err(Error::UnexpectedMethod(format!(
                 "{} on channel 0",
                 other.name()

@@ -71,6 +71,8 @@ pub(crate) struct ConnShared {
     pub(crate) stats: Stats,
     /// We sent `connection.close` and wait for `close-ok`.
     pub(crate) closing: std::sync::atomic::AtomicBool,
+    /// Callers of `update_secret` waiting for `update-secret-ok`, in the order they sent.
+    pub(crate) secret_updates: Mutex<VecDeque<oneshot::Sender<()>>>,
 }
 
 impl ConnShared {
@@ -85,6 +87,7 @@ impl ConnShared {
             closed: watch::channel(None).0,
             stats: Stats::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
+            secret_updates: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -174,12 +177,21 @@ impl ConnShared {
                 false
             }
         });
+        // Their senders dropped, waiting `update_secret` calls return the connection's error.
+        lock(&self.secret_updates).clear();
         let channels: Vec<_> = lock(&self.channels).slots.drain(..).flatten().collect();
         for ch in channels {
             ch.fail(error.clone());
         }
         self.out_ready.notify_one();
         self.out_drained.notify_waiters();
+    }
+
+    /// The broker accepted the oldest pending `update-secret`.
+    pub(crate) fn handle_update_secret_ok(&self) {
+        if let Some(waiter) = lock(&self.secret_updates).pop_front() {
+            let _ = waiter.send(());
+        }
     }
 
     pub(crate) fn channel(&self, id: u16) -> Option<Arc<ChannelShared>> {

@@ -26,25 +26,43 @@ use tokio::net::tcp;
 use tokio::net::{UnixStream, unix};
 
 use crate::config::{ConnectionConfig, Endpoint};
-use crate::error::Result;
+use crate::error::{Error, Result};
+
+#[cfg(feature = "tls")]
+type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// A connected socket, before the handshake.
 pub(crate) enum Stream {
     Tcp(TcpStream),
     #[cfg(unix)]
     Unix(UnixStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<TlsStream>),
 }
 
 /// Opens the socket to `endpoint`: TCP (with `TCP_NODELAY`), TLS over TCP when the
 /// configuration asks for it, or a Unix socket when the endpoint's host is a path.
 pub(crate) async fn connect(endpoint: &Endpoint, config: &ConnectionConfig) -> Result<Stream> {
     if endpoint.is_unix_socket() {
+        if config.tls.is_some() {
+            return Err(Error::Config(format!(
+                "{endpoint} is a Unix socket: TLS is not used over Unix sockets"
+            )));
+        }
         return connect_unix(&endpoint.host).await;
     }
     let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await?;
     tcp.set_nodelay(true)?;
-    let _ = config;
-    Ok(Stream::Tcp(tcp))
+    match &config.tls {
+        None => Ok(Stream::Tcp(tcp)),
+        #[cfg(feature = "tls")]
+        Some(options) => {
+            let tls = super::tls::connect(tcp, &endpoint.host, options).await?;
+            Ok(Stream::Tls(Box::new(tls)))
+        }
+        #[cfg(not(feature = "tls"))]
+        Some(_) => Err(crate::error::TlsError::NotCompiled.into()),
+    }
 }
 
 #[cfg(unix)]
@@ -54,7 +72,7 @@ async fn connect_unix(path: &str) -> Result<Stream> {
 
 #[cfg(not(unix))]
 async fn connect_unix(path: &str) -> Result<Stream> {
-    Err(crate::error::Error::Config(format!(
+    Err(Error::Config(format!(
         "{path} is a Unix socket path, and this platform has no Unix sockets"
     )))
 }
@@ -72,6 +90,11 @@ impl Stream {
                 let (r, w) = s.into_split();
                 (ReadHalf::Unix(r), WriteHalf::Unix(Arc::new(w)))
             }
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => {
+                let (r, w) = tokio::io::split(*s);
+                (ReadHalf::Tls(r), WriteHalf::Tls(w))
+            }
         }
     }
 }
@@ -86,6 +109,8 @@ impl AsyncRead for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             #[cfg(unix)]
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -100,6 +125,8 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             #[cfg(unix)]
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -108,6 +135,8 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             #[cfg(unix)]
             Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -116,6 +145,8 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             #[cfg(unix)]
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(feature = "tls")]
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -125,6 +156,8 @@ pub(crate) enum ReadHalf {
     Tcp(tcp::OwnedReadHalf),
     #[cfg(unix)]
     Unix(unix::OwnedReadHalf),
+    #[cfg(feature = "tls")]
+    Tls(tokio::io::ReadHalf<TlsStream>),
 }
 
 impl AsyncRead for ReadHalf {
@@ -137,6 +170,8 @@ impl AsyncRead for ReadHalf {
             ReadHalf::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             #[cfg(unix)]
             ReadHalf::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
+            ReadHalf::Tls(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -146,6 +181,8 @@ pub(crate) enum WriteHalf {
     Tcp(Arc<tcp::OwnedWriteHalf>),
     #[cfg(unix)]
     Unix(Arc<unix::OwnedWriteHalf>),
+    #[cfg(feature = "tls")]
+    Tls(tokio::io::WriteHalf<TlsStream>),
 }
 
 /// A shared handle on a socket's write half for non-blocking writes from any task.
@@ -174,6 +211,8 @@ impl WriteHalf {
             WriteHalf::Tcp(s) => Some(InlineWriter::Tcp(s.clone())),
             #[cfg(unix)]
             WriteHalf::Unix(s) => Some(InlineWriter::Unix(s.clone())),
+            #[cfg(feature = "tls")]
+            WriteHalf::Tls(_) => None,
         }
     }
 
@@ -183,6 +222,12 @@ impl WriteHalf {
             WriteHalf::Tcp(s) => write_all_shared(s.as_ref(), bytes).await,
             #[cfg(unix)]
             WriteHalf::Unix(s) => write_all_shared(s.as_ref(), bytes).await,
+            #[cfg(feature = "tls")]
+            WriteHalf::Tls(s) => {
+                s.write_all(bytes).await?;
+                s.flush().await?;
+                Ok(())
+            }
         }
     }
 
@@ -200,6 +245,10 @@ impl WriteHalf {
                 if let Ok(mut s) = Arc::try_unwrap(s) {
                     let _ = s.shutdown().await;
                 }
+            }
+            #[cfg(feature = "tls")]
+            WriteHalf::Tls(mut s) => {
+                let _ = s.shutdown().await;
             }
         }
     }
@@ -249,4 +298,17 @@ async fn write_all_shared(socket: &impl SharedWrite, mut bytes: &[u8]) -> Result
         }
     }
     Ok(())
+}
+
+/// Turns an error met while connecting into the one a user should see: a TLS failure that
+/// surfaced as an I/O error (an alert from the server during the AMQP handshake, say)
+/// becomes [`Error::Tls`].
+pub(crate) fn classify(error: Error) -> Error {
+    #[cfg(feature = "tls")]
+    if let Error::Io(io) = &error
+        && let Some(tls) = super::tls::from_io(io)
+    {
+        return Error::Tls(tls);
+    }
+    error
 }
