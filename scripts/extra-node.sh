@@ -13,6 +13,8 @@
 #       fail_if_no_peer_cert = false), and EXTERNAL login takes the user name from the
 #       certificate's common name. Starting a node that is already running is an error.
 #   extra-node.sh stop NAME     Stops the node (if running) and removes its folder. Idempotent.
+#   extra-node.sh halt NAME     Stops the node's VM but keeps its folder (data, config).
+#   extra-node.sh restart NAME  Starts a halted node again from its folder and waits for it.
 #   extra-node.sh status NAME   Exit 0 when the node runs, 1 otherwise.
 #   extra-node.sh ctl NAME ARGS...        rabbitmqctl against the node.
 #   extra-node.sh diagnostics NAME ARGS.. rabbitmq-diagnostics against the node.
@@ -110,6 +112,19 @@ start() {
   fi
   chown -R rabbitmq:rabbitmq "$dir"
 
+  printf 'amqp_port=%s\ntls_port=%s\ndist_port=%s\n' "$amqp_port" "$tls_port" "$dist_port" > "$dir/node.env"
+  chown rabbitmq:rabbitmq "$dir/node.env"
+  launch "$name"
+  echo "extra-node: $(node_of "$name") up on 127.0.0.1:$amqp_port${tls_port:+ (TLS $tls_port)}"
+}
+
+# Starts the VM of a node whose folder start() prepared (again, after halt) and waits for it.
+launch() {
+  local name=$1 dir=$BASE/$1 amqp_port tls_port dist_port
+  [ -f "$dir/node.env" ] || die "node $name has no folder; use start"
+  # shellcheck disable=SC1091
+  . "$dir/node.env"
+  if running "$name"; then die "node $(node_of "$name") is already running"; fi
   as_rabbitmq \
     RABBITMQ_NODENAME="$(node_of "$name")" \
     RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
@@ -134,17 +149,17 @@ start() {
   if [ -z "$up" ] || ! wait_port "$amqp_port" 30; then
     echo "extra-node: $name did not start; its logs:" >&2
     tail -n 40 "$dir"/log/*.log "$dir/log/startup.out" >&2 2>/dev/null || true
-    stop "$name" >/dev/null 2>&1 || true
+    halt "$name" >/dev/null 2>&1 || true
     exit 1
   fi
   if [ -n "$tls_port" ] && ! wait_port "$tls_port" 30; then
-    stop "$name" >/dev/null 2>&1 || true
+    halt "$name" >/dev/null 2>&1 || true
     die "$name: TLS listener on $tls_port did not open"
   fi
-  echo "extra-node: $(node_of "$name") up on 127.0.0.1:$amqp_port${tls_port:+ (TLS $tls_port)}"
 }
 
-stop() {
+# Stops the node's VM (if running), keeping its folder, so `restart` brings it back with its data.
+halt() {
   local name=$1 dir=$BASE/$1
   if running "$name"; then
     ctl "$name" -q stop >/dev/null 2>&1 || true
@@ -157,16 +172,23 @@ stop() {
       kill -9 "$pid" 2>/dev/null || true
     fi
   fi
+}
+
+stop() {
+  local name=$1 dir=$BASE/$1
+  halt "$name"
   rm -rf "$dir"
 }
 
-cmd=${1:-}; [ $# -ge 2 ] || die "usage: $0 start|stop|status|ctl|diagnostics|dir NAME [...]"
+cmd=${1:-}; [ $# -ge 2 ] || die "usage: $0 start|stop|halt|restart|status|ctl|diagnostics|dir NAME [...]"
 name=$2; shift 2
 [[ $name =~ ^[A-Za-z0-9_-]+$ ]] || die "node name must be letters, digits, - or _"
 [ "$name" != rabbit ] || die "rabbit is the default node's name"
 case $cmd in
   start) start "$name" "$@" ;;
   stop) stop "$name" ;;
+  halt) halt "$name" ;;
+  restart) launch "$name" ;;
   status) running "$name" ;;
   ctl) ctl "$name" "$@" ;;
   diagnostics) diagnostics "$name" "$@" ;;
