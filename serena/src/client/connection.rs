@@ -468,3 +468,26 @@ pub(crate) fn shuffle(endpoints: &mut [Endpoint]) {
         endpoints.swap(i, j);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shuffling_keeps_every_broker_and_varies_the_order() {
+        let list: Vec<Endpoint> = (0..6)
+            .map(|i| Endpoint::new(format!("h{i}"), 5672))
+            .collect();
+        let mut orders = std::collections::HashSet::new();
+        for _ in 0..50 {
+            let mut shuffled = list.clone();
+            shuffle(&mut shuffled);
+            let mut sorted = shuffled.clone();
+            sorted.sort_by(|a, b| a.host.cmp(&b.host));
+            assert_eq!(sorted, list);
+            orders.insert(shuffled);
+        }
+        // 720 orders are possible; 50 draws that all agree would mean no shuffling at all.
+        assert!(orders.len() > 1, "{orders:?}");
+    }
+}
