@@ -334,11 +334,13 @@ async fn a_frame_over_frame_max_is_a_frame_error() {
 }
 
 #[tokio::test]
-async fn a_huge_declared_length_fails_at_once_without_waiting_or_allocating() {
+async fn a_huge_declared_length_is_refused_from_the_frame_header_alone() {
     // §4.2.3 (oversized frame: 501). Only the 7-byte header of a body frame declaring
     // 0xFFFF_FFF0 payload bytes is sent, then nothing: the client refuses it from the header
-    // alone, before any payload (which never comes) and without buffering for it, so it
-    // neither waits for the bytes (60 s heartbeat) nor sets aside room for 4 GiB.
+    // alone, before any payload (which never comes): the error arrives within NOTICE, not
+    // at the 60 s heartbeat, though the frame's bytes never do. (The decoder refuses it before
+    // it reserves anything; process RSS would not show a reservation, which the kernel only
+    // backs when written, so the proof is that the client never waits for the bytes.)
     let header = [frame::FRAME_BODY, 0, 1, 0xFF, 0xFF, 0xFF, 0xF0];
     let seen = send_after_setup(&header).await;
     seen.assert_closed_with(FRAME_ERROR, (0, 0));
@@ -577,8 +579,9 @@ async fn frames_for_a_channel_never_opened_are_a_channel_error() {
 }
 
 #[tokio::test]
-async fn the_highest_channel_number_is_refused_without_growing_the_reader() {
-    // 504 as above, for channel 65535: refused before the reader makes room for a channel.
+async fn a_frame_on_channel_65535_is_a_channel_error() {
+    // 504 as above, for the highest channel number. (The reader checks the channel before it
+    // makes an assembler slot for it, so such a number no longer grows its table to 65,536.)
     let seen = send_after_setup(&body_frame(u16::MAX, b"x")).await;
     seen.assert_closed_with(CHANNEL_ERROR, (0, 0));
     assert_eq!(
