@@ -217,3 +217,84 @@ async fn without_heartbeats_a_user_timeout_bounds_a_publish_on_a_stalled_link() 
         "stall without heartbeats: the publish timed out after {took:?} (timeout {USER_TIMEOUT:?})"
     );
 }
+
+/// A stall both ways while publishes stream out: the outgoing buffer and the socket fill up
+/// and serena's writer waits on a socket that never drains. The heartbeat loss must still end
+/// the scope within two intervals (the writer is not waited for: nobody reads any more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stall_while_streaming_publishes_is_noticed_within_two_intervals() {
+    const BODY: usize = 64 * 1024;
+    let proxy = Proxy::start().await.expect("proxy");
+    let config = ConnectionConfig {
+        heartbeat: HEARTBEAT,
+        ..proxy.client_config(&unique_name("stall-stream"))
+    };
+    let cancelled = Cancelled::default();
+    let stalled_at: Mutex<Option<Instant>> = Mutex::default();
+    let confirmations: Mutex<Vec<Confirmation>> = Mutex::default();
+    let result = timeout(
+        LIMIT,
+        open_connection(&config, async |conn| {
+            conn.open_channel(async |ch| {
+                let _guard = cancelled.guard();
+                // Bounded, so the broker's memory is not the test's business.
+                let options = QueueDeclareOptions {
+                    exclusive: true,
+                    arguments: serena::proto::FieldTable::new().with("x-max-length", 100i32),
+                    ..Default::default()
+                };
+                let q = ch.queue_declare("", options).await?.queue;
+                let body = vec![0x5A; BODY];
+                for n in 0u32.. {
+                    let c = ch
+                        .basic_publish_with("", &q, &body, Default::default(), Default::default())
+                        .await?;
+                    let mut pending = confirmations.lock().expect("lock");
+                    pending.push(c);
+                    // Keep only the newest ones: the older ones are confirmed by now.
+                    if pending.len() > 1000 {
+                        pending.drain(..500);
+                    }
+                    drop(pending);
+                    if n == 200 {
+                        for d in Direction::BOTH {
+                            proxy.stall(d);
+                        }
+                        *stalled_at.lock().expect("lock") = Some(Instant::now());
+                    }
+                }
+                Ok::<(), Error>(())
+            })
+            .await
+        }),
+    )
+    .await
+    .expect("the stalled connection is given up, not waited on forever");
+    let ended = Instant::now();
+    let stalled_at = stalled_at.lock().expect("lock").take().expect("stalled");
+    let noticed = ended.saturating_duration_since(stalled_at);
+    let err = result.expect_err("a stalled connection fails");
+    assert!(
+        matches!(err, Error::HeartbeatTimeout(after) if after == 2 * HEARTBEAT),
+        "expected HeartbeatTimeout, got {err:?}"
+    );
+    assert!(
+        noticed <= 2 * HEARTBEAT + SLACK,
+        "noticed {noticed:?} after the stall, more than two intervals"
+    );
+    assert!(cancelled.happened(), "the publishing loop was cancelled");
+    let pending = std::mem::take(&mut *confirmations.lock().expect("lock"));
+    let last = pending.into_iter().last().expect("publishes were made");
+    let last = timeout(Duration::from_secs(1), last)
+        .await
+        .expect("the newest confirmation resolves with the connection's end");
+    assert!(
+        matches!(last, Err(Error::HeartbeatTimeout(_))),
+        "the publish stuck behind the stall fails with it: {last:?}"
+    );
+    println!(
+        "stall while streaming {} KiB publishes: HeartbeatTimeout {noticed:?} after the stall; proxy {:?}",
+        BODY / 1024,
+        proxy.stats()
+    );
+}
