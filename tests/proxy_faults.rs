@@ -6,7 +6,9 @@
 //!   error, pending confirmations fail instead of hanging, the user's code is cancelled, and
 //!   nothing acked or confirmed is lost.
 //! - [`stalls`]: traffic stalled (sockets open, nothing moving) from the server, or both
-//!   ways, with 1 s heartbeats: `Error::HeartbeatTimeout` within two intervals.
+//!   ways, with 1 s heartbeats: `Error::HeartbeatTimeout` within two intervals, also while
+//!   64 KiB publishes stream out; without heartbeats, `PublishOptions::timeout` still bounds
+//!   a publish.
 //! - [`latency`]: 50 ms added each way: confirms, calls and heartbeats all still work and
 //!   nothing times out wrongly.
 //! - [`supervisor`]: a supervisor behind the proxy survives a cut, a mid-frame cut and a stall,

@@ -1,7 +1,8 @@
 //! Traffic stalled by the proxy (the sockets stay open, nothing moves) from the server to the
 //! client, or both ways, with 1 s heartbeats: nothing reaches serena any more, so after two
 //! heartbeat intervals of silence it declares the connection dead with
-//! `Error::HeartbeatTimeout`, and a publish still waiting for its confirm fails with it.
+//! `Error::HeartbeatTimeout`, and a publish still waiting for its confirm fails with it. The
+//! bound holds while publishes stream out and fill every buffer on the way, too.
 //!
 //! Without heartbeats a stall goes unnoticed, so the user's own bound is all there is: a
 //! publish with `PublishOptions::timeout` fails with `Error::Timeout` on time, and once the
