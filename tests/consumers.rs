@@ -138,12 +138,14 @@ async fn typed_handlers_state_publishing_rejects_and_poison() {
     let done = Arc::new(Notify::new());
     let waiter = done.clone();
     let watcher = {
-        let seen = seen.clone();
+        let (seen, handle) = (seen.clone(), handle.clone());
         async move {
             loop {
                 let changed = seen.changed.notified();
+                // The poison messages come last: wait for their rejects too.
                 if seen.paid.load(Ordering::SeqCst) == 40
                     && seen.receipts.load(Ordering::SeqCst) == 40
+                    && handle.stats().rejected == 12
                 {
                     done.notify_one();
                     return;
