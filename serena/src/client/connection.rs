@@ -164,26 +164,8 @@ impl Connection {
                 let result = Reader::new(shared.clone())
                     .run(read_half, buf, heartbeat)
                     .await;
-                if let Err(e @ (Error::Protocol(_) | Error::UnexpectedMethod(_))) = &result {
-                    // Tell the server why before the socket goes: 501 frame-error for bytes
-                    // that are not AMQP, 505 unexpected-frame for frames out of place.
-                    let reply_code = if matches!(e, Error::Protocol(_)) {
-                        501
-                    } else {
-                        505
-                    };
-                    let text: String = e.to_string().chars().take(200).collect();
-                    let _ = shared.send_method(
-                        0,
-                        &conn::Close {
-                            reply_code,
-                            reply_text: text.into(),
-                            class_id: 0,
-                            method_id: 0,
-                        }
-                        .into(),
-                    );
-                }
+                // A server that broke the protocol has had its connection.close from the
+                // reader already, with the reply code of the rule it broke.
                 shared.fail(result.err().unwrap_or(Error::Closed("connection")));
             })
         };
