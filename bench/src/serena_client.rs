@@ -27,6 +27,7 @@ pub struct Serena;
 const NOT_MANDATORY: PublishOptions = PublishOptions {
     mandatory: false,
     immediate: false,
+    timeout: None,
 };
 
 fn config() -> ConnectionConfig {

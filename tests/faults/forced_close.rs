@@ -1,6 +1,8 @@
 //! An operator closes the connection (`rabbitmqctl close_connection`, reply 320) while the
-//! user's code is in the middle of something: the scope returns the 320 close, the code
-//! inside it is cancelled, and every call still pending resolves with an error.
+//! user's code is in the middle of something (publishing with confirms, consuming, a
+//! get/declare loop, declaring exchanges, queues and bindings from several tasks at once, a
+//! handle-style channel used elsewhere): the scope returns the 320 close, the code inside it
+//! is cancelled, and every call still pending resolves with an error.
 //!
 //! ```text
 //!   test                     scope body                      rabbitmqctl (blocking pool)
@@ -341,4 +343,96 @@ async fn a_connection_clone_elsewhere_sees_the_forced_close() {
     assert_forced(&error.expect("the clone knows the connection ended"));
     assert_forced(&channel.expect_err("no channel on a dead connection"));
     assert!(took < Duration::from_millis(500), "took {took:?}");
+}
+
+/// Declarations in flight on two channels, made by tasks outside the scope: each task's
+/// pending declare, bind or exchange declare fails with the 320 close, and none hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declarations_in_flight_fail_with_the_close() {
+    let name = unique_name("forced-declare");
+    let exchange = unique_name("forced-declare");
+    let cancelled = Cancelled::default();
+    let (ready_tx, ready) = oneshot::channel();
+    let (channels_tx, channels_rx) = oneshot::channel::<[Channel; 2]>();
+    let mut channels_tx = Some(channels_tx);
+    let rounds = std::sync::Arc::new(AtomicU64::new(0));
+
+    // Four declaring loops, two per channel, so several declarations wait at once.
+    let declarers = tokio::spawn({
+        let (rounds, exchange) = (rounds.clone(), exchange.clone());
+        async move {
+            let channels = channels_rx
+                .await
+                .expect("the scope hands over its channels");
+            let mut ready_tx = Some(ready_tx);
+            let mut lanes = tokio::task::JoinSet::new();
+            for lane in 0..4u32 {
+                let ch = channels[lane as usize % 2].clone();
+                let (rounds, exchange) = (rounds.clone(), exchange.clone());
+                lanes.spawn(async move {
+                    let auto_delete = serena::ExchangeDeclareOptions {
+                        auto_delete: true,
+                        ..Default::default()
+                    };
+                    for n in 0u64.. {
+                        let declared = async {
+                            // Auto-delete: it goes with the last exclusive queue bound to it.
+                            ch.exchange_declare(&exchange, "direct", auto_delete.clone())
+                                .await?;
+                            let q = ch.queue_declare("", exclusive()).await?.queue;
+                            ch.queue_bind(&q, &exchange, &format!("{lane}.{n}"), FieldTable::new())
+                                .await
+                        };
+                        if let Err(e) = declared.await {
+                            return e;
+                        }
+                        rounds.fetch_add(1, Ordering::Relaxed);
+                    }
+                    unreachable!("the loop only ends on an error")
+                });
+            }
+            while rounds.load(Ordering::Relaxed) < 40 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let _ = ready_tx.take().expect("once").send(());
+            let mut errors = Vec::new();
+            while let Some(end) = lanes.join_next().await {
+                errors.push(end.expect("a declaring task did not panic"));
+            }
+            errors
+        }
+    });
+
+    let config = broker_config(&name);
+    let scope = open_connection(&config, async |conn| {
+        let _guard = cancelled.guard();
+        let channels = [conn.channel().await?, conn.channel().await?];
+        if let Some(tx) = channels_tx.take() {
+            let _ = tx.send(channels);
+        }
+        std::future::pending::<()>().await;
+        Ok::<(), Error>(())
+    });
+    let (result, noticed_after) = with_forced_close(&name, ready, scope).await;
+    expect_forced(result, noticed_after);
+    assert!(cancelled.happened(), "the scope's body was dropped");
+
+    let scope_ended = Instant::now();
+    let errors = timeout(Duration::from_secs(10), declarers)
+        .await
+        .expect("every pending declaration resolves")
+        .expect("the declaring tasks did not panic");
+    let waited = scope_ended.elapsed();
+    assert_eq!(errors.len(), 4);
+    for err in &errors {
+        assert_forced(err);
+    }
+    assert!(
+        waited < NOTICE,
+        "the declarations failed {waited:?} after the scope ended"
+    );
+    eprintln!(
+        "{} declare rounds before the close; all 4 declaring tasks failed with 320",
+        rounds.load(Ordering::Relaxed)
+    );
 }

@@ -1,9 +1,11 @@
 //! Shared helpers for the integration tests: where the broker is, unique names, the broker's
 //! operator tool ([`rabbitmqctl`]), a scripted fake server ([`fake_peer`]) and a blocking
-//! connection speaking the raw protocol through `serena::proto` ([`wire`]).
+//! connection speaking the raw protocol through `serena::proto` ([`wire`]) and a fault-injecting
+//! TCP proxy ([`proxy`]).
 
 pub mod fake_peer;
 pub mod handlers;
+pub mod proxy;
 pub mod rabbitmqctl;
 pub mod wire;
 

@@ -4,8 +4,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::{Instant, Sleep};
 
 use super::consumer::{Consumer, GetMessage};
 use crate::driver::shared::{
@@ -67,6 +69,15 @@ pub struct PublishOptions {
     pub mandatory: bool,
     /// Deprecated; RabbitMQ closes the connection with 540 when it is set (default `false`).
     pub immediate: bool,
+    /// The longest the whole publish may take, from the call to the broker's confirm
+    /// (default `None`: no limit of its own; a dead connection still fails it). Past it, the
+    /// publish fails with [`Error::Timeout`]: from `basic_publish_with` while it is still
+    /// waiting to send (the broker blocks the connection under a resource alarm, the outgoing
+    /// buffer is full, or the server paused the channel with `channel.flow`), in which case
+    /// nothing was sent; or from the [`Confirmation`] once the message was sent, in which case
+    /// the broker may still take it. Either way it is not reported confirmed: publish it
+    /// again (at-least-once) or give up, as the caller decides.
+    pub timeout: Option<Duration>,
 }
 
 impl Default for PublishOptions {
@@ -74,6 +85,7 @@ impl Default for PublishOptions {
         PublishOptions {
             mandatory: true,
             immediate: false,
+            timeout: None,
         }
     }
 }
@@ -94,19 +106,29 @@ pub struct ConsumeOptions {
     pub arguments: FieldTable,
 }
 
-/// The broker's confirm of one publish; await it.
+/// The broker's confirm of one publish; await it. With [`PublishOptions::timeout`] set, it
+/// resolves with [`Error::Timeout`] when no confirm came by the publish's deadline.
 #[derive(Debug)]
 #[must_use = "a publish is only known to be safe once its confirmation resolves"]
 pub struct Confirmation {
     rx: oneshot::Receiver<Result<()>>,
+    /// The publish's deadline and its timeout, when it has one.
+    deadline: Option<(Pin<Box<Sleep>>, Duration)>,
 }
 
 impl Future for Confirmation {
     type Output = Result<()>;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        Pin::new(&mut self.rx)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(Error::Closed("channel"))))
+        if let Poll::Ready(r) = Pin::new(&mut self.rx).poll(cx) {
+            return Poll::Ready(r.unwrap_or(Err(Error::Closed("channel"))));
+        }
+        match &mut self.deadline {
+            Some((sleep, timeout)) => sleep.as_mut().poll(cx).map(|()| {
+                tracing::debug!(?timeout, "no confirm within the publish timeout");
+                Err(Error::Timeout(*timeout))
+            }),
+            None => Poll::Pending,
+        }
     }
 }
 
@@ -477,6 +499,28 @@ impl Channel {
     /// Publishes `body` and returns as soon as it is queued for the socket, with a
     /// [`Confirmation`] that resolves when the broker confirms it. Many publishes may be in
     /// flight at once this way; they are matched to their confirms by sequence number.
+    ///
+    /// While the broker blocks the connection (`connection.blocked`, a memory or disk
+    /// alarm), this waits before sending; [`PublishOptions::timeout`] bounds that wait and
+    /// the confirm's together:
+    ///
+    /// ```no_run
+    /// # async fn demo(ch: &serena::Channel) -> serena::Result<()> {
+    /// use std::time::Duration;
+    /// use serena::{Error, PublishOptions};
+    ///
+    /// let options = PublishOptions {
+    ///     timeout: Some(Duration::from_secs(5)),
+    ///     ..Default::default()
+    /// };
+    /// let sent = ch.basic_publish_with("", "jobs", b"work", Default::default(), options);
+    /// match async { sent.await?.await }.await {
+    ///     Ok(()) => println!("confirmed"),
+    ///     Err(Error::Timeout(after)) => println!("not confirmed within {after:?}"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn basic_publish_with(
         &self,
         exchange: &str,
@@ -507,6 +551,9 @@ impl Channel {
         }
         .into();
         let frame_max = ch.conn.frame_max();
+        let deadline = options
+            .timeout
+            .map(|timeout| (Instant::now() + timeout, timeout));
         let (tx, rx) = oneshot::channel();
         loop {
             // Fast path: one pass under the channel and connection locks checks flow, the
@@ -558,10 +605,22 @@ impl Channel {
                 }
             }
             // Slow path: wait until the buffer drains, the block lifts and flow resumes.
-            ch.conn.wait_writable(true).await?;
-            self.wait_flow().await?;
+            let writable = async {
+                ch.conn.wait_writable(true).await?;
+                self.wait_flow().await
+            };
+            match deadline {
+                Some((at, timeout)) => tokio::time::timeout_at(at, writable)
+                    .await
+                    .map_err(|_| Error::Timeout(timeout))??,
+                None => writable.await?,
+            }
         }
-        Ok(Confirmation { rx })
+        Ok(Confirmation {
+            rx,
+            deadline: deadline
+                .map(|(at, timeout)| (Box::pin(tokio::time::sleep_until(at)), timeout)),
+        })
     }
 
     async fn wait_flow(&self) -> Result<()> {

@@ -79,7 +79,7 @@ pub(crate) async fn run_scope<T>(
             Ok(v)
         }
         Err(e) => {
-            conn.finish_after_failure().await;
+            conn.finish_after_failure(&e).await;
             Err(e)
         }
     }
@@ -415,14 +415,21 @@ impl Connection {
         Ok(())
     }
 
-    /// After the connection failed: lets the writer flush what is queued (a close-ok for the
-    /// server's close) for a moment, then stops both tasks.
-    async fn finish_after_failure(&self) {
+    /// After the connection failed with `error`: lets the writer flush what is queued (a
+    /// close-ok for the server's close, or our close with a 501/505 reply code) for a moment
+    /// when the server is still there to read it, then stops both tasks. After a socket error
+    /// or a heartbeat loss nobody reads any more, and a writer stuck on a full socket buffer
+    /// would only delay the error: both tasks stop at once.
+    async fn finish_after_failure(&self, error: &Error) {
         let tasks = lock(&self.inner.tasks).take();
         if let Some(Tasks { reader, writer }) = tasks {
             reader.abort();
+            let server_listens = matches!(
+                error,
+                Error::UnexpectedClose(_) | Error::Protocol(_) | Error::UnexpectedMethod(_)
+            );
             let writer_abort = writer.abort_handle();
-            if tokio::time::timeout(FLUSH_GRACE, writer).await.is_err() {
+            if !server_listens || tokio::time::timeout(FLUSH_GRACE, writer).await.is_err() {
                 writer_abort.abort();
             }
         }

@@ -179,6 +179,9 @@ impl ConnShared {
         });
         // Their senders dropped, waiting `update_secret` calls return the connection's error.
         lock(&self.secret_updates).clear();
+        // Two failures can race (the reader's, and the scope's cleanup once it saw the
+        // first): whichever drains the channels tells them the first reason, not its own.
+        let error = self.closed.borrow().clone().unwrap_or(error);
         let channels: Vec<_> = lock(&self.channels).slots.drain(..).flatten().collect();
         for ch in channels {
             ch.fail(error.clone());
@@ -328,14 +331,14 @@ impl ChannelShared {
         }
     }
 
-    /// Fails everything waiting on this channel with `error` and marks it unusable.
+    /// Fails everything waiting on this channel with `error` (or the reason it already
+    /// failed with: the first one wins) and marks it unusable.
     pub(crate) fn fail(&self, error: Error) {
-        let (rpc, confirms, consumers) = {
+        let (error, rpc, confirms, consumers) = {
             let mut st = lock(&self.state);
-            if st.error.is_none() {
-                st.error = Some(error.clone());
-            }
+            let error = st.error.get_or_insert(error).clone();
             (
+                error,
                 std::mem::take(&mut st.rpc),
                 std::mem::take(&mut st.confirms),
                 std::mem::take(&mut st.consumers),
@@ -398,5 +401,56 @@ impl ChannelShared {
     pub(crate) fn next_consumer_tag(&self) -> ShortString {
         let n = self.consumer_seq.fetch_add(1, Ordering::Relaxed);
         format!("serena.{}.{}", self.id, n).into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The race the reader's failure and the scope's cleanup run: the first reason is already
+    /// recorded when a second failure drains the channels. Everything waiting must still be
+    /// told the first reason, not the cleanup's `Closed`.
+    #[test]
+    fn a_second_failure_tells_waiters_the_first_reason() {
+        let conn = Arc::new(ConnShared::new(
+            Tuning {
+                channel_max: 0,
+                frame_max: 4096,
+                heartbeat: 0,
+            },
+            FieldTable::new(),
+        ));
+        let ch = lock(&conn.channels)
+            .allocate(|id| Arc::new(ChannelShared::new(id, conn.clone())))
+            .expect("a channel id");
+        let (waiter, mut confirm) = oneshot::channel();
+        lock(&ch.state).confirms.push_back(PendingConfirm {
+            seq: 1,
+            mandatory_route: None,
+            waiter,
+            returned: None,
+        });
+        let first = Error::HeartbeatTimeout(std::time::Duration::from_secs(2));
+        // The first failure has recorded its reason but not reached the channels yet...
+        lock(&conn.out).error = Some(first.clone());
+        conn.closed.send_replace(Some(first));
+        // ...when the second one drains them.
+        conn.fail(Error::Closed("connection"));
+        let told = confirm.try_recv().expect("the confirm was failed");
+        assert!(
+            matches!(told, Err(Error::HeartbeatTimeout(_))),
+            "the waiter was told {told:?}"
+        );
+        assert!(matches!(
+            ch.closed.borrow().clone(),
+            Some(Error::HeartbeatTimeout(_))
+        ));
+        // A channel failed twice keeps its first reason too.
+        ch.fail(Error::Closed("channel"));
+        assert!(matches!(
+            lock(&ch.state).error.clone(),
+            Some(Error::HeartbeatTimeout(_))
+        ));
     }
 }
