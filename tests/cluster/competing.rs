@@ -4,7 +4,7 @@
 //! and the rest of the messages are processed, none lost.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,9 +26,11 @@ struct Log {
 }
 
 /// A running `cluster-worker` process; killed when dropped, so a failing case leaves none.
+/// It also exits when its standard input closes, which happens when this process dies.
 struct Worker {
     tag: &'static str,
     child: Child,
+    _stdin: ChildStdin,
     log: Arc<Mutex<Log>>,
 }
 
@@ -37,9 +39,11 @@ impl Worker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_cluster-worker"))
             .args(["--url", &url(node), "--queue", QUEUE, "--tag", tag])
             .args(["--prefetch", &PREFETCH.to_string(), "--delay-ms", "2"])
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .expect("cluster-worker starts");
+        let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
         let log = Arc::new(Mutex::new(Log::default()));
         let sink = log.clone();
@@ -59,7 +63,12 @@ impl Worker {
                 }
             }
         });
-        Worker { tag, child, log }
+        Worker {
+            tag,
+            child,
+            _stdin: stdin,
+            log,
+        }
     }
 
     fn ready(&self) -> bool {

@@ -13,9 +13,10 @@
 //! Standard output, one line each: `ready` once the consumer is registered, then
 //! `delivery BODY REDELIVERED` (`0` or `1`) for every message, written before its ack. The
 //! exit code is 0 after SIGTERM or SIGINT (a graceful stop), 1 when the supervisor stopped on
-//! an error, 2 on bad usage.
+//! an error, 2 on bad usage. When its standard input closes, the process that started it is
+//! gone: it exits at once with 3, so a test that dies leaves no worker behind.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -98,6 +99,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    std::thread::spawn(|| {
+        let mut buf = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+        std::process::exit(3);
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
