@@ -1,8 +1,15 @@
-//! Connection settings, from code or from an `amqp://` URI.
+//! Connection settings, from code or from an `amqp://` / `amqps://` URI.
+//!
+//! A configuration names one broker (`host`, `port`) or several (`more_hosts`), tried in
+//! order, or shuffled; TLS is on when [`ConnectionConfig::tls`] is set; a host that is an
+//! absolute path is a Unix socket. [`ConnectionConfig::from_uri`] documents the URI forms.
 
+mod uri;
+
+use std::path::PathBuf;
 use std::{fmt, time::Duration};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// A password that never shows in `Debug` output or logs.
 #[derive(Clone, PartialEq, Eq)]
@@ -34,16 +41,96 @@ pub enum AuthMechanism {
     Plain,
     /// `AMQPLAIN`: login and password in a field table.
     AmqPlain,
+    /// `EXTERNAL` (RFC 4422): the server takes our identity from elsewhere, with RabbitMQ's
+    /// `rabbitmq_auth_mechanism_ssl` plugin from the TLS client certificate
+    /// ([`TlsOptions::client_cert`]). User name and password are not sent.
+    External,
+}
+
+/// A client certificate and its private key, both PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// The certificate, followed by any intermediate certificates (`certfile`).
+    pub cert_file: PathBuf,
+    /// Its private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC), unencrypted (`keyfile`).
+    pub key_file: PathBuf,
+}
+
+/// TLS settings (`amqps://`). `TlsOptions::default()` verifies the server against the
+/// system's trusted roots and the host name connected to, and sends no client certificate.
+///
+/// The files are read on every connection attempt, so certificates rotated on disk are used
+/// from the next (re)connection on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// PEM file of the CA certificates the server's certificate must chain to (`cacertfile`);
+    /// `None`: the system's trusted roots.
+    pub ca_file: Option<PathBuf>,
+    /// The name the server's certificate must be valid for, also sent as SNI
+    /// (`server_name_indication`); `None`: the host connected to.
+    pub server_name: Option<String>,
+    /// A certificate to present when the server asks for one; with
+    /// [`AuthMechanism::External`] it is also the login.
+    pub client_cert: Option<ClientCertificate>,
+    /// Accept any server certificate (`verify=verify_none`). The traffic is encrypted but the
+    /// server is not authenticated, so anyone in the path can pose as it: for tests only.
+    pub accept_invalid_certificates: bool,
+}
+
+/// Where a broker listens: a host name or IP address and a port, or the absolute path of a
+/// Unix domain socket (a `host` that starts with `/`; the port is then unused).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    /// Host name, IP address, or absolute path of a Unix socket.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// A TCP (or TLS) endpoint.
+    pub fn new(host: impl Into<String>, port: u16) -> Self {
+        Endpoint {
+            host: host.into(),
+            port,
+        }
+    }
+
+    /// True when the host is a path: the connection goes over a Unix domain socket.
+    pub fn is_unix_socket(&self) -> bool {
+        self.host.starts_with('/')
+    }
+}
+
+impl fmt::Display for Endpoint {
+    /// `host:port`, `[v6]:port`, or `unix:/path`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_unix_socket() {
+            write!(f, "unix:{}", self.host)
+        } else if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
 }
 
 /// Everything needed to open a connection. `Default` is RabbitMQ's out-of-the-box setup:
-/// `127.0.0.1:5672`, guest/guest, virtual host `/`.
-#[derive(Clone)]
+/// `127.0.0.1:5672`, guest/guest, virtual host `/`, no TLS.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ConnectionConfig {
-    /// Host name or address.
+    /// Host name or address, or the absolute path of a Unix socket (see [`Endpoint`]).
     pub host: String,
-    /// TCP port (5672).
+    /// TCP port (5672; 5671 is the usual port for TLS).
     pub port: u16,
+    /// Further brokers (nodes of the same cluster, say), tried after `host:port` when it
+    /// cannot be reached; the supervisor moves on to the next one on each restart.
+    pub more_hosts: Vec<Endpoint>,
+    /// Try the brokers in a random order (shuffled once per [`open`](crate::Connection::open)
+    /// and once per supervisor), spreading clients over a cluster (false).
+    pub shuffle_hosts: bool,
+    /// TLS for every TCP broker of the list (`None`: plain TCP).
+    pub tls: Option<TlsOptions>,
     /// User name (`guest`).
     pub username: String,
     /// Password (`guest`); never printed.
@@ -61,7 +148,7 @@ pub struct ConnectionConfig {
     pub channel_max: u16,
     /// Shown in the RabbitMQ management UI as the connection's name.
     pub connection_name: Option<String>,
-    /// Limit for TCP connect plus the AMQP handshake (10 s).
+    /// Limit for connecting (TCP, TLS) plus the AMQP handshake, per broker tried (10 s).
     pub connect_timeout: Duration,
     /// How to log in (PLAIN).
     pub auth_mechanism: AuthMechanism,
@@ -72,6 +159,9 @@ impl Default for ConnectionConfig {
         ConnectionConfig {
             host: "127.0.0.1".into(),
             port: 5672,
+            more_hosts: Vec::new(),
+            shuffle_hosts: false,
+            tls: None,
             username: "guest".into(),
             password: Password::new("guest"),
             virtual_host: "/".into(),
@@ -91,6 +181,9 @@ impl fmt::Debug for ConnectionConfig {
         f.debug_struct("ConnectionConfig")
             .field("host", &self.host)
             .field("port", &self.port)
+            .field("more_hosts", &self.more_hosts)
+            .field("shuffle_hosts", &self.shuffle_hosts)
+            .field("tls", &self.tls)
             .field("username", &self.username)
             .field("password", &self.password)
             .field("virtual_host", &self.virtual_host)
@@ -106,104 +199,49 @@ impl fmt::Debug for ConnectionConfig {
 }
 
 impl ConnectionConfig {
-    /// Parses `amqp://user:pass@host:port/vhost?heartbeat=30&frame_max=131072`.
+    /// Parses a URI, or a comma-separated list of URIs, into a configuration.
     ///
-    /// User, password and virtual host are percent-decoded (`%2f` is `/`). A missing or empty
-    /// path means the default virtual host `/`. Query keys: `heartbeat` (seconds), `frame_max`,
-    /// `channel_max`, `connection_timeout` (milliseconds), `channel_buffer_size`,
-    /// `connection_name`, `auth_mechanism` (`plain` or `amqplain`). Unknown keys are errors.
+    /// ```text
+    /// amqp://user:pass@host:port/vhost?heartbeat=30
+    /// amqps://user:pass@rabbit.example/prod?cacertfile=/etc/ca.pem     (TLS, port 5671)
+    /// amqps://node-a,node-b:5672,[::1]/prod?certfile=c.pem&keyfile=k.pem&auth_mechanism=external
+    /// amqp://user:pass@a.example/prod, amqp://user:pass@b.example/prod  (a list of URIs)
+    /// amqp://user:pass@%2Fvar%2Frun%2Frabbitmq.sock/prod                 (a Unix socket)
+    /// ```
+    ///
+    /// User, password, host and virtual host are percent-decoded (`%2f` is `/`). A missing or
+    /// empty path means the virtual host `/`; the port defaults to 5672 for `amqp` and 5671
+    /// for `amqps`. Several brokers are written either as comma-separated hosts in one URI,
+    /// or as a comma-separated list of URIs that differ only in host and port. A host that
+    /// decodes to an absolute path is a Unix socket.
+    ///
+    /// Query keys: `heartbeat` (seconds), `frame_max`, `channel_max`, `connection_timeout`
+    /// (milliseconds, per broker tried), `channel_buffer_size`, `connection_name`,
+    /// `auth_mechanism` (`plain`, `amqplain` or `external`), `shuffle_hosts` (`true` or
+    /// `false`), and for `amqps` only: `cacertfile`, `certfile` and `keyfile` (PEM files),
+    /// `verify` (`verify_peer`, the default, or `verify_none`), `server_name_indication` (the
+    /// name the server's certificate must carry). Unknown keys are errors, and no error
+    /// message shows the password.
     pub fn from_uri(uri: &str) -> Result<Self> {
-        let bad = |why: &str| Error::Config(format!("{why} in AMQP URI {}", redact(uri)));
-        let rest = match uri.split_once("://") {
-            Some(("amqp", rest)) => rest,
-            Some(("amqps", _)) => return Err(bad("amqps (TLS) is not supported yet")),
-            _ => return Err(bad("the scheme must be amqp://")),
-        };
-        let mut cfg = ConnectionConfig::default();
-        let (rest, query) = match rest.split_once('?') {
-            Some((r, q)) => (r, Some(q)),
-            None => (rest, None),
-        };
-        let (authority, path) = match rest.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (rest, None),
-        };
-        let host_port = match authority.rsplit_once('@') {
-            Some((userinfo, hp)) => {
-                let (user, pass) = match userinfo.split_once(':') {
-                    Some((u, p)) => (u, Some(p)),
-                    None => (userinfo, None),
-                };
-                cfg.username = percent_decode(user).ok_or_else(|| bad("bad percent-encoding"))?;
-                if let Some(p) = pass {
-                    cfg.password = Password::new(
-                        percent_decode(p).ok_or_else(|| bad("bad percent-encoding"))?,
-                    );
-                }
-                hp
-            }
-            None => authority,
-        };
-        let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
-            let (h, after) = v6
-                .split_once(']')
-                .ok_or_else(|| bad("unclosed [ in host"))?;
-            (h, after.strip_prefix(':'))
-        } else {
-            match host_port.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (host_port, None),
-            }
-        };
-        if !host.is_empty() {
-            cfg.host = percent_decode(host).ok_or_else(|| bad("bad percent-encoding"))?;
-        }
-        if let Some(p) = port.filter(|p| !p.is_empty()) {
-            cfg.port = p.parse().map_err(|_| bad("bad port"))?;
-        }
-        if let Some(p) = path.filter(|p| !p.is_empty()) {
-            if p.contains('/') {
-                return Err(bad(
-                    "the virtual host must be one path segment (write / as %2f)",
-                ));
-            }
-            cfg.virtual_host = percent_decode(p).ok_or_else(|| bad("bad percent-encoding"))?;
-        }
-        for pair in query.unwrap_or("").split('&').filter(|s| !s.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let v = percent_decode(v).ok_or_else(|| bad("bad percent-encoding"))?;
-            let num = |what: &str| bad(&format!("{what} must be a number"));
-            match k {
-                "heartbeat" => {
-                    cfg.heartbeat = Duration::from_secs(v.parse().map_err(|_| num(k))?);
-                }
-                "frame_max" => cfg.desired_frame_size = v.parse().map_err(|_| num(k))?,
-                "channel_max" => cfg.channel_max = v.parse().map_err(|_| num(k))?,
-                "connection_timeout" => {
-                    cfg.connect_timeout = Duration::from_millis(v.parse().map_err(|_| num(k))?);
-                }
-                "channel_buffer_size" => cfg.channel_buffer_size = v.parse().map_err(|_| num(k))?,
-                "connection_name" => cfg.connection_name = Some(v),
-                "auth_mechanism" => {
-                    cfg.auth_mechanism = match v.to_ascii_lowercase().as_str() {
-                        "plain" => AuthMechanism::Plain,
-                        "amqplain" => AuthMechanism::AmqPlain,
-                        _ => return Err(bad("auth_mechanism must be plain or amqplain")),
-                    }
-                }
-                _ => return Err(bad(&format!("unknown query parameter {k:?}"))),
-            }
-        }
-        Ok(cfg)
+        uri::parse(uri)
     }
 
-    /// `host:port`, for connecting and for messages.
+    /// Every broker, in the order of the configuration: `host:port`, then `more_hosts`.
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        let mut all = Vec::with_capacity(1 + self.more_hosts.len());
+        all.push(self.endpoint());
+        all.extend(self.more_hosts.iter().cloned());
+        all
+    }
+
+    /// `host:port` (or `unix:/path`) of the first broker, for messages.
     pub fn addr(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
+        self.endpoint().to_string()
+    }
+
+    /// The first broker: `host` and `port`.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::new(self.host.clone(), self.port)
     }
 
     /// The prefetch count every channel gets: a third of `channel_buffer_size`, at least 1.
@@ -212,94 +250,9 @@ impl ConnectionConfig {
     }
 }
 
-/// The URI with any password replaced, for error messages.
-fn redact(uri: &str) -> String {
-    let Some((scheme, rest)) = uri.split_once("://") else {
-        return uri.to_owned();
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..authority_end].rsplit_once('@') {
-        Some((userinfo, _)) if userinfo.contains(':') => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            let at = rest[..authority_end].rfind('@').unwrap_or(0);
-            format!("{scheme}://{user}:***{}", &rest[at..])
-        }
-        _ => uri.to_owned(),
-    }
-}
-
-/// Decodes `%XX` escapes; `None` for a malformed escape or a result that is not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn full_uri() {
-        let c = ConnectionConfig::from_uri(
-            "amqp://al%40ice:p%3Ass@rabbit.example:5673/%2f?heartbeat=30&frame_max=8192&channel_max=10&connection_timeout=2500&connection_name=svc",
-        )
-        .unwrap();
-        assert_eq!(c.username, "al@ice");
-        assert_eq!(c.password.expose(), "p:ss");
-        assert_eq!(c.host, "rabbit.example");
-        assert_eq!(c.port, 5673);
-        assert_eq!(c.virtual_host, "/");
-        assert_eq!(c.heartbeat, Duration::from_secs(30));
-        assert_eq!(c.desired_frame_size, 8192);
-        assert_eq!(c.channel_max, 10);
-        assert_eq!(c.connect_timeout, Duration::from_millis(2500));
-        assert_eq!(c.connection_name.as_deref(), Some("svc"));
-    }
-
-    #[test]
-    fn defaults_and_named_vhost() {
-        let c = ConnectionConfig::from_uri("amqp://localhost").unwrap();
-        assert_eq!((c.host.as_str(), c.port), ("localhost", 5672));
-        assert_eq!(
-            (c.username.as_str(), c.password.expose()),
-            ("guest", "guest")
-        );
-        assert_eq!(c.virtual_host, "/");
-        let c = ConnectionConfig::from_uri("amqp://u@[::1]:5999/prod").unwrap();
-        assert_eq!(
-            (c.host.as_str(), c.port, c.virtual_host.as_str()),
-            ("::1", 5999, "prod")
-        );
-        assert_eq!(c.addr(), "[::1]:5999");
-    }
-
-    #[test]
-    fn bad_uris_are_errors_without_the_password() {
-        for uri in [
-            "http://h",
-            "amqp://h:notaport",
-            "amqp://h/a/b",
-            "amqp://h?heartbeat=x",
-            "amqp://h?bogus=1",
-            "amqp://u:secret@h/%zz",
-        ] {
-            let err = ConnectionConfig::from_uri(uri).unwrap_err().to_string();
-            assert!(!err.contains("secret"), "{err}");
-        }
-    }
 
     #[test]
     fn password_is_never_in_debug() {
@@ -317,5 +270,18 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(c.prefetch_count(), 1);
+    }
+
+    #[test]
+    fn endpoints_list_the_first_host_then_the_others() {
+        let c = ConnectionConfig {
+            host: "/run/rabbit.sock".into(),
+            more_hosts: vec![Endpoint::new("::1", 5673), Endpoint::new("b", 5672)],
+            ..Default::default()
+        };
+        let shown: Vec<String> = c.endpoints().iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["unix:/run/rabbit.sock", "[::1]:5673", "b:5672"]);
+        assert!(c.endpoints()[0].is_unix_socket());
+        assert!(!c.endpoints()[1].is_unix_socket());
     }
 }

@@ -124,12 +124,20 @@ pub enum Error {
     /// The server does not support publisher confirms, which serena always uses.
     #[error("the server does not support publisher confirms (capability publisher_confirms)")]
     ConfirmsNotSupported,
-    /// The server offers none of the SASL mechanisms serena speaks.
-    #[error("the server offers SASL mechanisms {offered:?}; serena speaks PLAIN and AMQPLAIN")]
+    /// The server does not offer the SASL mechanism the configuration asks for
+    /// ([`AuthMechanism`](crate::AuthMechanism)).
+    #[error("the server does not offer the configured SASL mechanism; it offers {offered:?}")]
     NoCommonMechanism {
         /// What the server offered.
         offered: String,
     },
+    /// TLS failed: the server's certificate was refused, the server refused ours, or a
+    /// certificate or key file could not be used.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// None of the brokers of a host list could be reached; each attempt, in order.
+    #[error("{}", display_attempts(.0))]
+    AllHostsFailed(Vec<ConnectAttempt>),
     /// Every channel id allowed by `channel_max` is in use.
     #[error("no free channel: all {max} channel ids are in use")]
     ChannelsExhausted {
@@ -154,6 +162,81 @@ pub enum Error {
     /// The operation did not finish within the time the caller set.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+}
+
+/// One failed attempt to reach a broker of a host list.
+#[derive(Debug, Clone)]
+pub struct ConnectAttempt {
+    /// The broker tried (`host:port` or `unix:/path`).
+    pub endpoint: String,
+    /// Why it failed.
+    pub error: Error,
+}
+
+fn display_attempts(attempts: &[ConnectAttempt]) -> String {
+    let mut s = format!("could not connect to any of {} brokers", attempts.len());
+    for a in attempts {
+        s.push_str(&format!("; {}: {}", a.endpoint, a.error));
+    }
+    s
+}
+
+/// What was wrong with the server's certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CertificateProblem {
+    /// Signed by no CA we trust: the wrong CA file, or a self-signed certificate.
+    UnknownIssuer,
+    /// Valid, but not for the name we connected to (or the configured server name).
+    NotValidForName,
+    /// Past its end of validity.
+    Expired,
+    /// Before its start of validity.
+    NotValidYet,
+    /// Revoked by its issuer.
+    Revoked,
+    /// Anything else: a bad signature or encoding, a wrong purpose, ...
+    Other,
+}
+
+/// Why a TLS connection could not be set up.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// We refused the server's certificate. `detail` is the TLS library's reason, such as
+    /// `UnknownIssuer` or `certificate not valid for name "x"; certificate is only valid for
+    /// DnsName("localhost")`.
+    #[error("invalid peer certificate: {detail}")]
+    InvalidCertificate {
+        /// The kind of problem, to match on.
+        problem: CertificateProblem,
+        /// The full reason.
+        detail: String,
+    },
+    /// The server ended the TLS session with an alert, for example because it refused our
+    /// client certificate (or wanted one and got none).
+    #[error("the server sent the TLS alert {0}")]
+    AlertReceived(String),
+    /// A CA, certificate or key file could not be read or used.
+    #[error("{}: {reason}", .path.display())]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The name to verify the server's certificate against is not a DNS name or IP address.
+    #[error("{0:?} is not a valid server name for TLS")]
+    InvalidServerName(String),
+    /// No CA certificate to trust: the system has none and no CA file was given.
+    #[error("no trusted CA certificates: {0}")]
+    NoTrustedRoots(String),
+    /// Any other failure of the TLS handshake.
+    #[error("TLS handshake failed: {0}")]
+    Handshake(String),
+    /// This build of serena was made without its `tls` feature.
+    #[error("TLS (amqps) is not available: serena was built without its `tls` feature")]
+    NotCompiled,
 }
 
 impl From<io::Error> for Error {

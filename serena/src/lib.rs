@@ -33,9 +33,11 @@
 //!   RabbitMQ's extensions, field tables with every errata type, the content header and its
 //!   14 properties, message (re)assembly, handshake negotiation. No I/O, no clocks, no panics
 //!   on any input.
-//! - `driver` (private): the reader and writer tasks that own the socket.
+//! - `driver` (private): the transport (TCP, TLS, Unix socket), the handshake, and the reader
+//!   and writer tasks that own the socket.
 //! - [`client`]: the handles: [`Connection`], [`Channel`], [`Consumer`], [`Delivery`].
-//! - [`config`]: [`ConnectionConfig`], from code or an `amqp://` URI.
+//! - [`config`]: [`ConnectionConfig`], from code or an `amqp://` / `amqps://` URI: TLS,
+//!   host lists, Unix sockets.
 //! - [`error`]: [`Error`] and [`UnexpectedCloseError`].
 //! - [`topology`]: declarative exchanges, queues and bindings from `topology.toml`: model and
 //!   validation (pure), TOML loading with line and column in every error, apply and verify.
@@ -54,7 +56,12 @@ pub use client::{
     ExchangeDeclareOptions, GetMessage, HeartbeatStats, PooledChannel, PublishOptions,
     QueueDeclareOk, QueueDeclareOptions, open_connection,
 };
-pub use config::{AuthMechanism, ConnectionConfig, Password};
-pub use error::{CloseScope, Error, Result, ReturnedMessage, UnexpectedCloseError};
+pub use config::{
+    AuthMechanism, ClientCertificate, ConnectionConfig, Endpoint, Password, TlsOptions,
+};
+pub use error::{
+    CertificateProblem, CloseScope, ConnectAttempt, Error, Result, ReturnedMessage, TlsError,
+    UnexpectedCloseError,
+};
 /// Turns an `async fn` into a [`worker::Handler`]: `#[consumer(queue = "orders")]`.
 pub use serena_macros::consumer;

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!   open_connection(cfg, body)
-//!     |  TCP connect + handshake (bounded by connect_timeout)
+//!     |  for each broker in turn (or shuffled), until one answers:
+//!     |    connect (TCP, TLS or Unix socket) + handshake, bounded by connect_timeout
 //!     |  spawn reader + writer tasks (owned by the Connection; aborted when it goes)
 //!     |  run body(&conn)  <---- raced against ---->  the connection dying
 //!     |        | body returns v                          | server close / socket / heartbeat
@@ -14,15 +15,14 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::channel::Channel;
-use crate::config::ConnectionConfig;
+use crate::config::{ConnectionConfig, Endpoint};
 use crate::driver::shared::{ConnShared, lock};
-use crate::driver::{Reader, handshake, write_loop};
-use crate::error::{Error, Result};
+use crate::driver::{Reader, handshake, transport, write_loop};
+use crate::error::{ConnectAttempt, Error, Result};
 use crate::proto::connection::{Tuning, server_has_capability};
 use crate::proto::method::connection as conn;
 use crate::proto::{FieldTable, LongString};
@@ -60,7 +60,14 @@ pub async fn open_connection<T>(
     config: &ConnectionConfig,
     body: impl AsyncFnOnce(&Connection) -> T,
 ) -> Result<T> {
-    let conn = Connection::open(config).await?;
+    run_scope(Connection::open(config).await?, body).await
+}
+
+/// Runs `body` inside the open connection `conn`, then closes it: [`open_connection`]'s scope.
+pub(crate) async fn run_scope<T>(
+    conn: Connection,
+    body: impl AsyncFnOnce(&Connection) -> T,
+) -> Result<T> {
     let mut closed = conn.closed_watch();
     let outcome = tokio::select! {
         v = body(&conn) => Ok(v),
@@ -95,6 +102,7 @@ struct Inner {
     shared: Arc<ConnShared>,
     tasks: Mutex<Option<Tasks>>,
     prefetch: u16,
+    endpoint: Endpoint,
 }
 
 impl Drop for Inner {
@@ -132,18 +140,59 @@ pub struct Connection {
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Connection")
+            .field("endpoint", &self.inner.endpoint)
             .field("tuning", &self.inner.shared.tuning)
             .finish_non_exhaustive()
     }
 }
 
 impl Connection {
-    /// Connects and performs the handshake, within `config.connect_timeout`.
+    /// Connects to the first broker of the configuration that answers (`host:port`, then
+    /// `more_hosts`, or all of them shuffled with `shuffle_hosts`), each attempt within
+    /// `config.connect_timeout`.
+    ///
+    /// With one broker, the error is that attempt's; with several,
+    /// [`Error::AllHostsFailed`] lists every attempt.
     pub async fn open(config: &ConnectionConfig) -> Result<Connection> {
-        let addr = config.addr();
+        let mut endpoints = config.endpoints();
+        if config.shuffle_hosts {
+            shuffle(&mut endpoints);
+        }
+        Ok(Self::open_first(config, &endpoints).await?.0)
+    }
+
+    /// Tries `endpoints` in order; the connection and the index of the broker that answered.
+    pub(crate) async fn open_first(
+        config: &ConnectionConfig,
+        endpoints: &[Endpoint],
+    ) -> Result<(Connection, usize)> {
+        let mut attempts = Vec::new();
+        for (i, endpoint) in endpoints.iter().enumerate() {
+            match Self::open_endpoint(config, endpoint).await {
+                Ok(conn) => return Ok((conn, i)),
+                Err(error) => {
+                    if endpoints.len() > 1 {
+                        tracing::warn!(%endpoint, %error, "broker unreachable; trying the next");
+                    }
+                    attempts.push(ConnectAttempt {
+                        endpoint: endpoint.to_string(),
+                        error,
+                    });
+                }
+            }
+        }
+        match attempts.len() {
+            0 => Err(Error::Config("no broker to connect to".into())),
+            1 => Err(attempts.remove(0).error),
+            _ => Err(Error::AllHostsFailed(attempts)),
+        }
+    }
+
+    /// Connects to one broker and performs the handshake, within `config.connect_timeout`.
+    async fn open_endpoint(config: &ConnectionConfig, endpoint: &Endpoint) -> Result<Connection> {
+        let addr = endpoint.to_string();
         let connect = async {
-            let mut stream = TcpStream::connect(&addr).await?;
-            stream.set_nodelay(true)?;
+            let mut stream = transport::connect(endpoint, config).await?;
             let (tuning, props, buf) = handshake(&mut stream, config).await?;
             Ok::<_, Error>((stream, tuning, props, buf))
         };
@@ -152,7 +201,8 @@ impl Connection {
             .map_err(|_| Error::ConnectTimeout {
                 addr: addr.clone(),
                 after: config.connect_timeout,
-            })??;
+            })?
+            .map_err(transport::classify)?;
         tracing::debug!(%addr, ?tuning, "connection open");
         let heartbeat = Duration::from_secs(u64::from(tuning.heartbeat));
         let shared = Arc::new(ConnShared::new(tuning, props));
@@ -200,6 +250,7 @@ impl Connection {
                 shared,
                 tasks: Mutex::new(Some(Tasks { reader, writer })),
                 prefetch: config.prefetch_count(),
+                endpoint: endpoint.clone(),
             }),
         })
     }
@@ -216,6 +267,11 @@ impl Connection {
     /// Waits until the connection ends and returns why.
     pub async fn closed(&self) -> Error {
         wait_closed(&mut self.closed_watch()).await
+    }
+
+    /// The broker this connection reached (of the configuration's list).
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.inner.endpoint
     }
 
     /// The limits settled with the server.
@@ -294,17 +350,38 @@ impl Connection {
         super::ChannelPool::new(self, size).await
     }
 
-    /// Replaces the credentials of the live connection (RabbitMQ's `update-secret`, for
-    /// expiring tokens).
-    pub fn update_secret(&self, new_secret: impl Into<LongString>, reason: &str) -> Result<()> {
-        self.inner.shared.send_method(
-            0,
-            &conn::UpdateSecret {
-                new_secret: new_secret.into(),
-                reason: reason.into(),
-            }
-            .into(),
-        )
+    /// Replaces the secret (password) of the live connection, RabbitMQ's `update-secret`: an
+    /// expiring token (OAuth 2) is rotated without reconnecting. Resolves once the broker
+    /// accepts it (`update-secret-ok`); a broker that refuses it closes the connection, and
+    /// the call fails with that error.
+    pub async fn update_secret(
+        &self,
+        new_secret: impl Into<LongString>,
+        reason: &str,
+    ) -> Result<()> {
+        let shared = &self.inner.shared;
+        let accepted = {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let mut waiters = lock(&shared.secret_updates);
+            shared.send_method(
+                0,
+                &conn::UpdateSecret {
+                    new_secret: new_secret.into(),
+                    reason: reason.into(),
+                }
+                .into(),
+            )?;
+            waiters.push_back(tx);
+            rx
+        };
+        let mut closed = self.closed_watch();
+        tokio::select! {
+            ok = accepted => match ok {
+                Ok(()) => Ok(()),
+                Err(_) => Err(wait_closed(&mut closed).await),
+            },
+            e = wait_closed(&mut closed) => Err(e),
+        }
     }
 
     /// Closes the connection cleanly: `connection.close`, then waits (5 s at most) for
@@ -368,5 +445,26 @@ impl Connection {
             }
         }
         self.inner.shared.fail(Error::Closed("connection"));
+    }
+}
+
+/// Puts `endpoints` in a random order (Fisher-Yates, seeded by the standard library's random
+/// hasher keys and the clock).
+pub(crate) fn shuffle(endpoints: &mut [Endpoint]) {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    let mut state = hasher.finish() | 1;
+    for i in (1..endpoints.len()).rev() {
+        // xorshift64
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let j = (state % (i as u64 + 1)) as usize;
+        endpoints.swap(i, j);
     }
 }

@@ -10,5 +10,6 @@ pub use channel::{
     QueueDeclareOptions,
 };
 pub use connection::{Connection, HeartbeatStats, open_connection};
+pub(crate) use connection::{run_scope, shuffle};
 pub use consumer::{Consumer, Delivery, GetMessage};
 pub use pool::{ChannelPool, PooledChannel};

@@ -1,21 +1,20 @@
 //! Opening a connection: protocol header, start / start-ok, tune / tune-ok, open / open-ok.
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::config::{AuthMechanism, ConnectionConfig};
 use crate::error::{CloseScope, Error, Result, UnexpectedCloseError};
 use crate::proto::connection::{
-    Tuning, amqplain_response, client_properties, negotiate, offers_mechanism, plain_response,
-    server_has_capability,
+    Tuning, amqplain_response, client_properties, external_response, negotiate, offers_mechanism,
+    plain_response, server_has_capability,
 };
 use crate::proto::method::connection as conn;
 use crate::proto::{FRAME_MIN_SIZE, FieldTable, Frame, FrameDecoder, Method, PROTOCOL_HEADER};
 
 /// Reads until a method frame on channel 0 arrives.
 async fn read_method(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + Unpin),
     decoder: &FrameDecoder,
     buf: &mut BytesMut,
 ) -> Result<Method> {
@@ -42,10 +41,12 @@ async fn read_method(
     }
 }
 
-async fn send(stream: &mut TcpStream, method: impl Into<Method>) -> Result<()> {
+/// Sends one method frame; the flush pushes it out of a TLS session's buffer.
+async fn send(stream: &mut (impl AsyncWrite + Unpin), method: impl Into<Method>) -> Result<()> {
     let mut out = BytesMut::new();
     crate::proto::frame::encode_method(&mut out, 0, &method.into())?;
     stream.write_all(&out).await?;
+    stream.flush().await?;
     Ok(())
 }
 
@@ -66,15 +67,16 @@ fn unexpected(expected: &str, got: &Method) -> Error {
     ))
 }
 
-/// Performs the handshake on a fresh socket. Returns the settled limits, the server's
-/// properties, and any bytes read past the handshake.
+/// Performs the handshake on a fresh stream (TCP, TLS or Unix socket). Returns the settled
+/// limits, the server's properties, and any bytes read past the handshake.
 pub(crate) async fn handshake(
-    stream: &mut TcpStream,
+    stream: &mut (impl AsyncRead + AsyncWrite + Unpin),
     cfg: &ConnectionConfig,
 ) -> Result<(Tuning, FieldTable, BytesMut)> {
     let decoder = FrameDecoder::new(FRAME_MIN_SIZE);
     let mut buf = BytesMut::with_capacity(8192);
     stream.write_all(&PROTOCOL_HEADER).await?;
+    stream.flush().await?;
 
     let start = match read_method(stream, &decoder, &mut buf).await? {
         Method::ConnectionStart(s) => s,
@@ -92,6 +94,7 @@ pub(crate) async fn handshake(
             "AMQPLAIN",
             amqplain_response(&cfg.username, cfg.password.expose())?,
         ),
+        AuthMechanism::External => ("EXTERNAL", external_response()),
     };
     if !offers_mechanism(&start.mechanisms, mechanism) {
         return Err(Error::NoCommonMechanism {

@@ -1,4 +1,5 @@
-//! The tokio side: the handshake, then two tasks per connection that own the socket halves.
+//! The tokio side: the transport (TCP, TLS, Unix socket), the handshake, then two tasks per
+//! connection that own the socket halves.
 //!
 //! The reader task decodes frames, reassembles content and hands each result to the channel
 //! it belongs to; it is the only place server-initiated events (closes, confirms, deliveries,
@@ -10,16 +11,17 @@
 mod handshake;
 mod reader;
 pub(crate) mod shared;
+#[cfg(feature = "tls")]
+mod tls;
+pub(crate) mod transport;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
-
 pub(crate) use handshake::handshake;
 pub(crate) use reader::Reader;
 use shared::{ConnShared, lock};
+use transport::WriteHalf;
 
 use crate::error::Result;
 use crate::proto::frame::encode_heartbeat;
@@ -29,12 +31,11 @@ pub(crate) const UNLIMITED_FRAME_MAX: u32 = 128 * 1024 * 1024;
 
 /// Drains the outgoing buffer to the socket until the connection ends.
 pub(crate) async fn write_loop(
-    socket: OwnedWriteHalf,
+    mut socket: WriteHalf,
     shared: Arc<ConnShared>,
     heartbeat: Duration,
 ) -> Result<()> {
-    let socket = Arc::new(socket);
-    lock(&shared.out).socket = Some(socket.clone());
+    lock(&shared.out).socket = socket.inline_writer();
     let idle = (!heartbeat.is_zero()).then(|| heartbeat / 2);
     // One timer for the connection's life, moved on only when it fires.
     let mut quiet_timer = idle.map(|idle| Box::pin(tokio::time::sleep(idle)));
@@ -55,7 +56,7 @@ pub(crate) async fn write_loop(
         match chunk {
             Some(bytes) => {
                 tracing::trace!(bytes = bytes.len(), "writing");
-                write_all(&socket, &bytes).await?;
+                socket.write_all(&bytes).await?;
                 lock(&shared.out).writing = false;
                 last_write = tokio::time::Instant::now();
                 shared
@@ -100,28 +101,6 @@ pub(crate) async fn write_loop(
     // close-ok makes RabbitMQ treat our clean close as an abrupt disconnect.
     let mut closed = shared.closed.subscribe();
     let _ = closed.wait_for(Option::is_some).await;
-    if let Ok(mut socket) = Arc::try_unwrap(socket) {
-        let _ = socket.shutdown().await;
-    }
-    Ok(())
-}
-
-/// Writes all of `bytes` through a shared write half: wait until writable, write what fits.
-async fn write_all(socket: &OwnedWriteHalf, mut bytes: &[u8]) -> Result<()> {
-    while !bytes.is_empty() {
-        socket.writable().await?;
-        match socket.try_write(bytes) {
-            Ok(0) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::WriteZero,
-                    "the socket accepted no bytes",
-                )
-                .into());
-            }
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    socket.shutdown().await;
     Ok(())
 }

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedReadHalf;
 
 use super::shared::{ChannelShared, ConnShared, ConsumerEvent, PendingConfirm, lock};
+use super::transport::ReadHalf;
 use crate::error::{CloseScope, Error, Result, ReturnedMessage, UnexpectedCloseError};
 use crate::proto::method::{basic, channel, connection};
 use crate::proto::{Assembled, Content, ContentAssembler, Frame, FrameDecoder, Method};
@@ -43,7 +43,7 @@ impl Reader {
     /// Reads until the connection ends. `Ok` only after a clean close of ours.
     pub(crate) async fn run(
         mut self,
-        mut socket: OwnedReadHalf,
+        mut socket: ReadHalf,
         mut buf: BytesMut,
         heartbeat: Duration,
     ) -> Result<()> {
@@ -144,7 +144,10 @@ impl Reader {
                 self.shared.out_drained.notify_waiters();
                 Ok(Flow::Continue)
             }
-            Method::ConnectionUpdateSecretOk(_) => Ok(Flow::Continue),
+            Method::ConnectionUpdateSecretOk(_) => {
+                self.shared.handle_update_secret_ok();
+                Ok(Flow::Continue)
+            }
             other => Err(Error::UnexpectedMethod(format!(
                 "{} on channel 0",
                 other.name()

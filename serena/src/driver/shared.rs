@@ -40,8 +40,9 @@ pub(crate) struct Outbox {
     /// `connection.blocked` reason while the broker blocks publishing.
     pub(crate) blocked: Option<String>,
     /// The socket's write half, for callers that write small urgent frames themselves
-    /// instead of waking the writer task (see [`ConnShared::flush_inline`]).
-    pub(crate) socket: Option<Arc<tokio::net::tcp::OwnedWriteHalf>>,
+    /// instead of waking the writer task (see [`ConnShared::flush_inline`]). Never set for
+    /// TLS, where only the writer task writes.
+    pub(crate) socket: Option<super::transport::InlineWriter>,
     /// The writer task is writing bytes it took from `buf`; nobody else may write meanwhile.
     pub(crate) writing: bool,
 }
@@ -70,6 +71,8 @@ pub(crate) struct ConnShared {
     pub(crate) stats: Stats,
     /// We sent `connection.close` and wait for `close-ok`.
     pub(crate) closing: std::sync::atomic::AtomicBool,
+    /// Callers of `update_secret` waiting for `update-secret-ok`, in the order they sent.
+    pub(crate) secret_updates: Mutex<VecDeque<oneshot::Sender<()>>>,
 }
 
 impl ConnShared {
@@ -84,6 +87,7 @@ impl ConnShared {
             closed: watch::channel(None).0,
             stats: Stats::default(),
             closing: std::sync::atomic::AtomicBool::new(false),
+            secret_updates: Mutex::new(VecDeque::new()),
         }
     }
 
@@ -173,12 +177,21 @@ impl ConnShared {
                 false
             }
         });
+        // Their senders dropped, waiting `update_secret` calls return the connection's error.
+        lock(&self.secret_updates).clear();
         let channels: Vec<_> = lock(&self.channels).slots.drain(..).flatten().collect();
         for ch in channels {
             ch.fail(error.clone());
         }
         self.out_ready.notify_one();
         self.out_drained.notify_waiters();
+    }
+
+    /// The broker accepted the oldest pending `update-secret`.
+    pub(crate) fn handle_update_secret_ok(&self) {
+        if let Some(waiter) = lock(&self.secret_updates).pop_front() {
+            let _ = waiter.send(());
+        }
     }
 
     pub(crate) fn channel(&self, id: u16) -> Option<Arc<ChannelShared>> {

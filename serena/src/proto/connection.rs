@@ -12,6 +12,9 @@
 //!   | <---------------- connection.open-ok -- |
 //! ```
 //!
+//! SASL: `PLAIN` and `AMQPLAIN` send user and password; `EXTERNAL` sends nothing and lets
+//! the server take the identity from the TLS client certificate.
+//!
 //! A refused login ends with `connection.close` 403 (we announce
 //! `authentication_failure_close`), an unknown virtual host with 530.
 
@@ -116,6 +119,12 @@ pub fn plain_response(username: &str, password: &str) -> LongString {
     LongString::from(v)
 }
 
+/// The EXTERNAL response: empty, so the server uses the identity it already has, with RabbitMQ
+/// the TLS client certificate's subject (or its common name).
+pub fn external_response() -> LongString {
+    LongString::from(Vec::new())
+}
+
 /// The AMQPLAIN response: a field table of LOGIN and PASSWORD without its length prefix.
 pub fn amqplain_response(username: &str, password: &str) -> Result<LongString, super::EncodeError> {
     let table = FieldTable::new()
@@ -182,7 +191,9 @@ mod tests {
             r.as_bytes().as_ref(),
             b"\x05LOGINS\x00\x00\x00\x01u\x08PASSWORDS\x00\x00\x00\x01p"
         );
+        assert!(external_response().as_bytes().is_empty());
         assert!(offers_mechanism(&"AMQPLAIN PLAIN".into(), "PLAIN"));
+        assert!(offers_mechanism(&"PLAIN EXTERNAL".into(), "EXTERNAL"));
         assert!(!offers_mechanism(&"AMQPLAIN".into(), "PLAIN"));
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! | variable | overrides |
 //! |---|---|
-//! | `SERENA_URL` | `url`: the broker, as an `amqp://` URI |
+//! | `SERENA_URL` | `url`: the broker, as an `amqp://` or `amqps://` URI, or several brokers (see [`ConnectionConfig::from_uri`]) |
 //! | `SERENA_USERNAME` | the user name in the URI |
 //! | `SERENA_PASSWORD` | the password in the URI |
 //! | `SERENA_HEARTBEAT` | `heartbeat`, in seconds |
@@ -36,7 +36,7 @@ pub const ENV_VARS: &[&str] = &[
 /// The `[connection]` block of a topology file. Every field is optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConnectionSettings {
-    /// The broker, as an `amqp://` URI (`url`).
+    /// The broker, as an `amqp://` or `amqps://` URI, or a list of brokers (`url`).
     pub url: Option<String>,
     /// Heartbeat interval in seconds; 0 turns heartbeats off (`heartbeat`).
     pub heartbeat: Option<u16>,
@@ -212,5 +212,22 @@ mod tests {
         assert!(err.to_string().contains("amqp://"), "{err}");
         // An empty variable counts as unset.
         assert!(s.resolve_with(None, env(&[("SERENA_URL", "")])).is_ok());
+    }
+
+    #[test]
+    fn serena_url_takes_a_host_list() {
+        let vars = [
+            ("SERENA_URL", "amqp://app@a.example,b.example:5673/prod"),
+            ("SERENA_PASSWORD", "s3cret"),
+        ];
+        let cfg = ConnectionSettings::default()
+            .resolve_with(None, env(&vars))
+            .unwrap();
+        let hosts: Vec<String> = cfg.endpoints().iter().map(ToString::to_string).collect();
+        assert_eq!(hosts, ["a.example:5672", "b.example:5673"]);
+        assert_eq!(
+            (cfg.username.as_str(), cfg.password.expose()),
+            ("app", "s3cret")
+        );
     }
 }

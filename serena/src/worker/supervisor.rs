@@ -15,7 +15,11 @@
 //!
 //! What restarting cannot fix stops the supervisor with an error instead of looping:
 //! access refused (403), not allowed (530), a missing entity (404), a mismatched declaration
-//! (406), and configuration errors.
+//! (406), a refused server certificate, and configuration errors.
+//!
+//! With several brokers in the configuration (`more_hosts`, a host list in the URI), each
+//! restart starts at the broker after the one that failed or died, and goes on round the
+//! list from there: a worker survives the loss of one node of a cluster.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,9 +34,9 @@ use tracing::Instrument;
 use super::backoff::{Backoff, jitter_unit};
 use super::handler::{DeliveryContext, Handler, Outcome, Publisher, StateMap};
 use super::stats::{Counters, SupervisorHandle};
-use crate::client::{Channel, Connection, ConsumeOptions, Consumer, Delivery, open_connection};
-use crate::config::ConnectionConfig;
-use crate::error::{Error, Result};
+use crate::client::{Channel, Connection, ConsumeOptions, Consumer, Delivery, run_scope, shuffle};
+use crate::config::{ConnectionConfig, Endpoint};
+use crate::error::{Error, Result, TlsError};
 use crate::proto::FieldTable;
 
 /// A setup step run on every (re)connection before the consumers start, such as applying a
@@ -69,6 +73,9 @@ pub fn is_permanent(error: &Error) -> bool {
         | Error::NoCommonMechanism { .. }
         | Error::Config(_)
         | Error::Encode(_) => true,
+        Error::Tls(tls) => !matches!(tls, TlsError::AlertReceived(_) | TlsError::Handshake(_)),
+        // Every broker of the list refused for good.
+        Error::AllHostsFailed(attempts) => attempts.iter().all(|a| is_permanent(&a.error)),
         _ => false,
     }
 }
@@ -242,9 +249,24 @@ impl Supervisor {
 
     async fn supervise(&self, stop: watch::Receiver<bool>) -> Result<(), SupervisorError> {
         let mut attempt: u32 = 0;
+        let mut endpoints = self.config.endpoints();
+        if self.config.shuffle_hosts {
+            shuffle(&mut endpoints);
+        }
+        // Where the next life of the tree starts in the list of brokers.
+        let mut first = 0;
         loop {
             let started = Instant::now();
-            let outcome = self.run_tree(stop.clone()).await;
+            let order: Vec<Endpoint> = endpoints[first..]
+                .iter()
+                .chain(&endpoints[..first])
+                .cloned()
+                .collect();
+            let mut reached = None;
+            let outcome = self.run_tree(&order, &mut reached, stop.clone()).await;
+            // Next time, start after the broker that died (or after the first one tried, when
+            // none answered).
+            first = (first + reached.unwrap_or(0) + 1) % endpoints.len();
             let _ = self.ready.send(false);
             let error = match outcome {
                 Ok(()) => {
@@ -286,9 +308,18 @@ impl Supervisor {
         }
     }
 
-    /// One life of the tree: connect, set up, consume until an error or the stop signal.
-    async fn run_tree(&self, stop: watch::Receiver<bool>) -> Result<()> {
-        let outcome = open_connection(&self.config, async |conn| {
+    /// One life of the tree: connect to the first broker of `order` that answers (its index
+    /// goes to `reached`), set up, consume until an error or the stop signal.
+    async fn run_tree(
+        &self,
+        order: &[Endpoint],
+        reached: &mut Option<usize>,
+        stop: watch::Receiver<bool>,
+    ) -> Result<()> {
+        let (conn, index) = Connection::open_first(&self.config, order).await?;
+        *reached = Some(index);
+        tracing::info!(endpoint = %conn.endpoint(), "connected");
+        let outcome = run_scope(conn, async |conn| {
             for step in &self.setup {
                 step(conn.clone()).await?;
             }
