@@ -14,12 +14,16 @@
 //! ```text
 //! cargo test -p serena-tests --test cluster               # every case
 //! cargo test -p serena-tests --test cluster -- node_loss  # cases whose name contains it
+//! SERENA_CLUSTER_KEEP=1 cargo test -p serena-tests --test cluster   # reuse a running
+//!                                     # cluster and leave it up (when working on these tests)
 //! ```
 
 #[path = "cluster/competing.rs"]
 mod competing;
 #[path = "cluster/harness.rs"]
 mod harness;
+#[path = "cluster/node_loss.rs"]
+mod node_loss;
 #[path = "cluster/topology.rs"]
 mod topology;
 
@@ -37,6 +41,11 @@ const CASES: &[Case] = &[
         name: "single_active_consumer_hands_over_between_worker_processes",
         limit: Duration::from_secs(60),
         run: competing::single_active_consumer,
+    },
+    Case {
+        name: "node_loss_loses_no_confirmed_message",
+        limit: Duration::from_secs(120),
+        run: node_loss::node_loss,
     },
 ];
 

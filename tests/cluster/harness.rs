@@ -93,6 +93,16 @@ pub(crate) async fn ctl_json(node: usize, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("rabbitmqctl {args:?}: {e}: {out}"))
 }
 
+/// Stops node `i`'s VM, keeping its data (`extra-node.sh halt`).
+pub(crate) async fn halt(i: usize) {
+    node_script(&["halt", NODES[i]]).await;
+}
+
+/// Starts a halted node `i` again and waits until it runs (`extra-node.sh restart`).
+pub(crate) async fn restart(i: usize) {
+    node_script(&["restart", NODES[i]]).await;
+}
+
 /// The running nodes, as node `via` sees the cluster.
 pub(crate) async fn running_nodes(via: usize) -> Vec<String> {
     let status = ctl_json(via, &["cluster_status"]).await;
@@ -196,6 +206,12 @@ where
     }
 }
 
+/// `SERENA_CLUSTER_KEEP` (for working on these tests): use a cluster that already runs, and
+/// leave it running at the end.
+fn keep() -> bool {
+    std::env::var_os("SERENA_CLUSTER_KEEP").is_some()
+}
+
 /// Stops the cluster when dropped: at the end, and on a panic that escapes the harness.
 struct ClusterGuard;
 
@@ -203,6 +219,10 @@ impl ClusterGuard {
     fn start() -> Result<ClusterGuard, String> {
         // The guard exists before the script runs, so a half-started cluster is stopped too.
         let guard = ClusterGuard;
+        if keep() && run_script("cluster.sh", &["status"]).is_ok() {
+            eprintln!("SERENA_CLUSTER_KEEP is set: using the cluster that runs");
+            return Ok(guard);
+        }
         run_script("cluster.sh", &["start"])?;
         Ok(guard)
     }
@@ -210,6 +230,10 @@ impl ClusterGuard {
 
 impl Drop for ClusterGuard {
     fn drop(&mut self) {
+        if keep() {
+            eprintln!("SERENA_CLUSTER_KEEP is set: the cluster stays up (scripts/cluster.sh stop)");
+            return;
+        }
         stop_cluster();
     }
 }
