@@ -161,7 +161,8 @@ pub struct Queue {
     pub delivery_limit: Option<u32>,
     /// How many cluster nodes hold a replica of the queue, at least 1: its replication factor
     /// (`x-quorum-initial-group-size`; quorum). RabbitMQ picks the nodes when the queue is
-    /// declared and caps the number at the cluster's size; unset, every node holds one.
+    /// declared and caps the number at the cluster's size; unset, the broker's default applies
+    /// (its `quorum_cluster_size`, 3 out of the box).
     pub initial_group_size: Option<u32>,
     /// How long a stream keeps messages, e.g. `7D` (`x-max-age`; streams).
     pub max_age: Option<String>,
