@@ -267,22 +267,62 @@ async fn stop_on_signal() {
     std::process::exit(130);
 }
 
-/// Runs the selected cases against one cluster and reports like libtest. Arguments: `--list`
-/// lists the cases; other flags (`--nocapture`, `--test-threads=N`, ...) are accepted and
-/// ignored; a word selects the cases whose name contains it.
-pub(crate) fn main(cases: &[Case]) -> ExitCode {
+/// What the command line selects, read the way libtest reads it: words are filters (a case
+/// runs when its name contains one, or equals one with `--exact`), `--skip WORD` leaves cases
+/// out, `--ignored` selects none (no case is ignored), `--list` lists instead of running, and
+/// other flags (`--nocapture`, `--test-threads=N`, ...) change nothing here.
+struct Selection {
+    list: bool,
+    cases: Vec<&'static Case>,
+}
+
+fn select(cases: &'static [Case], args: &[String]) -> Selection {
+    let (mut filters, mut skips) = (Vec::new(), Vec::new());
+    let (mut exact, mut ignored, mut list) = (false, false, false);
+    let mut args = args.iter();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--skip" => skips.extend(args.next().cloned()),
+            "--exact" => exact = true,
+            "--ignored" => ignored = true,
+            "--list" => list = true,
+            // Flags that take a value in the next argument.
+            "--format" | "--color" | "--test-threads" | "--logfile" | "-Z" => {
+                args.next();
+            }
+            flag if flag.starts_with('-') => {}
+            word => filters.push(word.to_owned()),
+        }
+    }
+    let matches = |name: &str, pattern: &str| {
+        if exact {
+            name == pattern
+        } else {
+            name.contains(pattern)
+        }
+    };
+    let cases = cases
+        .iter()
+        .filter(|_| !ignored)
+        .filter(|c| filters.is_empty() || filters.iter().any(|f| matches(c.name, f)))
+        .filter(|c| !skips.iter().any(|s| matches(c.name, s)))
+        .collect();
+    Selection { list, cases }
+}
+
+/// Runs the selected cases (see [`select`]) against one cluster and reports like libtest.
+pub(crate) fn main(cases: &'static [Case]) -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--list") {
-        for c in cases {
+    let Selection {
+        list,
+        cases: selected,
+    } = select(cases, &args);
+    if list {
+        for c in &selected {
             println!("{}: test", c.name);
         }
         return ExitCode::SUCCESS;
     }
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    let selected: Vec<&Case> = cases
-        .iter()
-        .filter(|c| filters.is_empty() || filters.iter().any(|f| c.name.contains(f.as_str())))
-        .collect();
     println!("\nrunning {} tests", selected.len());
     if selected.is_empty() {
         println!("\ntest result: ok. 0 passed; 0 failed; finished in 0.00s\n");
