@@ -117,6 +117,36 @@ impl fmt::Display for Endpoint {
 
 /// Everything needed to open a connection. `Default` is RabbitMQ's out-of-the-box setup:
 /// `127.0.0.1:5672`, guest/guest, virtual host `/`, no TLS.
+///
+/// Three brokers over TLS, logging in with a client certificate:
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use serena::{AuthMechanism, ClientCertificate, ConnectionConfig, Endpoint, TlsOptions};
+///
+/// let config = ConnectionConfig {
+///     host: "rabbit-1.internal".into(),
+///     port: 5671,
+///     more_hosts: vec![
+///         Endpoint::new("rabbit-2.internal", 5671),
+///         Endpoint::new("rabbit-3.internal", 5671),
+///     ],
+///     tls: Some(TlsOptions {
+///         ca_file: Some("/etc/rabbitmq-ca/ca.pem".into()),
+///         client_cert: Some(ClientCertificate {
+///             cert_file: "/etc/app-tls/tls.crt".into(),
+///             key_file: "/etc/app-tls/tls.key".into(),
+///         }),
+///         ..Default::default()
+///     }),
+///     auth_mechanism: AuthMechanism::External,
+///     virtual_host: "orders".into(),
+///     connection_name: Some("orders-worker".into()),
+///     connect_timeout: Duration::from_secs(5),
+///     ..Default::default()
+/// };
+/// # let _ = config;
+/// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConnectionConfig {
     /// Host name or address, or the absolute path of a Unix socket (see [`Endpoint`]).

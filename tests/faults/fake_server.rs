@@ -119,11 +119,13 @@ fn method_bytes(method: impl Into<Method>) -> BytesMut {
     out
 }
 
-/// Bytes a server sends after the handshake, and the decode error they must cause.
+/// Bytes a server sends after the handshake, the decode error they must cause, and the reply
+/// code of the client's close (the rules are in `tests/hostile.rs`).
 struct Garbage {
     what: &'static str,
     bytes: Vec<u8>,
     expected: fn(&DecodeError) -> bool,
+    reply_code: u16,
 }
 
 #[tokio::test]
@@ -144,6 +146,7 @@ async fn garbage_after_the_handshake_is_a_protocol_error() {
                     }
                 )
             },
+            reply_code: 501,
         },
         Garbage {
             what: "unknown frame type",
@@ -157,11 +160,13 @@ async fn garbage_after_the_handshake_is_a_protocol_error() {
                     }
                 )
             },
+            reply_code: 501,
         },
         Garbage {
             what: "frame over frame_max",
             bytes: vec![3, 0, 1, 0x7f, 0xff, 0xff, 0xff],
             expected: |e| matches!(e, DecodeError::FrameTooLarge { channel: 1, .. }),
+            reply_code: 501,
         },
         Garbage {
             what: "unknown method",
@@ -175,6 +180,7 @@ async fn garbage_after_the_handshake_is_a_protocol_error() {
                     }
                 )
             },
+            reply_code: 540,
         },
         Garbage {
             what: "heartbeat with a payload",
@@ -188,12 +194,14 @@ async fn garbage_after_the_handshake_is_a_protocol_error() {
                     }
                 )
             },
+            reply_code: 501,
         },
     ];
     for Garbage {
         what,
         bytes: garbage,
         expected,
+        reply_code,
     } in cases
     {
         let server = FakeServer::bind().await.expect("bind");
@@ -212,9 +220,9 @@ async fn garbage_after_the_handshake_is_a_protocol_error() {
             with_peer(peer, doomed_client(&server.client_config(), &cancelled)).await;
         match answer {
             Ok(Method::ConnectionClose(c)) => {
-                assert_eq!(c.reply_code, 501, "{what}: {c:?}");
+                assert_eq!(c.reply_code, reply_code, "{what}: {c:?}");
             }
-            other => panic!("{what}: expected connection.close 501 from the client, got {other:?}"),
+            other => panic!("{what}: expected connection.close from the client, got {other:?}"),
         }
         match &err {
             Error::Protocol(e) => assert!(expected(e), "{what}: {e:?}"),

@@ -17,7 +17,9 @@
 //!   | -- tune-ok, open -----------------> |   | tune-ok and open as the client sent them
 //!   | <---------------- connection.open-ok |  /
 //!   |            ...                       |  serve (answer channel setup, ack publishes,
-//!   |                                      |  close-ok), drain (read, never write), send_raw
+//!   |                                      |  close-ok), serve_setup (answer channel setup
+//!   |                                      |  until something else comes), drain (read,
+//!   |                                      |  never write), send_raw (broken frames too)
 //! ```
 
 use std::collections::HashMap;
@@ -432,6 +434,46 @@ impl PeerConn {
                     )));
                 }
             }
+        }
+    }
+
+    /// Answers the client's channel setup like a broker (`channel.open`, `confirm.select` and
+    /// `basic.qos`, which the client pipelines for every channel) and returns the first other
+    /// unit the client sends, with its channel.
+    pub async fn serve_setup(&mut self) -> PeerResult<(u16, Assembled)> {
+        loop {
+            let (ch, unit) = self.recv().await?;
+            match unit {
+                Assembled::Method(Method::ChannelOpen(_)) => {
+                    self.send(ch, channel::OpenOk::default()).await?;
+                }
+                Assembled::Method(Method::ConfirmSelect(_)) => {
+                    self.send(ch, confirm::SelectOk {}).await?;
+                }
+                Assembled::Method(Method::BasicQos(_)) => self.send(ch, basic::QosOk {}).await?,
+                other => return Ok((ch, other)),
+            }
+        }
+    }
+
+    /// Like [`serve_setup`](Self::serve_setup), then checks the unit is `expected` (compared
+    /// by name, e.g. `"queue.declare"`) on `channel`, and returns the method.
+    pub async fn serve_setup_until(&mut self, channel: u16, expected: &str) -> PeerResult<Method> {
+        match self.serve_setup().await? {
+            (ch, Assembled::Method(m)) if ch == channel && m.name() == expected => Ok(m),
+            (ch, other) => Err(PeerError::Unexpected(format!(
+                "{other:?} on channel {ch}, expected {expected} on channel {channel}"
+            ))),
+        }
+    }
+
+    /// The client's next unit, which must be `connection.close` (heartbeats are skipped).
+    pub async fn expect_connection_close(&mut self) -> PeerResult<connection::Close> {
+        match self.recv_connection_method().await? {
+            Method::ConnectionClose(close) => Ok(close),
+            other => Err(PeerError::Unexpected(format!(
+                "{other:?}, expected connection.close"
+            ))),
         }
     }
 

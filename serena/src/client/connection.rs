@@ -214,26 +214,8 @@ impl Connection {
                 let result = Reader::new(shared.clone())
                     .run(read_half, buf, heartbeat)
                     .await;
-                if let Err(e @ (Error::Protocol(_) | Error::UnexpectedMethod(_))) = &result {
-                    // Tell the server why before the socket goes: 501 frame-error for bytes
-                    // that are not AMQP, 505 unexpected-frame for frames out of place.
-                    let reply_code = if matches!(e, Error::Protocol(_)) {
-                        501
-                    } else {
-                        505
-                    };
-                    let text: String = e.to_string().chars().take(200).collect();
-                    let _ = shared.send_method(
-                        0,
-                        &conn::Close {
-                            reply_code,
-                            reply_text: text.into(),
-                            class_id: 0,
-                            method_id: 0,
-                        }
-                        .into(),
-                    );
-                }
+                // A server that broke the protocol has had its connection.close from the
+                // reader already, with the reply code of the rule it broke.
                 shared.fail(result.err().unwrap_or(Error::Closed("connection")));
             })
         };
@@ -466,5 +448,28 @@ pub(crate) fn shuffle(endpoints: &mut [Endpoint]) {
         state ^= state << 17;
         let j = (state % (i as u64 + 1)) as usize;
         endpoints.swap(i, j);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shuffling_keeps_every_broker_and_varies_the_order() {
+        let list: Vec<Endpoint> = (0..6)
+            .map(|i| Endpoint::new(format!("h{i}"), 5672))
+            .collect();
+        let mut orders = std::collections::HashSet::new();
+        for _ in 0..50 {
+            let mut shuffled = list.clone();
+            shuffle(&mut shuffled);
+            let mut sorted = shuffled.clone();
+            sorted.sort_by(|a, b| a.host.cmp(&b.host));
+            assert_eq!(sorted, list);
+            orders.insert(shuffled);
+        }
+        // 720 orders are possible; 50 draws that all agree would mean no shuffling at all.
+        assert!(orders.len() > 1, "{orders:?}");
     }
 }

@@ -17,14 +17,42 @@ pub struct Location {
 }
 
 impl Location {
-    /// The location of byte `offset` in `text`.
+    /// The location of byte `offset` in `text` (one lookup; see [`LineIndex`] for many).
+    #[cfg(test)]
     pub(crate) fn of_offset(text: &str, offset: usize) -> Location {
-        let offset = offset.min(text.len());
-        let before = text.get(..offset).unwrap_or(text);
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        LineIndex::new(text).locate(text, offset)
+    }
+}
+
+/// Where each line of a text starts, built once so that turning byte offsets into locations
+/// costs a binary search and one line's characters, not a scan from the start of the text
+/// (a file with thousands of problems would otherwise take quadratic time to report).
+#[derive(Debug, Clone)]
+pub(crate) struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    /// Indexes the lines of `text`.
+    pub(crate) fn new(text: &str) -> LineIndex {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        LineIndex { starts }
+    }
+
+    /// The location of byte `offset` in `text`, the text this index was built from. An offset
+    /// past the end is the end; one inside a character counts as that character.
+    pub(crate) fn locate(&self, text: &str, offset: usize) -> Location {
+        let mut offset = offset.min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.starts.partition_point(|&start| start <= offset);
+        let line_start = self.starts[line - 1];
         Location {
-            line: before.matches('\n').count() + 1,
-            column: before[line_start..].chars().count() + 1,
+            line,
+            column: text[line_start..offset].chars().count() + 1,
         }
     }
 }
@@ -224,6 +252,25 @@ mod tests {
             Location { line: 2, column: 6 }
         );
         assert_eq!(Location::of_offset(text, 999).line, 3);
+    }
+
+    #[test]
+    fn the_line_index_agrees_with_counting_from_the_start_at_every_offset() {
+        let text = "a = 1\n\nnamé = \"x\"\r\n[[queues]]\n  ünïcode\n";
+        let index = LineIndex::new(text);
+        for offset in 0..=text.len() + 2 {
+            let mut at = offset.min(text.len());
+            while !text.is_char_boundary(at) {
+                at -= 1;
+            }
+            let before = &text[..at];
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            let naive = Location {
+                line: before.matches('\n').count() + 1,
+                column: before[line_start..].chars().count() + 1,
+            };
+            assert_eq!(index.locate(text, offset), naive, "offset {offset}");
+        }
     }
 
     #[test]

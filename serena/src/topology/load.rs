@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use toml::de::{DeTable, DeValue};
 
-use super::error::{Destination, Entity, EntityName, TopologyError};
+use super::error::{Destination, Entity, EntityName, LineIndex, TopologyError};
 use super::model::{Binding, Exchange, ExchangeKind, Overflow, Queue, QueueType, Topology};
 use super::reader::{Ctx, Reader, Span, a, array_of_tables, unknown_key};
 use super::settings::ConnectionSettings;
@@ -57,6 +57,7 @@ const BINDING_KEYS: &[&str] = &[
 pub(crate) fn parse(text: &str, file: &str) -> Result<Topology, TopologyError> {
     let mut ctx = Ctx {
         text,
+        lines: LineIndex::new(text),
         file: Arc::from(file),
         problems: Vec::new(),
     };

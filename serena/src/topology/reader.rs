@@ -4,20 +4,21 @@
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-use super::error::{Entity, Location, Problem, TopologyError};
+use super::error::{Entity, LineIndex, Location, Problem, TopologyError};
 use super::model::{Origin, QUEUE_ARGUMENT_KEYS};
 use super::validate::sort_problems;
 use crate::proto::{FieldTable, FieldValue, ShortString};
 
 pub(crate) struct Ctx<'t> {
     pub(crate) text: &'t str,
+    pub(crate) lines: LineIndex,
     pub(crate) file: std::sync::Arc<str>,
     pub(crate) problems: Vec<Problem>,
 }
 
 impl Ctx<'_> {
     pub(crate) fn location(&self, offset: usize) -> Location {
-        Location::of_offset(self.text, offset)
+        self.lines.locate(self.text, offset)
     }
 
     pub(crate) fn report(&mut self, offset: usize, entity: Entity, message: impl Into<String>) {

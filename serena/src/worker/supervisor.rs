@@ -564,3 +564,51 @@ pub async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{CertificateProblem, ConnectAttempt, UnexpectedCloseError};
+
+    fn refused() -> Error {
+        Error::UnexpectedClose(UnexpectedCloseError {
+            scope: crate::CloseScope::Connection,
+            reply_code: 403,
+            reply_text: "ACCESS_REFUSED".into(),
+            class_id: 0,
+            method_id: 0,
+        })
+    }
+
+    fn attempt(error: Error) -> ConnectAttempt {
+        ConnectAttempt {
+            endpoint: "h:5672".into(),
+            error,
+        }
+    }
+
+    #[test]
+    fn a_host_list_is_given_up_only_when_every_broker_refused_for_good() {
+        let unreachable = Error::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(is_permanent(&Error::AllHostsFailed(vec![
+            attempt(refused()),
+            attempt(refused()),
+        ])));
+        assert!(!is_permanent(&Error::AllHostsFailed(vec![
+            attempt(refused()),
+            attempt(unreachable),
+        ])));
+    }
+
+    #[test]
+    fn a_refused_certificate_is_permanent_and_an_alert_is_not() {
+        assert!(is_permanent(&Error::Tls(TlsError::InvalidCertificate {
+            problem: CertificateProblem::UnknownIssuer,
+            detail: "UnknownIssuer".into(),
+        })));
+        assert!(is_permanent(&Error::Tls(TlsError::NotCompiled)));
+        assert!(!is_permanent(&Error::Tls(TlsError::AlertReceived(
+            "InternalError".into()
+        ))));
+    }
+}
