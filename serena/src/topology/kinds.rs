@@ -129,12 +129,14 @@ impl QueueType {
     /// |---|---|---|---|
     /// | `max_age` | no | no | yes |
     /// | `max_length_bytes` | yes | yes | yes |
-    /// | `delivery_limit` | no | yes | no |
+    /// | `delivery_limit`, `initial_group_size` | no | yes | no |
     /// | `max_priority` | yes | no | no |
     /// | dead-lettering, `message_ttl`, `expires`, `max_length`, `overflow`, `single_active_consumer` | yes | yes | no |
     pub fn supports(self, key: &str) -> bool {
         match self {
-            QueueType::Classic => !matches!(key, "delivery_limit" | "max_age"),
+            QueueType::Classic => {
+                !matches!(key, "delivery_limit" | "initial_group_size" | "max_age")
+            }
             QueueType::Quorum => !matches!(key, "max_age" | "max_priority"),
             QueueType::Stream => matches!(key, "max_age" | "max_length_bytes"),
         }
@@ -182,5 +184,8 @@ mod tests {
             assert_eq!(ExchangeKind::from_name(k).to_string(), k);
         }
         assert!(QueueType::Stream.supports("max_age") && !QueueType::Classic.supports("max_age"));
+        assert!(QueueType::Quorum.supports("initial_group_size"));
+        assert!(!QueueType::Classic.supports("initial_group_size"));
+        assert!(!QueueType::Stream.supports("initial_group_size"));
     }
 }

@@ -39,6 +39,7 @@ const QUEUE_KEYS: &[&str] = &[
     "overflow",
     "single_active_consumer",
     "delivery_limit",
+    "initial_group_size",
     "max_age",
     "max_priority",
     "arguments",
@@ -236,6 +237,7 @@ fn read_queue(ctx: &mut Ctx<'_>, span: Span, table: &DeTable<'_>, i: usize) -> Q
         overflow,
         single_active_consumer: r.bool("single_active_consumer", false),
         delivery_limit: r.int("delivery_limit", 0, u32_max, "deliveries"),
+        initial_group_size: r.int("initial_group_size", 1, u32_max, "replicas"),
         max_age: r.string("max_age"),
         max_priority: r.int("max_priority", 1, 255, ""),
         arguments: r.arguments(),
@@ -345,6 +347,32 @@ mod tests {
                 line: 4,
                 column: 38
             })
+        );
+    }
+
+    #[test]
+    fn initial_group_size_is_the_quorum_replication_factor() {
+        let t = parse(
+            "[[queues]]\nname = \"q\"\ntype = \"quorum\"\ninitial_group_size = 3\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(t.queues[0].initial_group_size, Some(3));
+        assert_eq!(
+            t.queues[0]
+                .declare_arguments()
+                .get("x-quorum-initial-group-size"),
+            Some(&FieldValue::I64(3))
+        );
+        let err = parse(
+            "[[queues]]\nname = \"q\"\ntype = \"quorum\"\ninitial_group_size = 0\n",
+            "t.toml",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "t.toml:4:22: queue \"q\": initial_group_size must be between 1 and 4294967295 \
+             (replicas), not 0"
         );
     }
 

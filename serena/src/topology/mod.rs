@@ -15,6 +15,7 @@
 //! dead_letter_exchange = ""
 //! dead_letter_routing_key = "orders.parking"
 //! delivery_limit = 5
+//! initial_group_size = 3            # replicas on 3 nodes of a cluster
 //!
 //! [[queues]]
 //! name = "orders.parking"
@@ -35,7 +36,7 @@
 //! |---|---|
 //! | `[connection]` | `url`, `heartbeat` (s), `frame_size` (bytes), `channel_buffer_size` ([`settings`]) |
 //! | `[[exchanges]]` | `name`, `type`, `declare`, `durable`, `auto_delete`, `internal`, `alternate_exchange`, `arguments` |
-//! | `[[queues]]` | `name`, `type`, `declare`, `durable`, `exclusive`, `auto_delete`, `dead_letter_exchange`, `dead_letter_routing_key`, `message_ttl` (ms), `expires` (ms), `max_length`, `max_length_bytes`, `overflow`, `single_active_consumer`, `delivery_limit`, `max_age`, `max_priority`, `arguments` |
+//! | `[[queues]]` | `name`, `type`, `declare`, `durable`, `exclusive`, `auto_delete`, `dead_letter_exchange`, `dead_letter_routing_key`, `message_ttl` (ms), `expires` (ms), `max_length`, `max_length_bytes`, `overflow`, `single_active_consumer`, `delivery_limit`, `initial_group_size` (quorum replicas), `max_age`, `max_priority`, `arguments` |
 //! | `[[bindings]]` | `source`, `queue` or `exchange`, `routing_key`, `arguments`, `declare` |
 //!
 //! `arguments` is a table sent as given: TOML strings become long strings, integers signed

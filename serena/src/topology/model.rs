@@ -159,6 +159,11 @@ pub struct Queue {
     pub single_active_consumer: bool,
     /// Deliveries before a message is dead-lettered or dropped (`x-delivery-limit`; quorum).
     pub delivery_limit: Option<u32>,
+    /// How many cluster nodes hold a replica of the queue, at least 1: its replication factor
+    /// (`x-quorum-initial-group-size`; quorum). RabbitMQ picks the nodes when the queue is
+    /// declared and caps the number at the cluster's size; unset, the broker's default applies
+    /// (its `quorum_cluster_size`, 3 out of the box).
+    pub initial_group_size: Option<u32>,
     /// How long a stream keeps messages, e.g. `7D` (`x-max-age`; streams).
     pub max_age: Option<String>,
     /// Highest message priority, 1 to 255 (`x-max-priority`; classic).
@@ -187,6 +192,7 @@ impl Default for Queue {
             overflow: None,
             single_active_consumer: false,
             delivery_limit: None,
+            initial_group_size: None,
             max_age: None,
             max_priority: None,
             arguments: FieldTable::new(),
@@ -207,6 +213,7 @@ pub(crate) const QUEUE_ARGUMENT_KEYS: &[(&str, &str)] = &[
     ("x-overflow", "overflow"),
     ("x-single-active-consumer", "single_active_consumer"),
     ("x-delivery-limit", "delivery_limit"),
+    ("x-quorum-initial-group-size", "initial_group_size"),
     ("x-max-age", "max_age"),
     ("x-max-priority", "max_priority"),
 ];
@@ -251,6 +258,9 @@ impl Queue {
         }
         if let Some(v) = self.delivery_limit {
             args.insert("x-delivery-limit", i64::from(v));
+        }
+        if let Some(v) = self.initial_group_size {
+            args.insert("x-quorum-initial-group-size", i64::from(v));
         }
         if let Some(v) = &self.max_age {
             args.insert("x-max-age", v.as_str());
@@ -373,7 +383,8 @@ mod tests {
             delivery_limit: Some(5),
             single_active_consumer: true,
             max_length: Some(u64::MAX),
-            arguments: FieldTable::new().with("x-quorum-initial-group-size", 3i64),
+            initial_group_size: Some(3),
+            arguments: FieldTable::new().with("x-queue-leader-locator", "balanced"),
             ..Queue::new("work")
         };
         let args = q.declare_arguments();
@@ -398,7 +409,12 @@ mod tests {
             args.get("x-single-active-consumer"),
             Some(&FieldValue::Bool(true))
         );
-        assert!(args.contains_key("x-quorum-initial-group-size"));
+        assert_eq!(
+            args.get("x-quorum-initial-group-size")
+                .and_then(FieldValue::as_i64),
+            Some(3)
+        );
+        assert!(args.contains_key("x-queue-leader-locator"));
         assert!(!args.contains_key("x-message-ttl"));
         let opts = q.declare_options(true);
         assert!(opts.passive && opts.durable && !opts.exclusive);

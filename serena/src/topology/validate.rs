@@ -9,8 +9,9 @@
 //! - exchange types: `direct`, `fanout`, `topic`, `headers`, or a plugin type starting `x-`;
 //! - queue types: quorum queues and streams are durable, never exclusive or auto-delete; each
 //!   property is one the type supports (RabbitMQ 3.10's answers, e.g. `x-max-priority` only on
-//!   classic queues, `x-max-age` only on streams, `x-delivery-limit` only on quorum queues);
-//! - values: `expires` and `max_priority` above zero, lengths that fit a signed 64-bit argument,
+//!   classic queues, `x-max-age` only on streams, `x-delivery-limit` and
+//!   `x-quorum-initial-group-size` only on quorum queues);
+//! - values: `expires`, `max_priority` and `initial_group_size` above zero, lengths that fit a signed 64-bit argument,
 //!   `max_age` a number and a unit, `x-match` one of RabbitMQ's four, no NaN or infinity in
 //!   arguments, no argument that a key of its own sets (`arguments.x-max-priority`).
 
@@ -240,6 +241,12 @@ fn problems(t: &Topology) -> Vec<Problem> {
         if q.max_priority == Some(0) {
             c.at("max_priority", "max_priority must be between 1 and 255");
         }
+        if q.initial_group_size == Some(0) {
+            c.at(
+                "initial_group_size",
+                "initial_group_size must be at least 1 (replicas)",
+            );
+        }
         for (key, v) in [
             ("max_length", q.max_length),
             ("max_length_bytes", q.max_length_bytes),
@@ -369,7 +376,7 @@ fn queue_type_rules(c: &mut Checker<'_>, q: &Queue) {
             );
         }
     }
-    let set: [(&str, &str, bool); 11] = [
+    let set: [(&str, &str, bool); 12] = [
         (
             "dead_letter_exchange",
             "x-dead-letter-exchange",
@@ -393,6 +400,11 @@ fn queue_type_rules(c: &mut Checker<'_>, q: &Queue) {
             "delivery_limit",
             "x-delivery-limit",
             q.delivery_limit.is_some(),
+        ),
+        (
+            "initial_group_size",
+            "x-quorum-initial-group-size",
+            q.initial_group_size.is_some(),
         ),
         ("max_age", "x-max-age", q.max_age.is_some()),
         ("max_priority", "x-max-priority", q.max_priority.is_some()),
@@ -461,6 +473,7 @@ mod tests {
             queues: vec![Queue {
                 expires: Some(0),
                 max_priority: Some(0),
+                initial_group_size: Some(0),
                 max_length: Some(u64::MAX),
                 max_length_bytes: Some(1 << 63),
                 ..Queue::new("q")
@@ -472,8 +485,11 @@ mod tests {
             [
                 "exchange \"x\": unknown exchange type \"delayed\": expected direct, fanout, \
                  topic, headers, or a plugin type starting with \"x-\"",
+                "queue \"q\": x-quorum-initial-group-size is not supported on classic queues \
+                 (initial_group_size)",
                 "queue \"q\": expires must be at least 1 (milliseconds)",
                 "queue \"q\": max_priority must be between 1 and 255",
+                "queue \"q\": initial_group_size must be at least 1 (replicas)",
                 "queue \"q\": max_length must be at most 9223372036854775807",
                 "queue \"q\": max_length_bytes must be at most 9223372036854775807",
             ]
