@@ -35,6 +35,10 @@ use crate::config::ConnectionConfig;
 use crate::error::{Error, Result};
 use crate::proto::FieldTable;
 
+/// How long a tree must have been up (every consumer consuming) for its failure to start
+/// the restart backoff over.
+const UP_RESETS_BACKOFF: Duration = Duration::from_secs(1);
+
 /// A setup step run on every (re)connection before the consumers start, such as applying a
 /// topology.
 pub type SetupFn =
@@ -244,7 +248,8 @@ impl Supervisor {
         let mut attempt: u32 = 0;
         loop {
             let started = Instant::now();
-            let outcome = self.run_tree(stop.clone()).await;
+            let mut ready_at = None;
+            let outcome = self.run_tree(stop.clone(), &mut ready_at).await;
             let _ = self.ready.send(false);
             let error = match outcome {
                 Ok(()) => {
@@ -262,8 +267,11 @@ impl Supervisor {
                 tracing::error!(error = %error, "worker stopped: a restart cannot fix this");
                 return Err(SupervisorError::Permanent(error));
             }
-            // A tree that ran for a while starts the backoff over.
-            if started.elapsed() > self.backoff.max.max(Duration::from_secs(10)) {
+            // The backoff grows over failures in a row. A tree that was up (every consumer
+            // consuming) for a moment, or that ran for a while, starts it over: a close after
+            // that is a new incident, not one more failure to get going.
+            let was_up = ready_at.is_some_and(|at: Instant| at.elapsed() >= UP_RESETS_BACKOFF);
+            if was_up || started.elapsed() > self.backoff.max.max(Duration::from_secs(10)) {
                 attempt = 0;
             }
             if let Some(max) = self.backoff.max_restarts
@@ -287,7 +295,12 @@ impl Supervisor {
     }
 
     /// One life of the tree: connect, set up, consume until an error or the stop signal.
-    async fn run_tree(&self, stop: watch::Receiver<bool>) -> Result<()> {
+    /// `ready_at` is set when every consumer is consuming.
+    async fn run_tree(
+        &self,
+        stop: watch::Receiver<bool>,
+        ready_at: &mut Option<Instant>,
+    ) -> Result<()> {
         let outcome = open_connection(&self.config, async |conn| {
             for step in &self.setup {
                 step(conn.clone()).await?;
@@ -327,6 +340,7 @@ impl Supervisor {
                 };
                 loops.spawn(run.run(stop.clone()));
             }
+            *ready_at = Some(Instant::now());
             let _ = self.ready.send(true);
             tracing::info!(consumers = self.handlers.len(), "worker ready");
             // The group ends when every loop has stopped; the first error ends it early.
