@@ -2,9 +2,11 @@
 //! a time, each followed by a check that its victim is back at work:
 //!
 //! ```text
-//!   close a publisher's connection   40 %   back: the publisher is connected again
+//!   close a publisher's connection   35 %   back: the publisher is connected again
 //!   close a worker's connection      35 %   back: its supervisor restarted and is ready
-//!   memory alarm for 1-2 s           25 %   back: confirms flow again after the restore
+//!   memory alarm for 1-2 s           15 %   back: confirms flow again after the restore
+//!   memory alarm, and a publisher's  15 %   back: that publisher connected again while
+//!   connection closed while blocked           blocked, confirms flow after the restore
 //!   stop_app, 0.5-1.5 s, start_app   at 1 or 2 planned moments
 //!                                           back: every publisher and worker reconnected
 //! ```
@@ -55,7 +57,8 @@ impl Rng {
 enum Fault {
     ClosePublisher(usize),
     CloseWorker(usize),
-    MemoryAlarm(Duration),
+    /// Held this long, with a publisher's connection closed meanwhile when given.
+    MemoryAlarm(Duration, Option<usize>),
     StopApp(Duration),
 }
 
@@ -115,13 +118,14 @@ impl Faults {
                 Fault::StopApp(self.rng.millis(500, 1500))
             } else {
                 match self.rng.below(100) {
-                    0..40 => {
-                        Fault::ClosePublisher(self.rng.below(self.publishers.len() as u64) as usize)
-                    }
-                    40..75 => {
+                    0..35 => Fault::ClosePublisher(self.pick_publisher()),
+                    35..70 => {
                         Fault::CloseWorker(self.rng.below(self.workers.len() as u64) as usize)
                     }
-                    _ => Fault::MemoryAlarm(self.rng.millis(1000, 2000)),
+                    70..85 => Fault::MemoryAlarm(self.rng.millis(1000, 2000), None),
+                    _ => {
+                        Fault::MemoryAlarm(self.rng.millis(1000, 2000), Some(self.pick_publisher()))
+                    }
                 }
             };
             let n = report.injected + 1;
@@ -180,22 +184,55 @@ impl Faults {
                 .await;
                 ("worker", RECOVERY_LIMIT, closed, back, "closed".into())
             }
-            Fault::MemoryAlarm(hold) => {
+            Fault::MemoryAlarm(hold, close) => {
                 let guard = self.guard.clone();
                 blocking(move || guard.raise_alarm())
                     .await
                     .map_err(FaultError::Broker)?;
+                let raised = Instant::now();
                 let before = self.ledger.confirmed();
-                sleep(hold).await;
+                // A blocked publisher's connection closed: it must notice, connect again
+                // (connecting is allowed under the alarm) and wait there.
+                let mut reconnected = true;
+                let mut closed_note = String::new();
+                if let Some(i) = close {
+                    let (name, connected) = &self.publishers[i];
+                    let mut connected = connected.clone();
+                    let generation = *connected.borrow();
+                    match self.close(name).await {
+                        Ok(()) => {
+                            reconnected =
+                                timeout(RECOVERY_LIMIT, connected.wait_for(|g| *g > generation))
+                                    .await
+                                    .is_ok();
+                            closed_note = format!(
+                                ", publisher {i}'s connection closed under it ({})",
+                                if reconnected {
+                                    "connected again while blocked"
+                                } else {
+                                    "NOT connected again"
+                                }
+                            );
+                        }
+                        Err(FaultError::Skipped(why) | FaultError::Broker(why)) => {
+                            closed_note =
+                                format!(", closing publisher {i}'s connection skipped: {why}");
+                        }
+                    }
+                }
+                sleep(hold.saturating_sub(raised.elapsed())).await;
                 let during = self.ledger.confirmed() - before;
+                let held = raised.elapsed();
                 self.restore().await?;
                 let cleared = Instant::now();
                 let base = self.ledger.confirmed();
                 let ledger = self.ledger.clone();
-                let back = wait_until(RECOVERY_LIMIT, || ledger.confirmed() > base).await;
+                let back =
+                    reconnected && wait_until(RECOVERY_LIMIT, || ledger.confirmed() > base).await;
                 let what = format!(
-                    "raised, {during} confirms in the {:.1} s it was held, watermark back to {}",
-                    hold.as_secs_f64(),
+                    "raised{closed_note}, {during} confirms in the {:.1} s it was held, \
+                     watermark back to {}",
+                    held.as_secs_f64(),
                     self.guard.watermark()
                 );
                 ("alarm", RECOVERY_LIMIT, cleared, back, what)
@@ -250,6 +287,10 @@ impl Faults {
         }
     }
 
+    fn pick_publisher(&mut self) -> usize {
+        self.rng.below(self.publishers.len() as u64) as usize
+    }
+
     /// Closes the connection named `name` with `rabbitmqctl close_connection`.
     async fn close(&self, name: &str) -> Result<(), FaultError> {
         let ctl = &self.guard.ctl;
@@ -284,7 +325,13 @@ fn describe(fault: Fault) -> String {
     match fault {
         Fault::ClosePublisher(i) => format!("close publisher {i}'s connection"),
         Fault::CloseWorker(i) => format!("close worker {i}'s connection"),
-        Fault::MemoryAlarm(hold) => format!("memory alarm for {:.1} s", hold.as_secs_f64()),
+        Fault::MemoryAlarm(hold, None) => {
+            format!("memory alarm for {:.1} s", hold.as_secs_f64())
+        }
+        Fault::MemoryAlarm(hold, Some(i)) => format!(
+            "memory alarm for {:.1} s at least, publisher {i}'s connection closed under it",
+            hold.as_secs_f64()
+        ),
         Fault::StopApp(down) => format!("stop_app, start_app after {:.1} s", down.as_secs_f64()),
     }
 }
