@@ -39,6 +39,10 @@ use crate::config::{ConnectionConfig, Endpoint};
 use crate::error::{Error, Result, TlsError};
 use crate::proto::FieldTable;
 
+/// How long a tree must have been up (every consumer consuming) for its failure to start
+/// the restart backoff over.
+const UP_RESETS_BACKOFF: Duration = Duration::from_secs(1);
+
 /// A setup step run on every (re)connection before the consumers start, such as applying a
 /// topology.
 pub type SetupFn =
@@ -263,7 +267,10 @@ impl Supervisor {
                 .cloned()
                 .collect();
             let mut reached = None;
-            let outcome = self.run_tree(&order, &mut reached, stop.clone()).await;
+            let mut ready_at = None;
+            let outcome = self
+                .run_tree(&order, &mut reached, stop.clone(), &mut ready_at)
+                .await;
             // Next time, start after the broker that died (or after the first one tried, when
             // none answered).
             first = (first + reached.unwrap_or(0) + 1) % endpoints.len();
@@ -284,8 +291,11 @@ impl Supervisor {
                 tracing::error!(error = %error, "worker stopped: a restart cannot fix this");
                 return Err(SupervisorError::Permanent(error));
             }
-            // A tree that ran for a while starts the backoff over.
-            if started.elapsed() > self.backoff.max.max(Duration::from_secs(10)) {
+            // The backoff grows over failures in a row. A tree that was up (every consumer
+            // consuming) for a moment, or that ran for a while, starts it over: a close after
+            // that is a new incident, not one more failure to get going.
+            let was_up = ready_at.is_some_and(|at: Instant| at.elapsed() >= UP_RESETS_BACKOFF);
+            if was_up || started.elapsed() > self.backoff.max.max(Duration::from_secs(10)) {
                 attempt = 0;
             }
             if let Some(max) = self.backoff.max_restarts
@@ -309,12 +319,14 @@ impl Supervisor {
     }
 
     /// One life of the tree: connect to the first broker of `order` that answers (its index
-    /// goes to `reached`), set up, consume until an error or the stop signal.
+    /// goes to `reached`), set up, consume until an error or the stop signal. `ready_at` is
+    /// set when every consumer is consuming.
     async fn run_tree(
         &self,
         order: &[Endpoint],
         reached: &mut Option<usize>,
         stop: watch::Receiver<bool>,
+        ready_at: &mut Option<Instant>,
     ) -> Result<()> {
         let (conn, index) = Connection::open_first(&self.config, order).await?;
         *reached = Some(index);
@@ -358,6 +370,7 @@ impl Supervisor {
                 };
                 loops.spawn(run.run(stop.clone()));
             }
+            *ready_at = Some(Instant::now());
             let _ = self.ready.send(true);
             tracing::info!(consumers = self.handlers.len(), "worker ready");
             // The group ends when every loop has stopped; the first error ends it early.
