@@ -15,11 +15,10 @@
 //! assertion is on what a user of the client sees: the scope's error, the calls' results,
 //! whether the user's code was cancelled.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serena::{CloseScope, ConnectionConfig, Error, QueueDeclareOptions, open_connection};
+use serena_tests::cancel::Cancelled;
 use serena_tests::fake_peer::PeerResult;
 
 #[path = "faults/channel_close.rs"]
@@ -56,32 +55,6 @@ fn exclusive() -> QueueDeclareOptions {
     QueueDeclareOptions {
         exclusive: true,
         ..Default::default()
-    }
-}
-
-/// Records whether a piece of user code was dropped: hold a [`Cancelled::guard`] across the
-/// `.await` that should be cancelled.
-#[derive(Debug, Clone, Default)]
-struct Cancelled(Arc<AtomicBool>);
-
-impl Cancelled {
-    /// A guard that marks this flag when it is dropped.
-    fn guard(&self) -> CancelGuard {
-        CancelGuard(self.0.clone())
-    }
-
-    /// True once the guard has been dropped.
-    fn happened(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-/// Sets its [`Cancelled`] flag on drop.
-struct CancelGuard(Arc<AtomicBool>);
-
-impl Drop for CancelGuard {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
     }
 }
 

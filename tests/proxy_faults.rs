@@ -24,12 +24,12 @@
 //! `--nocapture` to see them).
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serena::{Channel, ConnectionConfig, Error, QueueDeclareOptions, open_connection};
 use tokio::time::timeout;
+
+use serena_tests::cancel::Cancelled;
 
 #[path = "proxy_faults/cuts.rs"]
 mod cuts;
@@ -178,30 +178,4 @@ fn missing(expected: impl IntoIterator<Item = u32>, got: &BTreeSet<u32>) -> Vec<
         .into_iter()
         .filter(|id| !got.contains(id))
         .collect()
-}
-
-/// Records whether a piece of user code was dropped: hold a [`Cancelled::guard`] across the
-/// `.await` that should be cancelled.
-#[derive(Debug, Clone, Default)]
-struct Cancelled(Arc<AtomicBool>);
-
-impl Cancelled {
-    /// A guard that marks this flag when it is dropped.
-    fn guard(&self) -> CancelGuard {
-        CancelGuard(self.0.clone())
-    }
-
-    /// True once the guard has been dropped.
-    fn happened(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-/// Sets its [`Cancelled`] flag on drop.
-struct CancelGuard(Arc<AtomicBool>);
-
-impl Drop for CancelGuard {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
 }

@@ -23,11 +23,10 @@ use std::time::{Duration, Instant};
 
 use serena::worker::{Backoff, ConsumerSpec, Outcome, Supervisor};
 use serena::{
-    CertificateProblem, ConnectionConfig, Error, PublishOptions, QueueDeclareOptions, TlsError,
-    open_connection,
+    CertificateProblem, ConnectionConfig, Error, QueueDeclareOptions, TlsError, open_connection,
 };
 use serena_tests::handlers::handler_fn;
-use serena_tests::unique_name;
+use serena_tests::{publish_ids, unique_name};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
@@ -421,23 +420,7 @@ async fn the_supervisor_fails_over_to_the_next_broker(ctx: &Ctx) {
             conn.open_channel(async |ch| {
                 ch.queue_declare(queue, QueueDeclareOptions::default())
                     .await?;
-                let mut confirms = Vec::new();
-                for i in from..to {
-                    confirms.push(
-                        ch.basic_publish_with(
-                            "",
-                            queue,
-                            i.to_string(),
-                            Default::default(),
-                            PublishOptions::default(),
-                        )
-                        .await?,
-                    );
-                }
-                for c in confirms {
-                    c.await?;
-                }
-                Ok::<_, Error>(())
+                publish_ids(ch, "", queue, u64::from(from)..u64::from(to), usize::MAX).await
             })
             .await?
         })

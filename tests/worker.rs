@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use serena::proto::FieldTable;
 use serena::worker::{Backoff, ConsumerSpec, ErrorPolicy, Outcome, Supervisor, SupervisorError};
-use serena::{ConnectionConfig, Error, PublishOptions, QueueDeclareOptions, open_connection};
+use serena::{ConnectionConfig, Error, QueueDeclareOptions, open_connection};
 use serena_tests::handlers::handler_fn;
-use serena_tests::unique_name;
+use serena_tests::{publish_ids, unique_name};
 use tokio::sync::Notify;
 
 fn leak(s: String) -> &'static str {
@@ -45,28 +45,7 @@ async fn fill(queue: &str, arguments: FieldTable, count: u32) {
                 },
             )
             .await?;
-            let mut confirms = Vec::new();
-            for i in 0..count {
-                confirms.push(
-                    ch.basic_publish_with(
-                        "",
-                        queue,
-                        i.to_string(),
-                        Default::default(),
-                        PublishOptions::default(),
-                    )
-                    .await?,
-                );
-                if confirms.len() == 500 {
-                    for c in confirms.drain(..) {
-                        c.await?;
-                    }
-                }
-            }
-            for c in confirms {
-                c.await?;
-            }
-            Ok::<_, Error>(())
+            publish_ids(ch, "", queue, 0..u64::from(count), 500).await
         })
         .await?
     })

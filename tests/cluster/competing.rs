@@ -8,10 +8,10 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serena::proto::BasicProperties;
-use serena::{Error, PublishOptions, QueueDeclareOptions, open_connection};
+use serena::{Error, QueueDeclareOptions, open_connection};
 
 use crate::harness::{self, CaseFuture, config, consumers, eventually, url};
+use serena_tests::publish_ids;
 
 const QUEUE: &str = "jobs.single";
 const MESSAGES: u64 = 1_000;
@@ -184,31 +184,8 @@ pub(crate) fn single_active_consumer() -> CaseFuture {
         // Confirmed publishes through node 2.
         let published_at = Instant::now();
         open_connection(&config(1, "cluster-competing-publisher"), async |conn| {
-            conn.open_channel(async |ch| {
-                let mut confirms = Vec::new();
-                for id in 0..MESSAGES {
-                    confirms.push(
-                        ch.basic_publish_with(
-                            "jobs",
-                            "single",
-                            id.to_string(),
-                            BasicProperties::default(),
-                            PublishOptions::default(),
-                        )
-                        .await?,
-                    );
-                    if confirms.len() == 200 {
-                        for c in confirms.drain(..) {
-                            c.await?;
-                        }
-                    }
-                }
-                for c in confirms {
-                    c.await?;
-                }
-                Ok::<_, Error>(())
-            })
-            .await?
+            conn.open_channel(async |ch| publish_ids(ch, "jobs", "single", 0..MESSAGES, 200).await)
+                .await?
         })
         .await
         .expect("connection")
