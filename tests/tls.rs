@@ -348,9 +348,21 @@ async fn a_client_certificate_from_an_unknown_ca_is_refused(ctx: &Ctx) {
     let err = round_trip(&cfg)
         .await
         .expect_err("the broker refuses the certificate");
-    match tls_error(&err) {
-        TlsError::AlertReceived(alert) => assert!(alert.contains("UnknownCA"), "{alert}"),
-        other => panic!("expected the broker's alert, got {other:?}"),
+    // In TLS 1.3 the server checks the client's certificate after the client has finished its
+    // side of the handshake, so the client may already be writing the AMQP protocol header
+    // when the broker's alert and close arrive. Usually the alert is read first; when the
+    // broker's reset overtakes it, the kernel drops the unread alert and the connection fails
+    // with a reset instead (seen once in a CI run here). Either way it never opens.
+    match &err {
+        Error::Tls(TlsError::AlertReceived(alert)) => {
+            assert!(alert.contains("UnknownCA"), "{alert}")
+        }
+        Error::Io(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+            ) => {}
+        other => panic!("expected the broker's UnknownCA alert (or its reset), got {other:?}"),
     }
 }
 
