@@ -47,7 +47,7 @@ pub mod client;
 pub mod config;
 mod driver;
 pub mod error;
-pub mod proto;
+pub use serena_proto as proto;
 pub mod topology;
 pub mod worker;
 

@@ -148,10 +148,10 @@ pub(crate) fn encode_header_parts(
     channel: u16,
     class_id: u16,
     body_size: u64,
-    properties: &crate::proto::BasicProperties,
+    properties: &crate::BasicProperties,
 ) -> Result<(), EncodeError> {
     encode_with(buf, FRAME_HEADER, channel, |b| {
-        crate::proto::properties::encode_header_payload(b, class_id, body_size, properties)
+        crate::properties::encode_header_payload(b, class_id, body_size, properties)
     })
 }
 

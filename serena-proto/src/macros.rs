@@ -23,13 +23,13 @@ macro_rules! field_type {
         u64
     };
     (shortstr) => {
-        $crate::proto::ShortString
+        $crate::ShortString
     };
     (longstr) => {
-        $crate::proto::LongString
+        $crate::LongString
     };
     (table) => {
-        $crate::proto::FieldTable
+        $crate::FieldTable
     };
 }
 
@@ -61,8 +61,8 @@ macro_rules! method {
             pub(crate) fn encode_args(
                 &self,
                 buf: &mut ::bytes::BytesMut,
-            ) -> Result<(), $crate::proto::EncodeError> {
-                let mut w = $crate::proto::codec::Writer::new(buf);
+            ) -> Result<(), $crate::EncodeError> {
+                let mut w = $crate::codec::Writer::new(buf);
                 $( method!(@enc w self $amqp $step); )*
                 w.finish();
                 Ok(())
@@ -70,8 +70,8 @@ macro_rules! method {
 
             #[allow(unused_variables)]
             pub(crate) fn decode_args(
-                r: &mut $crate::proto::codec::Reader,
-            ) -> Result<Self, $crate::proto::DecodeError> {
+                r: &mut $crate::codec::Reader,
+            ) -> Result<Self, $crate::DecodeError> {
                 $( method!(@dec r $amqp $step); )*
                 Ok(Self { $($fname),* })
             }
