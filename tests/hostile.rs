@@ -798,8 +798,9 @@ async fn frames_between_our_channel_close_and_its_close_ok_are_ignored() {
         late.extend_from_slice(&method_frame(OPEN, channel::Flow { active: false }));
         p.send_raw(&late).await?;
         p.send(OPEN, channel::CloseOk {}).await?;
-        // The client goes on: a new channel (the same id), a declare, then a clean close.
-        answer_declare_then_close(&mut p, OPEN).await
+        // The client goes on: a new channel (the next id: ids are handed out round-robin),
+        // a declare, then a clean close.
+        answer_declare_then_close(&mut p, OPEN + 1).await
     };
     let config = server.client_config();
     let client = open_connection(&config, async |conn| {
@@ -813,7 +814,7 @@ async fn frames_between_our_channel_close_and_its_close_ok_are_ignored() {
     let (id, queue) = result
         .expect("the connection stays up")
         .expect("the calls succeed");
-    assert_eq!((id, queue.as_str()), (OPEN, "after"));
+    assert_eq!((id, queue.as_str()), (OPEN + 1, "after"));
     assert_eq!(close.reply_code, 200, "a clean close: {close:?}");
 }
 
@@ -840,7 +841,7 @@ async fn crossing_channel_closes_keep_the_connection() {
         p.send(OPEN, channel::CloseOk {}).await?;
         // The client answers the server's close.
         p.serve_setup_until(OPEN, "channel.close-ok").await?;
-        answer_declare_then_close(&mut p, OPEN).await
+        answer_declare_then_close(&mut p, OPEN + 1).await
     };
     let config = server.client_config();
     let client = open_connection(&config, async |conn| {
@@ -854,7 +855,7 @@ async fn crossing_channel_closes_keep_the_connection() {
     let (id, queue) = result
         .expect("the connection stays up")
         .expect("the calls succeed");
-    assert_eq!((id, queue.as_str()), (OPEN, "after"));
+    assert_eq!((id, queue.as_str()), (OPEN + 1, "after"));
     assert_eq!(close.reply_code, 200, "a clean close: {close:?}");
 }
 

@@ -259,3 +259,36 @@ impl Error {
         self.unexpected_close().map(|e| e.reply_code)
     }
 }
+
+impl From<crate::proto::connection::Failure> for Error {
+    fn from(f: crate::proto::connection::Failure) -> Self {
+        use crate::proto::connection::Failure;
+        match f {
+            Failure::ServerClosed(c) => Error::UnexpectedClose(UnexpectedCloseError {
+                scope: match c.channel {
+                    Some(id) => CloseScope::Channel(id),
+                    None => CloseScope::Connection,
+                },
+                reply_code: c.reply_code,
+                reply_text: c.reply_text,
+                class_id: c.class_id,
+                method_id: c.method_id,
+            }),
+            Failure::Closed(what) => Error::Closed(what),
+            Failure::Protocol(e) => Error::Protocol(e),
+            Failure::UnexpectedMethod(m) => Error::UnexpectedMethod(m),
+            Failure::Encode(e) => Error::Encode(e),
+            Failure::ChannelsExhausted { max } => Error::ChannelsExhausted { max },
+            Failure::Returned(r) => Error::Returned(Box::new(ReturnedMessage {
+                reply_code: r.reply_code,
+                reply_text: r.reply_text,
+                exchange: r.exchange,
+                routing_key: r.routing_key,
+                properties: r.properties,
+                body: r.body,
+            })),
+            Failure::Nacked => Error::Nacked,
+            Failure::ConsumerCancelled(tag) => Error::ConsumerCancelled(tag),
+        }
+    }
+}

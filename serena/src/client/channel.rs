@@ -10,15 +10,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, Sleep};
 
 use super::consumer::{Consumer, GetMessage};
-use crate::driver::shared::{
-    ChannelShared, ConnShared, OUT_HIGH_WATER, PendingConfirm, RpcReply, lock,
-};
+use crate::driver::shared::{ChannelLink, ConnShared, OUT_HIGH_WATER, RpcReply, lock};
 use crate::error::{Error, Result};
+use crate::proto::connection::Publish;
 use crate::proto::method::{basic, channel, confirm, exchange, queue};
-use crate::proto::{
-    Assembled, BasicProperties, EncodeError, FieldTable, Method, ShortString,
-    content::encode_content,
-};
+use crate::proto::{Assembled, BasicProperties, EncodeError, FieldTable, Method};
 
 /// Options of [`Channel::exchange_declare`].
 #[derive(Debug, Clone, Default)]
@@ -132,45 +128,18 @@ impl Future for Confirmation {
     }
 }
 
+/// The channel's owner: the last clone of a [`Channel`] closes it when dropped.
 struct Handle {
-    shared: Arc<ChannelShared>,
+    link: Arc<ChannelLink>,
 }
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        // Close in the background: the reader frees the id when close-ok arrives.
-        let _ = begin_close(&self.shared);
+        // Close in the background: the machine keeps the id until close-ok arrives.
+        let _ = self
+            .link
+            .with(false, |m, ch| m.close_channel(ch, None).map(drop));
     }
-}
-
-/// Sends `channel.close` unless the channel is already closing or dead.
-fn begin_close(ch: &ChannelShared) -> Result<Option<oneshot::Receiver<RpcReply>>> {
-    let mut st = lock(&ch.state);
-    if let Some(e) = &st.error {
-        return Err(e.clone());
-    }
-    if st.closing {
-        return Ok(None);
-    }
-    st.closing = true;
-    let (tx, rx) = oneshot::channel();
-    ch.conn.send_method(
-        ch.id,
-        &channel::Close {
-            reply_code: 200,
-            reply_text: "bye".into(),
-            class_id: 0,
-            method_id: 0,
-        }
-        .into(),
-    )?;
-    // Replies still expected for earlier calls are dropped by the reader while closing, so
-    // their waiters fail; close-ok goes to this waiter.
-    for w in st.rpc.drain(..) {
-        let _ = w.send(Err(Error::Closed("channel")));
-    }
-    st.rpc.push_back(tx);
-    Ok(Some(rx))
 }
 
 /// An open channel. Cheap to clone; all clones share the channel, which closes when
@@ -203,57 +172,82 @@ macro_rules! expect_reply {
     };
 }
 
-async fn wait(rx: oneshot::Receiver<RpcReply>) -> Result<Assembled> {
-    rx.await.unwrap_or(Err(Error::Closed("channel")))
+/// Waits for a call's reply; a waiter dropped unanswered means the channel went.
+pub(crate) async fn wait(link: &ChannelLink, rx: oneshot::Receiver<RpcReply>) -> Result<Assembled> {
+    match rx.await {
+        Ok(reply) => reply.map_err(|e| link.reason(e)),
+        Err(_) => Err(link.reason(Error::Closed("channel"))),
+    }
 }
 
 impl Channel {
     pub(crate) async fn open(conn: Arc<ConnShared>, prefetch: u16) -> Result<Channel> {
-        let shared =
-            lock(&conn.channels).allocate(|id| Arc::new(ChannelShared::new(id, conn.clone())))?;
-        let channel = Channel {
-            handle: Arc::new(Handle { shared }),
-        };
-        let ch = &channel.handle.shared;
+        let watch = ConnShared::channel_watch();
+        let (open_tx, open) = oneshot::channel();
+        let (select_tx, select) = oneshot::channel();
+        let (qos_tx, qos) = oneshot::channel();
         // Pipelined: open, confirm mode and QoS go out together; replies come back in order.
-        let open = ch.call(&channel::Open {}.into())?;
-        let select = ch.call(&confirm::Select { nowait: false }.into())?;
-        let qos = ch.call(
-            &basic::Qos {
-                prefetch_size: 0,
-                prefetch_count: prefetch,
-                global: false,
-            }
-            .into(),
-        )?;
-        expect_reply!(wait(open).await?, ChannelOpenOk, "channel.open-ok");
-        expect_reply!(wait(select).await?, ConfirmSelectOk, "confirm.select-ok");
-        expect_reply!(wait(qos).await?, BasicQosOk, "basic.qos-ok");
-        tracing::debug!(channel = ch.id, prefetch, "channel open");
+        // The handle exists as soon as the id does, so a caller that drops this future
+        // closes the channel instead of leaving it open on the broker.
+        let channel = conn.clone().with(true, |m| {
+            let id = m.open_channel(watch.clone(), open_tx)?;
+            let channel = Channel {
+                handle: Arc::new(Handle {
+                    link: Arc::new(ChannelLink {
+                        conn: conn.clone(),
+                        id,
+                        watch: watch.clone(),
+                    }),
+                }),
+            };
+            m.call(id, &confirm::Select { nowait: false }.into(), select_tx)?;
+            m.call(
+                id,
+                &basic::Qos {
+                    prefetch_size: 0,
+                    prefetch_count: prefetch,
+                    global: false,
+                }
+                .into(),
+                qos_tx,
+            )?;
+            Ok(channel)
+        })?;
+        let link = channel.link();
+        expect_reply!(wait(link, open).await?, ChannelOpenOk, "channel.open-ok");
+        expect_reply!(
+            wait(link, select).await?,
+            ConfirmSelectOk,
+            "confirm.select-ok"
+        );
+        expect_reply!(wait(link, qos).await?, BasicQosOk, "basic.qos-ok");
+        tracing::debug!(channel = link.id.id, prefetch, "channel open");
         Ok(channel)
     }
 
-    fn ch(&self) -> &Arc<ChannelShared> {
-        &self.handle.shared
+    fn link(&self) -> &Arc<ChannelLink> {
+        &self.handle.link
     }
 
     pub(crate) fn closed_watch(&self) -> watch::Receiver<Option<Error>> {
-        self.ch().closed.subscribe()
+        self.link().watch.closed.subscribe()
     }
 
     /// The channel id.
     pub fn id(&self) -> u16 {
-        self.ch().id
+        self.link().id.id
     }
 
-    /// The error the channel ended with, if it has ended.
+    /// The error the channel ended with, if it has ended. Set before any call on the
+    /// channel learns of the end.
     pub fn error(&self) -> Option<Error> {
-        self.ch().closed.borrow().clone()
+        self.link().watch.error()
     }
 
     /// True while the channel can be used.
     pub fn is_open(&self) -> bool {
-        lock(&self.ch().state).error.is_none()
+        let link = self.link();
+        lock(&link.conn.state).machine.channel_is_open(link.id)
     }
 
     /// Waits until the channel ends and returns why.
@@ -262,19 +256,33 @@ impl Channel {
     }
 
     async fn rpc(&self, method: impl Into<Method>) -> Result<Assembled> {
-        let rx = self.ch().call(&method.into())?;
-        wait(rx).await
+        let method = method.into();
+        let link = self.link();
+        let (tx, rx) = oneshot::channel();
+        // A call waits for its reply: send it now rather than after a writer wake-up.
+        link.with(true, |m, ch| m.call(ch, &method, tx))?;
+        wait(link, rx).await
     }
 
     /// Closes the channel: `channel.close`, then waits for `close-ok`.
     pub async fn close(&self) -> Result<()> {
-        match begin_close(self.ch()) {
-            Ok(Some(rx)) => match wait(rx).await {
-                Ok(_) | Err(Error::Closed(_)) => Ok(()),
-                Err(e) => Err(e),
-            },
-            Ok(None) | Err(Error::Closed(_)) => Ok(()),
-            Err(e) => Err(e),
+        let link = self.link();
+        let (tx, rx) = oneshot::channel();
+        let closing = match link.conn.with(true, |m| m.close_channel(link.id, Some(tx))) {
+            Ok(closing) => closing,
+            Err(Error::Closed(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        if !closing {
+            // It had ended already: closed by the server, say, which the caller learns.
+            return match link.watch.error() {
+                None | Some(Error::Closed(_)) => Ok(()),
+                Some(e) => Err(e),
+            };
+        }
+        match rx.await {
+            Ok(Ok(_)) | Ok(Err(Error::Closed(_))) | Err(_) => Ok(()),
+            Ok(Err(e)) => Err(e),
         }
     }
 
@@ -540,75 +548,57 @@ impl Channel {
             }
             .into());
         }
-        let ch = self.ch();
-        let exchange = ShortString::from(exchange);
-        let routing_key = ShortString::from(routing_key);
-        let method: Method = basic::Publish {
-            exchange: exchange.clone(),
-            routing_key: routing_key.clone(),
-            mandatory: options.mandatory,
-            immediate: options.immediate,
-        }
-        .into();
-        let frame_max = ch.conn.frame_max();
+        let link = self.link();
         let deadline = options
             .timeout
             .map(|timeout| (Instant::now() + timeout, timeout));
-        let (tx, rx) = oneshot::channel();
+        let publish = Publish {
+            exchange,
+            routing_key,
+            mandatory: options.mandatory,
+            immediate: options.immediate,
+            properties: &properties,
+            body: body.as_ref(),
+        };
+        let (mut tx, rx) = oneshot::channel();
         loop {
-            // Fast path: one pass under the channel and connection locks checks flow, the
-            // broker's block and the buffer's room, encodes, and registers the confirm.
-            {
-                let mut st = lock(&ch.state);
-                if let Some(e) = &st.error {
-                    return Err(e.clone());
-                }
-                if st.closing {
-                    return Err(Error::Closed("channel"));
-                }
-                if !st.flow_paused {
-                    let mut out = lock(&ch.conn.out);
-                    if let Some(e) = &out.error {
-                        return Err(e.clone());
+            // Fast path: one pass under the connection's lock checks flow, the broker's
+            // block and the buffer's room, encodes, and registers the confirm.
+            let sent = {
+                let conn = &link.conn;
+                let mut st = lock(&conn.state);
+                let paused = st
+                    .machine
+                    .publish_paused(link.id)
+                    .map_err(|e| link.reason(e))?;
+                if !paused && st.machine.transmit().len() < OUT_HIGH_WATER {
+                    tracing::trace!(channel = link.id.id, %exchange, %routing_key, len = publish.body.len(), "publishing");
+                    // Nothing else in flight on this channel: a caller waiting on this one
+                    // confirm, so send it now. Under a stream of publishes the writer
+                    // batches them instead.
+                    let alone = st.machine.unconfirmed(link.id) == 0;
+                    st.machine
+                        .publish(link.id, &publish, tx)
+                        .map_err(|e| link.reason(e))?;
+                    if alone {
+                        conn.flush_inline(&mut st);
                     }
-                    if out.blocked.is_none() && out.buf.len() < OUT_HIGH_WATER {
-                        tracing::trace!(channel = ch.id, %exchange, %routing_key, len = body.as_ref().len(), "publishing");
-                        encode_content(
-                            &mut out.buf,
-                            ch.id,
-                            &method,
-                            &properties,
-                            body.as_ref(),
-                            frame_max,
-                        )?;
-                        // Nothing else in flight on this channel: a caller waiting on this
-                        // one confirm, so send it now. Under a stream of publishes the
-                        // writer batches them instead.
-                        if st.confirms.is_empty() {
-                            ch.conn.flush_inline(&mut out);
-                        }
-                        let pending = !out.buf.is_empty();
-                        drop(out);
-                        if pending {
-                            ch.conn.out_ready.notify_one();
-                        }
-                        let seq = st.next_seq;
-                        st.next_seq += 1;
-                        st.confirms.push_back(PendingConfirm {
-                            seq,
-                            mandatory_route: options.mandatory.then_some((exchange, routing_key)),
-                            waiter: tx,
-                            returned: None,
-                        });
-                        break;
+                    let pending = !st.machine.transmit().is_empty();
+                    drop(st);
+                    if pending {
+                        conn.out_ready.notify_one();
                     }
+                    None
+                } else {
+                    Some(tx)
                 }
+            };
+            match sent {
+                None => break,
+                Some(unsent) => tx = unsent,
             }
             // Slow path: wait until the buffer drains, the block lifts and flow resumes.
-            let writable = async {
-                ch.conn.wait_writable(true).await?;
-                self.wait_flow().await
-            };
+            let writable = self.wait_publishable();
             match deadline {
                 Some((at, timeout)) => tokio::time::timeout_at(at, writable)
                     .await
@@ -623,22 +613,30 @@ impl Channel {
         })
     }
 
-    async fn wait_flow(&self) -> Result<()> {
-        let ch = self.ch();
+    /// Waits until a publish on this channel would go out: the buffer has room, the broker
+    /// does not block the connection and the server does not pause the channel.
+    async fn wait_publishable(&self) -> Result<()> {
+        let link = self.link();
         loop {
-            let resumed = ch.flow.notified();
-            tokio::pin!(resumed);
+            let drained = link.conn.out_drained.notified();
+            let resumed = link.watch.flow.notified();
+            tokio::pin!(drained, resumed);
+            drained.as_mut().enable();
             resumed.as_mut().enable();
             {
-                let st = lock(&ch.state);
-                if let Some(e) = &st.error {
-                    return Err(e.clone());
-                }
-                if !st.flow_paused {
+                let mut st = lock(&link.conn.state);
+                let paused = st
+                    .machine
+                    .publish_paused(link.id)
+                    .map_err(|e| link.reason(e))?;
+                if !paused && st.machine.transmit().len() < OUT_HIGH_WATER {
                     return Ok(());
                 }
             }
-            resumed.await;
+            tokio::select! {
+                () = drained => {}
+                () = resumed => {}
+            }
         }
     }
 
@@ -657,8 +655,7 @@ impl Channel {
                     ok,
                     c.properties,
                     c.body,
-                    self.ch().clone(),
-                    no_ack,
+                    self.link().clone(),
                 ))),
                 other => Err(Error::UnexpectedMethod(format!(
                     "expected basic.get-ok, got {}",
@@ -672,47 +669,27 @@ impl Channel {
     /// Starts a consumer on `queue`. Deliveries arrive on the returned [`Consumer`] stream;
     /// dropping it cancels the consumer and hands its unacknowledged buffered messages back.
     pub async fn basic_consume(&self, queue: &str, options: ConsumeOptions) -> Result<Consumer> {
-        let ch = self.ch().clone();
-        let tag: ShortString = if options.consumer_tag.is_empty() {
-            ch.next_consumer_tag()
-        } else {
-            options.consumer_tag.as_str().into()
-        };
+        let link = self.link();
         let (tx, rx) = mpsc::unbounded_channel();
-        // Registered before the request goes out, so no delivery can outrun it.
-        let reply = {
-            let mut st = lock(&ch.state);
-            if let Some(e) = &st.error {
-                return Err(e.clone());
-            }
-            st.consumers.insert(tag.clone(), tx);
-            drop(st);
-            ch.call(
-                &basic::Consume {
-                    queue: queue.into(),
-                    consumer_tag: tag.clone(),
-                    no_local: options.no_local,
-                    no_ack: options.no_ack,
-                    exclusive: options.exclusive,
-                    nowait: false,
-                    arguments: options.arguments,
-                }
-                .into(),
-            )
+        let (reply_tx, reply) = oneshot::channel();
+        let method = basic::Consume {
+            queue: queue.into(),
+            consumer_tag: options.consumer_tag.as_str().into(),
+            no_local: options.no_local,
+            no_ack: options.no_ack,
+            exclusive: options.exclusive,
+            nowait: false,
+            arguments: options.arguments,
         };
-        let result = match reply {
-            Ok(rx) => wait(rx).await,
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(Assembled::Method(Method::BasicConsumeOk(_))) => {
-                Ok(Consumer::new(tag, rx, ch, options.no_ack))
+        // Registered with the machine before the request goes out, so no delivery can outrun
+        // it; if this future is dropped before consume-ok, the machine cancels the consumer
+        // on the broker when consume-ok arrives.
+        let tag = link.with(true, |m, ch| m.consume(ch, method, tx, reply_tx))?;
+        match wait(link, reply).await? {
+            Assembled::Method(Method::BasicConsumeOk(_)) => {
+                Ok(Consumer::new(tag, rx, link.clone(), options.no_ack))
             }
-            Ok(other) => Err(unexpected("basic.consume-ok", &other)),
-            Err(e) => {
-                lock(&ch.state).consumers.remove(&tag);
-                Err(e)
-            }
+            other => Err(unexpected("basic.consume-ok", &other)),
         }
     }
 }

@@ -24,7 +24,6 @@ use crate::driver::shared::{ConnShared, lock};
 use crate::driver::{Reader, handshake, transport, write_loop};
 use crate::error::{ConnectAttempt, Error, Result};
 use crate::proto::connection::{Tuning, server_has_capability};
-use crate::proto::method::connection as conn;
 use crate::proto::{FieldTable, LongString};
 
 /// How long a clean close waits for the server's `close-ok`.
@@ -128,6 +127,10 @@ pub struct HeartbeatStats {
     pub frames_received: u64,
     /// Bytes written to the socket.
     pub bytes_written: u64,
+    /// Frames that belonged to nothing any more and were dropped: deliveries RabbitMQ sent
+    /// after it closed a channel, deliveries to a consumer that is gone, replies nobody
+    /// waits for, what arrives after our close.
+    pub late_frames: u64,
 }
 
 /// An open AMQP connection. Cheap to clone; the connection's tasks stop when the last clone
@@ -263,7 +266,7 @@ impl Connection {
 
     /// The negotiated maximum frame size in bytes.
     pub fn frame_max(&self) -> u32 {
-        self.inner.shared.frame_max()
+        self.inner.shared.frame_max
     }
 
     /// The properties the server announced in `connection.start` (product, version,
@@ -280,23 +283,28 @@ impl Connection {
     /// Heartbeat and traffic counters.
     pub fn heartbeat_stats(&self) -> HeartbeatStats {
         let s = &self.inner.shared.stats;
+        let seen = lock(&self.inner.shared.state).machine.stats();
         HeartbeatStats {
             interval: Duration::from_secs(u64::from(self.inner.shared.tuning.heartbeat)),
             sent: s.heartbeats_sent.load(Ordering::Relaxed),
-            received: s.heartbeats_received.load(Ordering::Relaxed),
-            frames_received: s.frames_received.load(Ordering::Relaxed),
+            received: seen.heartbeats_received,
+            frames_received: seen.frames_received,
             bytes_written: s.bytes_written.load(Ordering::Relaxed),
+            late_frames: seen.late_frames,
         }
     }
 
     /// The reason the broker blocks publishing (`connection.blocked`), while it does.
     pub fn blocked(&self) -> Option<String> {
-        lock(&self.inner.shared.out).blocked.clone()
+        lock(&self.inner.shared.state)
+            .machine
+            .blocked()
+            .map(str::to_owned)
     }
 
     /// Number of channels open on this connection.
     pub fn open_channels(&self) -> usize {
-        lock(&self.inner.shared.channels).open_count()
+        lock(&self.inner.shared.state).machine.open_channels()
     }
 
     /// Opens a channel, runs `body` with it, and closes it.
@@ -342,24 +350,14 @@ impl Connection {
         reason: &str,
     ) -> Result<()> {
         let shared = &self.inner.shared;
-        let accepted = {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let mut waiters = lock(&shared.secret_updates);
-            shared.send_method(
-                0,
-                &conn::UpdateSecret {
-                    new_secret: new_secret.into(),
-                    reason: reason.into(),
-                }
-                .into(),
-            )?;
-            waiters.push_back(tx);
-            rx
-        };
+        let (tx, accepted) = tokio::sync::oneshot::channel();
+        let new_secret = new_secret.into();
+        shared.with(true, |m| m.update_secret(new_secret, reason, tx))?;
         let mut closed = self.closed_watch();
         tokio::select! {
             ok = accepted => match ok {
-                Ok(()) => Ok(()),
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e),
                 Err(_) => Err(wait_closed(&mut closed).await),
             },
             e = wait_closed(&mut closed) => Err(e),
@@ -370,30 +368,11 @@ impl Connection {
     /// `close-ok`. Calls still pending fail with [`Error::Closed`].
     pub async fn close(&self) -> Result<()> {
         let shared = &self.inner.shared;
-        {
-            let mut out = lock(&shared.out);
-            if let Some(e) = &out.error {
-                return match e {
-                    Error::Closed(_) => Ok(()),
-                    e => Err(e.clone()),
-                };
-            }
-            shared.closing.store(true, Ordering::Release);
-            crate::proto::frame::encode_method(
-                &mut out.buf,
-                0,
-                &conn::Close {
-                    reply_code: 200,
-                    reply_text: "goodbye".into(),
-                    class_id: 0,
-                    method_id: 0,
-                }
-                .into(),
-            )?;
-            // No more frames after the close.
-            out.error = Some(Error::Closed("connection"));
+        match shared.with(false, |m| m.close(200, "goodbye")) {
+            Ok(()) => {}
+            Err(Error::Closed(_)) => return Ok(()),
+            Err(e) => return Err(e),
         }
-        shared.out_ready.notify_one();
         let tasks = lock(&self.inner.tasks).take();
         if let Some(Tasks { reader, writer }) = tasks {
             let reader_abort = reader.abort_handle();

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::driver::shared::{ChannelShared, ConsumerEvent, lock};
+use crate::driver::shared::{ChannelLink, ConsumerEvent};
 use crate::error::{Error, Result};
 use crate::proto::method::basic;
 use crate::proto::{BasicProperties, Method, ShortString};
@@ -31,12 +31,15 @@ pub struct Delivery {
     /// Its body.
     pub body: Bytes,
     /// The channel it came on; `None` for a [`detached`](Self::detached) delivery.
-    channel: Option<Arc<ChannelShared>>,
+    channel: Option<Arc<ChannelLink>>,
 }
 
-fn settle(ch: &Option<Arc<ChannelShared>>, method: Method) -> Result<()> {
+/// Sends an ack, nack or reject, only on the life of the channel the message came on: after
+/// that channel ended it fails with the reason, and nothing is sent (RabbitMQ would close the
+/// whole connection for it).
+fn settle(ch: &Option<Arc<ChannelLink>>, method: Method) -> Result<()> {
     match ch {
-        Some(ch) => ch.cast(&method),
+        Some(link) => link.with(false, |m, ch| m.settle(ch, &method)),
         None => Err(Error::Closed("channel")),
     }
 }
@@ -115,8 +118,7 @@ impl GetMessage {
         ok: basic::GetOk,
         properties: BasicProperties,
         body: Bytes,
-        channel: Arc<ChannelShared>,
-        _no_ack: bool,
+        channel: Arc<ChannelLink>,
     ) -> Self {
         GetMessage {
             delivery: Delivery {
@@ -151,7 +153,7 @@ impl std::ops::Deref for GetMessage {
 pub struct Consumer {
     tag: ShortString,
     rx: mpsc::UnboundedReceiver<ConsumerEvent>,
-    channel: Arc<ChannelShared>,
+    channel: Arc<ChannelLink>,
     no_ack: bool,
     ended: bool,
     /// Cancelled by us: the stream ends with `None` once drained.
@@ -162,7 +164,7 @@ impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Consumer")
             .field("tag", &self.tag)
-            .field("channel", &self.channel.id)
+            .field("channel", &self.channel.id.id)
             .finish_non_exhaustive()
     }
 }
@@ -171,7 +173,7 @@ impl Consumer {
     pub(crate) fn new(
         tag: ShortString,
         rx: mpsc::UnboundedReceiver<ConsumerEvent>,
-        channel: Arc<ChannelShared>,
+        channel: Arc<ChannelLink>,
         no_ack: bool,
     ) -> Self {
         Consumer {
@@ -238,17 +240,15 @@ impl Consumer {
     /// Cancels the consumer on the broker and waits for its `cancel-ok`. Deliveries already
     /// buffered can still be read afterwards; then the stream ends with `None`.
     pub async fn cancel(&mut self) -> Result<()> {
-        if self.ended {
+        if self.ended || self.cancelled {
             return Ok(());
         }
-        let rx = self.channel.call(
-            &basic::Cancel {
-                consumer_tag: self.tag.clone(),
-                nowait: false,
-            }
-            .into(),
-        )?;
-        rx.await.unwrap_or(Err(Error::Closed("channel")))?;
+        let link = &self.channel;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let waiting = link.with(true, |m, ch| m.cancel(ch, &self.tag, Some(tx)))?;
+        if waiting {
+            super::channel::wait(link, rx).await?;
+        }
         self.cancelled = true;
         Ok(())
     }
@@ -263,33 +263,37 @@ impl futures_core::Stream for Consumer {
 
 impl Drop for Consumer {
     fn drop(&mut self) {
-        let ch = &self.channel;
-        let still_registered = lock(&ch.state).consumers.remove(&self.tag).is_some();
-        if still_registered {
-            let _ = ch.cast(
-                &basic::Cancel {
-                    consumer_tag: self.tag.clone(),
-                    nowait: true,
-                }
-                .into(),
-            );
-        }
-        if self.no_ack {
+        if self.ended {
             return;
         }
+        // Buffered deliveries go back to the queue (unless no_ack: then there is nothing to
+        // give back), and the consumer is cancelled on the broker; deliveries still on their
+        // way are rejected by the machine when they find the stream closed. On a channel
+        // that is no longer open nothing is sent: the broker requeues them itself.
         self.rx.close();
+        let mut buffered = Vec::new();
         while let Ok(event) = self.rx.try_recv() {
             if let ConsumerEvent::Delivery(c) = event
                 && let Method::BasicDeliver(d) = c.method
             {
-                let _ = ch.cast(
-                    &basic::Reject {
-                        delivery_tag: d.delivery_tag,
-                        requeue: true,
-                    }
-                    .into(),
-                );
+                buffered.push(d.delivery_tag);
             }
         }
+        let (tag, no_ack) = (&self.tag, self.no_ack);
+        let _ = self.channel.with(false, |m, ch| {
+            if !no_ack {
+                for delivery_tag in buffered {
+                    m.settle(
+                        ch,
+                        &basic::Reject {
+                            delivery_tag,
+                            requeue: true,
+                        }
+                        .into(),
+                    )?;
+                }
+            }
+            m.cancel(ch, tag, None).map(drop)
+        });
     }
 }

@@ -1,9 +1,10 @@
 //! The tokio side: the transport (TCP, TLS, Unix socket), the handshake, then two tasks per
 //! connection that own the socket halves.
 //!
-//! The reader task decodes frames, reassembles content and hands each result to the channel
-//! it belongs to; it is the only place server-initiated events (closes, confirms, deliveries,
-//! cancels, flow, blocked) are handled. The writer task drains the shared outgoing buffer with
+//! The reader task decodes frames and feeds them to the protocol state machine
+//! ([`proto::connection::Connection`](crate::proto::connection::Connection)), which owns every
+//! channel's state and completes the waiters. The writer task drains the machine's outgoing
+//! bytes with
 //! one `write_all` per batch, so many frames queued by many callers leave in one syscall, and
 //! sends a heartbeat when the connection has been quiet for half the interval. The reader
 //! declares the server dead after two intervals without any bytes.
@@ -24,10 +25,6 @@ use shared::{ConnShared, lock};
 use transport::WriteHalf;
 
 use crate::error::Result;
-use crate::proto::frame::encode_heartbeat;
-
-/// The decoder's limit when both sides said "no limit": generous, but never unbounded.
-pub(crate) const UNLIMITED_FRAME_MAX: u32 = 128 * 1024 * 1024;
 
 /// Drains the outgoing buffer to the socket until the connection ends.
 pub(crate) async fn write_loop(
@@ -35,29 +32,29 @@ pub(crate) async fn write_loop(
     shared: Arc<ConnShared>,
     heartbeat: Duration,
 ) -> Result<()> {
-    lock(&shared.out).socket = socket.inline_writer();
+    lock(&shared.state).socket = socket.inline_writer();
     let idle = (!heartbeat.is_zero()).then(|| heartbeat / 2);
     // One timer for the connection's life, moved on only when it fires.
     let mut quiet_timer = idle.map(|idle| Box::pin(tokio::time::sleep(idle)));
     let mut last_write = tokio::time::Instant::now();
     loop {
         let chunk = {
-            let mut out = lock(&shared.out);
-            if out.buf.is_empty() {
-                if out.error.is_some() {
+            let mut st = lock(&shared.state);
+            if st.machine.transmit().is_empty() {
+                if st.machine.error().is_some() {
                     break;
                 }
                 None
             } else {
-                out.writing = true;
-                Some(out.buf.split())
+                st.writing = true;
+                Some(st.machine.transmit().split())
             }
         };
         match chunk {
             Some(bytes) => {
                 tracing::trace!(bytes = bytes.len(), "writing");
                 socket.write_all(&bytes).await?;
-                lock(&shared.out).writing = false;
+                lock(&shared.state).writing = false;
                 last_write = tokio::time::Instant::now();
                 shared
                     .stats
@@ -73,16 +70,16 @@ pub(crate) async fn write_loop(
                             () = ready => {}
                             () = timer.as_mut() => {
                                 if last_write.elapsed() >= idle {
-                                    let mut out = lock(&shared.out);
-                                    if out.buf.is_empty() && out.error.is_none() {
-                                        encode_heartbeat(&mut out.buf);
+                                    let mut st = lock(&shared.state);
+                                    if st.machine.transmit().is_empty() && st.machine.error().is_none() {
+                                        st.machine.send_heartbeat();
                                         shared
                                             .stats
                                             .heartbeats_sent
                                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                         tracing::trace!("sending heartbeat");
                                     }
-                                    drop(out);
+                                    drop(st);
                                     timer.as_mut().reset(tokio::time::Instant::now() + idle);
                                 } else {
                                     timer.as_mut().reset(last_write + idle);
@@ -96,7 +93,7 @@ pub(crate) async fn write_loop(
         }
     }
     // No more inline writes: the write half is the writer's alone again.
-    lock(&shared.out).socket = None;
+    lock(&shared.state).socket = None;
     // Keep the write half open until the reader is done: a FIN sent before the server's
     // close-ok makes RabbitMQ treat our clean close as an abrupt disconnect.
     let mut closed = shared.closed.subscribe();

@@ -1,26 +1,23 @@
-//! State shared between the user-facing handles and the driver's reader and writer tasks.
-//!
-//! Lock order, everywhere: a channel's `state`, then the connection's `out`. Neither lock is
-//! held across an `.await`.
+//! What the handles and the driver's tasks share: the protocol state machine behind one lock,
+//! and the tokio pieces that wake whoever waits on it.
 //!
 //! ```text
-//!  handles --encode frames--> out (one BytesMut) --writer task--> socket
-//!  socket --reader task--> FrameDecoder --> ContentAssembler[ch] --> ChannelShared[ch]
-//!                                                                   | rpc replies (FIFO)
-//!                                                                   | confirms (by tag)
-//!                                                                   | deliveries (per consumer)
+//!  handles --commands--> State { machine: proto::connection::Connection<Driver> } --writer task--> socket
+//!  socket --reader task--> FrameDecoder --frames--> machine --Sinks--> oneshot / mpsc / watch
 //! ```
+//!
+//! The machine holds every piece of protocol state; this module only adds what tokio needs:
+//! the waiters' types ([`Driver`], the machine's [`Sinks`]), the socket for inline writes, and
+//! the notifications. The lock is never held across an `.await`.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::BytesMut;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-use crate::error::{Error, Result, ReturnedMessage};
-use crate::proto::connection::Tuning;
-use crate::proto::{Content, EncodeError, FieldTable, Method, ShortString};
+use crate::error::{Error, Result};
+use crate::proto::connection::{ChannelRef, Connection as Machine, Sinks, Tuning};
+use crate::proto::{Assembled, Content, FieldTable};
 
 /// Above this many buffered outgoing bytes, publishers wait for the writer to drain.
 pub(crate) const OUT_HIGH_WATER: usize = 4 * 1024 * 1024;
@@ -29,233 +26,6 @@ pub(crate) const OUT_HIGH_WATER: usize = 4 * 1024 * 1024;
 /// section here leaves the state consistent before anything that could panic.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The outgoing byte buffer and the conditions that gate writing to it.
-#[derive(Default)]
-pub(crate) struct Outbox {
-    pub(crate) buf: BytesMut,
-    /// Set once the connection is dead or closing: no more frames are accepted.
-    pub(crate) error: Option<Error>,
-    /// `connection.blocked` reason while the broker blocks publishing.
-    pub(crate) blocked: Option<String>,
-    /// The socket's write half, for callers that write small urgent frames themselves
-    /// instead of waking the writer task (see [`ConnShared::flush_inline`]). Never set for
-    /// TLS, where only the writer task writes.
-    pub(crate) socket: Option<super::transport::InlineWriter>,
-    /// The writer task is writing bytes it took from `buf`; nobody else may write meanwhile.
-    pub(crate) writing: bool,
-}
-
-/// Counters a user can read to see heartbeats at work.
-#[derive(Debug, Default)]
-pub(crate) struct Stats {
-    pub(crate) heartbeats_sent: AtomicU64,
-    pub(crate) heartbeats_received: AtomicU64,
-    pub(crate) frames_received: AtomicU64,
-    pub(crate) bytes_written: AtomicU64,
-}
-
-/// One connection's shared state.
-pub(crate) struct ConnShared {
-    pub(crate) out: Mutex<Outbox>,
-    /// Wakes the writer when `out.buf` gains bytes.
-    pub(crate) out_ready: Notify,
-    /// Wakes producers waiting for the buffer to drain or the block to lift.
-    pub(crate) out_drained: Notify,
-    pub(crate) channels: Mutex<ChannelTable>,
-    pub(crate) tuning: Tuning,
-    pub(crate) server_properties: FieldTable,
-    /// The reason the connection ended, once it has.
-    pub(crate) closed: watch::Sender<Option<Error>>,
-    pub(crate) stats: Stats,
-    /// We sent `connection.close` and wait for `close-ok`.
-    pub(crate) closing: std::sync::atomic::AtomicBool,
-    /// Callers of `update_secret` waiting for `update-secret-ok`, in the order they sent.
-    pub(crate) secret_updates: Mutex<VecDeque<oneshot::Sender<()>>>,
-}
-
-impl ConnShared {
-    pub(crate) fn new(tuning: Tuning, server_properties: FieldTable) -> Self {
-        ConnShared {
-            out: Mutex::new(Outbox::default()),
-            out_ready: Notify::new(),
-            out_drained: Notify::new(),
-            channels: Mutex::new(ChannelTable::new(tuning.channel_max)),
-            tuning,
-            server_properties,
-            closed: watch::channel(None).0,
-            stats: Stats::default(),
-            closing: std::sync::atomic::AtomicBool::new(false),
-            secret_updates: Mutex::new(VecDeque::new()),
-        }
-    }
-
-    pub(crate) fn frame_max(&self) -> u32 {
-        if self.tuning.frame_max == 0 {
-            crate::driver::UNLIMITED_FRAME_MAX
-        } else {
-            self.tuning.frame_max
-        }
-    }
-
-    /// Appends frames to the outgoing buffer with `write`, unless the connection is dead.
-    pub(crate) fn send_with(
-        &self,
-        write: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
-    ) -> Result<()> {
-        let mut out = lock(&self.out);
-        if let Some(e) = &out.error {
-            return Err(e.clone());
-        }
-        write(&mut out.buf)?;
-        drop(out);
-        self.out_ready.notify_one();
-        Ok(())
-    }
-
-    /// Writes what `out` holds straight to the socket from the caller's task, when the writer
-    /// task is not mid-write: a request then leaves without a wake-up of the writer on another
-    /// thread. Only a non-blocking `try_write`; whatever does not fit is left for the writer.
-    pub(crate) fn flush_inline(&self, out: &mut Outbox) {
-        if out.writing || out.buf.is_empty() {
-            return;
-        }
-        let Some(socket) = &out.socket else {
-            return;
-        };
-        // Errors (WouldBlock included) are left to the writer task, which meets them too.
-        if let Ok(n) = socket.try_write(&out.buf) {
-            bytes::Buf::advance(&mut out.buf, n);
-            self.stats
-                .bytes_written
-                .fetch_add(n as u64, Ordering::Relaxed);
-        }
-    }
-
-    /// Appends one method frame.
-    pub(crate) fn send_method(&self, channel: u16, method: &Method) -> Result<()> {
-        tracing::trace!(channel, ?method, "sending");
-        self.send_with(|buf| crate::proto::frame::encode_method(buf, channel, method))
-    }
-
-    /// Waits until the outgoing buffer has room and, for publishes, the broker does not block
-    /// the connection. Fails as soon as the connection is dead.
-    pub(crate) async fn wait_writable(&self, publishing: bool) -> Result<()> {
-        loop {
-            let drained = self.out_drained.notified();
-            tokio::pin!(drained);
-            drained.as_mut().enable();
-            {
-                let out = lock(&self.out);
-                if let Some(e) = &out.error {
-                    return Err(e.clone());
-                }
-                let blocked = publishing && out.blocked.is_some();
-                if !blocked && out.buf.len() < OUT_HIGH_WATER {
-                    return Ok(());
-                }
-            }
-            drained.await;
-        }
-    }
-
-    /// Marks the connection dead with `error` (the first reason wins) and fails everything
-    /// waiting on it: pending calls, confirms and consumers on every channel.
-    pub(crate) fn fail(&self, error: Error) {
-        {
-            let mut out = lock(&self.out);
-            if out.error.is_none() {
-                out.error = Some(error.clone());
-            }
-        }
-        self.closed.send_if_modified(|c| {
-            if c.is_none() {
-                *c = Some(error.clone());
-                true
-            } else {
-                false
-            }
-        });
-        // Their senders dropped, waiting `update_secret` calls return the connection's error.
-        lock(&self.secret_updates).clear();
-        // Two failures can race (the reader's, and the scope's cleanup once it saw the
-        // first): whichever drains the channels tells them the first reason, not its own.
-        let error = self.closed.borrow().clone().unwrap_or(error);
-        let channels: Vec<_> = lock(&self.channels).slots.drain(..).flatten().collect();
-        for ch in channels {
-            ch.fail(error.clone());
-        }
-        self.out_ready.notify_one();
-        self.out_drained.notify_waiters();
-    }
-
-    /// The broker accepted the oldest pending `update-secret`.
-    pub(crate) fn handle_update_secret_ok(&self) {
-        if let Some(waiter) = lock(&self.secret_updates).pop_front() {
-            let _ = waiter.send(());
-        }
-    }
-
-    pub(crate) fn channel(&self, id: u16) -> Option<Arc<ChannelShared>> {
-        lock(&self.channels)
-            .slots
-            .get(usize::from(id))
-            .and_then(|s| s.clone())
-    }
-}
-
-/// Channel ids in use; index is the id, slot 0 is the connection.
-pub(crate) struct ChannelTable {
-    pub(crate) slots: Vec<Option<Arc<ChannelShared>>>,
-    max: u16,
-}
-
-impl ChannelTable {
-    fn new(channel_max: u16) -> Self {
-        ChannelTable {
-            slots: vec![None],
-            max: if channel_max == 0 {
-                u16::MAX
-            } else {
-                channel_max
-            },
-        }
-    }
-
-    /// Registers a new channel under the lowest free id.
-    pub(crate) fn allocate(
-        &mut self,
-        make: impl FnOnce(u16) -> Arc<ChannelShared>,
-    ) -> Result<Arc<ChannelShared>> {
-        let free = self.slots.iter().skip(1).position(Option::is_none);
-        let id = match free {
-            Some(i) => i + 1,
-            None if self.slots.len() <= usize::from(self.max) => {
-                self.slots.push(None);
-                self.slots.len() - 1
-            }
-            None => return Err(Error::ChannelsExhausted { max: self.max }),
-        };
-        let ch = make(id as u16);
-        self.slots[id] = Some(ch.clone());
-        Ok(ch)
-    }
-
-    /// Frees an id once its close handshake is over.
-    pub(crate) fn release(&mut self, id: u16) {
-        if let Some(slot) = self.slots.get_mut(usize::from(id)) {
-            *slot = None;
-        }
-        while self.slots.len() > 1 && self.slots.last().is_some_and(Option::is_none) {
-            self.slots.pop();
-        }
-    }
-
-    /// Number of open channels.
-    pub(crate) fn open_count(&self) -> usize {
-        self.slots.iter().flatten().count()
-    }
 }
 
 /// What a consumer's stream receives.
@@ -268,139 +38,225 @@ pub(crate) enum ConsumerEvent {
 }
 
 /// A reply to a synchronous call: a method, or `basic.get-ok` with its content.
-pub(crate) type RpcReply = Result<crate::proto::Assembled>;
+pub(crate) type RpcReply = Result<Assembled>;
 
-/// A pending publish awaiting its confirm.
-pub(crate) struct PendingConfirm {
-    pub(crate) seq: u64,
-    pub(crate) mandatory_route: Option<(ShortString, ShortString)>,
-    pub(crate) waiter: oneshot::Sender<Result<()>>,
-    pub(crate) returned: Option<ReturnedMessage>,
-}
-
-/// Mutable state of one channel.
-#[derive(Default)]
-pub(crate) struct ChannelState {
-    /// Waiters for synchronous replies, in the order the requests were sent.
-    pub(crate) rpc: VecDeque<oneshot::Sender<RpcReply>>,
-    /// Publishes awaiting confirms, in sequence order.
-    pub(crate) confirms: VecDeque<PendingConfirm>,
-    /// Sequence number of the next publish (confirm mode numbers from 1).
-    pub(crate) next_seq: u64,
-    pub(crate) consumers: HashMap<ShortString, mpsc::UnboundedSender<ConsumerEvent>>,
-    /// Why the channel is unusable, once it is.
-    pub(crate) error: Option<Error>,
-    /// We sent `channel.close` and wait for `close-ok`.
-    pub(crate) closing: bool,
-    /// `channel.flow` from the server: false while it asks us to stop publishing.
-    pub(crate) flow_paused: bool,
-}
-
-/// One channel's shared state.
-pub(crate) struct ChannelShared {
-    pub(crate) id: u16,
-    pub(crate) conn: Arc<ConnShared>,
-    pub(crate) state: Mutex<ChannelState>,
-    /// The reason the channel ended, once it has.
+/// Watches one channel: why it ended, and the server's `channel.flow`.
+#[derive(Debug)]
+pub(crate) struct ChannelWatch {
     pub(crate) closed: watch::Sender<Option<Error>>,
-    /// Wakes publishers waiting for `channel.flow` to resume.
     pub(crate) flow: Notify,
-    pub(crate) consumer_seq: AtomicU64,
 }
 
-impl std::fmt::Debug for ChannelShared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChannelShared")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ChannelShared {
-    pub(crate) fn new(id: u16, conn: Arc<ConnShared>) -> Self {
-        ChannelShared {
-            id,
-            conn,
-            state: Mutex::new(ChannelState {
-                next_seq: 1,
-                ..Default::default()
-            }),
+impl ChannelWatch {
+    fn new() -> Self {
+        ChannelWatch {
             closed: watch::channel(None).0,
             flow: Notify::new(),
-            consumer_seq: AtomicU64::new(1),
         }
     }
 
-    /// Fails everything waiting on this channel with `error` (or the reason it already
-    /// failed with: the first one wins) and marks it unusable.
-    pub(crate) fn fail(&self, error: Error) {
-        let (error, rpc, confirms, consumers) = {
-            let mut st = lock(&self.state);
-            let error = st.error.get_or_insert(error).clone();
-            (
-                error,
-                std::mem::take(&mut st.rpc),
-                std::mem::take(&mut st.confirms),
-                std::mem::take(&mut st.consumers),
-            )
-        };
-        for w in rpc {
-            let _ = w.send(Err(error.clone()));
-        }
-        for c in confirms {
-            let _ = c.waiter.send(Err(error.clone()));
-        }
-        for (_, tx) in consumers {
-            let _ = tx.send(ConsumerEvent::End(error.clone()));
-        }
-        self.closed.send_if_modified(|c| {
+    /// Why the channel ended, once it has.
+    pub(crate) fn error(&self) -> Option<Error> {
+        self.closed.borrow().clone()
+    }
+}
+
+/// The machine's waiters are tokio's: a oneshot per call and per publish, an unbounded
+/// channel per consumer (bounded in practice by the prefetch window), a watch per channel.
+pub(crate) struct Driver;
+
+impl Sinks for Driver {
+    type Error = Error;
+    type Call = oneshot::Sender<RpcReply>;
+    type Confirm = oneshot::Sender<Result<()>>;
+    type Consumer = mpsc::UnboundedSender<ConsumerEvent>;
+    type Channel = Arc<ChannelWatch>;
+
+    fn reply(call: Self::Call, reply: RpcReply) -> bool {
+        call.send(reply).is_ok()
+    }
+
+    fn confirm(confirm: Self::Confirm, outcome: Result<()>) {
+        let _ = confirm.send(outcome);
+    }
+
+    fn deliver(consumer: &Self::Consumer, delivery: Content) -> bool {
+        consumer.send(ConsumerEvent::Delivery(delivery)).is_ok()
+    }
+
+    fn end_consumer(consumer: Self::Consumer, reason: Error) {
+        let _ = consumer.send(ConsumerEvent::End(reason));
+    }
+
+    fn channel_ended(channel: &Self::Channel, reason: &Error) {
+        channel.closed.send_if_modified(|c| {
             if c.is_none() {
-                *c = Some(error.clone());
+                *c = Some(reason.clone());
                 true
             } else {
                 false
             }
         });
-        self.flow.notify_waiters();
+        channel.flow.notify_waiters();
     }
 
-    /// Sends a request and returns the receiver of its reply. The waiter is queued under the
-    /// channel lock together with the write, so replies pair with requests in order.
-    pub(crate) fn call(&self, method: &Method) -> Result<oneshot::Receiver<RpcReply>> {
+    fn flow_changed(channel: &Self::Channel, _active: bool) {
+        channel.flow.notify_waiters();
+    }
+}
+
+/// The state behind the connection's lock.
+pub(crate) struct State {
+    pub(crate) machine: Machine<Driver>,
+    /// The socket's write half, for callers that write small urgent frames themselves
+    /// instead of waking the writer task (see [`ConnShared::flush_inline`]). Never set for
+    /// TLS, where only the writer task writes.
+    pub(crate) socket: Option<super::transport::InlineWriter>,
+    /// The writer task is writing bytes it took from the machine; nobody else may write.
+    pub(crate) writing: bool,
+}
+
+/// Counters only the driver sees.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) heartbeats_sent: AtomicU64,
+    pub(crate) bytes_written: AtomicU64,
+}
+
+/// One connection's shared state.
+pub(crate) struct ConnShared {
+    pub(crate) state: Mutex<State>,
+    /// Wakes the writer when the machine has bytes to send.
+    pub(crate) out_ready: Notify,
+    /// Wakes publishers waiting for the buffer to drain or the block to lift.
+    pub(crate) out_drained: Notify,
+    pub(crate) tuning: Tuning,
+    pub(crate) frame_max: u32,
+    pub(crate) server_properties: FieldTable,
+    /// The reason the connection ended, once it has.
+    pub(crate) closed: watch::Sender<Option<Error>>,
+    pub(crate) stats: Stats,
+}
+
+/// A channel as the handles see it: the connection, which life of which id, its watch.
+#[derive(Debug)]
+pub(crate) struct ChannelLink {
+    pub(crate) conn: Arc<ConnShared>,
+    pub(crate) id: ChannelRef,
+    pub(crate) watch: Arc<ChannelWatch>,
+}
+
+impl ChannelLink {
+    /// Runs `f` on the machine for this channel and wakes the writer for what it queued. A
+    /// failure because the channel is gone becomes the reason it went.
+    pub(crate) fn with<T>(
+        &self,
+        flush: bool,
+        f: impl FnOnce(&mut Machine<Driver>, ChannelRef) -> Result<T>,
+    ) -> Result<T> {
+        let result = self.conn.with(flush, |m| f(m, self.id));
+        result.map_err(|e| self.reason(e))
+    }
+
+    /// `error`, or the reason the channel ended when `error` only says it is closed.
+    pub(crate) fn reason(&self, error: Error) -> Error {
+        match error {
+            Error::Closed("channel") => self.watch.error().unwrap_or(error),
+            e => e,
+        }
+    }
+}
+
+impl std::fmt::Debug for ConnShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnShared")
+            .field("tuning", &self.tuning)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnShared {
+    pub(crate) fn new(tuning: Tuning, server_properties: FieldTable) -> Self {
+        let machine = Machine::new(tuning);
+        ConnShared {
+            frame_max: machine.frame_max(),
+            state: Mutex::new(State {
+                machine,
+                socket: None,
+                writing: false,
+            }),
+            out_ready: Notify::new(),
+            out_drained: Notify::new(),
+            tuning,
+            server_properties,
+            closed: watch::channel(None).0,
+            stats: Stats::default(),
+        }
+    }
+
+    /// A fresh channel watch.
+    pub(crate) fn channel_watch() -> Arc<ChannelWatch> {
+        Arc::new(ChannelWatch::new())
+    }
+
+    /// Runs `f` on the machine; then, with `flush`, sends what it queued from this task (see
+    /// [`flush_inline`](Self::flush_inline)), and wakes the writer for whatever is left.
+    pub(crate) fn with<T>(
+        &self,
+        flush: bool,
+        f: impl FnOnce(&mut Machine<Driver>) -> Result<T>,
+    ) -> Result<T> {
         let mut st = lock(&self.state);
-        if let Some(e) = &st.error {
-            return Err(e.clone());
+        let result = f(&mut st.machine);
+        if flush {
+            self.flush_inline(&mut st);
         }
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut out = lock(&self.conn.out);
-            if let Some(e) = &out.error {
-                return Err(e.clone());
-            }
-            tracing::trace!(channel = self.id, ?method, "sending");
-            crate::proto::frame::encode_method(&mut out.buf, self.id, method)?;
-            // A call waits for its reply: send it now rather than after a writer wake-up.
-            self.conn.flush_inline(&mut out);
-            if !out.buf.is_empty() {
-                self.conn.out_ready.notify_one();
-            }
+        let pending = !st.machine.transmit().is_empty();
+        drop(st);
+        if pending {
+            self.out_ready.notify_one();
         }
-        st.rpc.push_back(tx);
-        Ok(rx)
+        result
     }
 
-    /// Sends a method that has no reply (ack, nack, reject, nowait calls).
-    pub(crate) fn cast(&self, method: &Method) -> Result<()> {
-        let st = lock(&self.state);
-        if let Some(e) = &st.error {
-            return Err(e.clone());
+    /// Writes what the machine queued straight to the socket from the caller's task, when the
+    /// writer task is not mid-write: a request then leaves without a wake-up of the writer on
+    /// another thread. Only a non-blocking `try_write`; whatever does not fit is left for the
+    /// writer.
+    pub(crate) fn flush_inline(&self, st: &mut State) {
+        if st.writing {
+            return;
         }
-        self.conn.send_method(self.id, method)
+        let Some(socket) = &st.socket else {
+            return;
+        };
+        let out = st.machine.transmit();
+        if out.is_empty() {
+            return;
+        }
+        // Errors (WouldBlock included) are left to the writer task, which meets them too.
+        if let Ok(n) = socket.try_write(out) {
+            bytes::Buf::advance(out, n);
+            self.stats
+                .bytes_written
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
     }
 
-    pub(crate) fn next_consumer_tag(&self) -> ShortString {
-        let n = self.consumer_seq.fetch_add(1, Ordering::Relaxed);
-        format!("serena.{}.{}", self.id, n).into()
+    /// Marks the connection dead with `error` (the first reason wins) and fails everything
+    /// waiting on it: pending calls, confirms and consumers on every channel.
+    pub(crate) fn fail(&self, error: Error) {
+        let first = lock(&self.state).machine.fail(error);
+        self.closed.send_if_modified(|c| {
+            if c.is_none() {
+                *c = Some(first.clone());
+                true
+            } else {
+                false
+            }
+        });
+        self.out_ready.notify_one();
+        self.out_drained.notify_waiters();
     }
 }
 
@@ -409,47 +265,49 @@ mod tests {
     use super::*;
 
     /// The race the reader's failure and the scope's cleanup run: the first reason is already
-    /// recorded when a second failure drains the channels. Everything waiting must still be
-    /// told the first reason, not the cleanup's `Closed`.
+    /// recorded when a second failure comes. Everything waiting must be told the first reason,
+    /// not the cleanup's `Closed`.
     #[test]
     fn a_second_failure_tells_waiters_the_first_reason() {
-        let conn = Arc::new(ConnShared::new(
+        let conn = ConnShared::new(
             Tuning {
                 channel_max: 0,
                 frame_max: 4096,
                 heartbeat: 0,
             },
             FieldTable::new(),
-        ));
-        let ch = lock(&conn.channels)
-            .allocate(|id| Arc::new(ChannelShared::new(id, conn.clone())))
-            .expect("a channel id");
-        let (waiter, mut confirm) = oneshot::channel();
-        lock(&ch.state).confirms.push_back(PendingConfirm {
-            seq: 1,
-            mandatory_route: None,
-            waiter,
-            returned: None,
-        });
-        let first = Error::HeartbeatTimeout(std::time::Duration::from_secs(2));
-        // The first failure has recorded its reason but not reached the channels yet...
-        lock(&conn.out).error = Some(first.clone());
-        conn.closed.send_replace(Some(first));
-        // ...when the second one drains them.
+        );
+        let watch = ConnShared::channel_watch();
+        let (open, _open_rx) = oneshot::channel();
+        let (confirm, mut confirmed) = oneshot::channel();
+        {
+            let mut st = lock(&conn.state);
+            let ch = st.machine.open_channel(watch.clone(), open).expect("an id");
+            st.machine
+                .publish(
+                    ch,
+                    &crate::proto::connection::Publish {
+                        exchange: "",
+                        routing_key: "q",
+                        mandatory: false,
+                        immediate: false,
+                        properties: &Default::default(),
+                        body: b"x",
+                    },
+                    confirm,
+                )
+                .expect("published");
+        }
+        conn.fail(Error::HeartbeatTimeout(std::time::Duration::from_secs(2)));
         conn.fail(Error::Closed("connection"));
-        let told = confirm.try_recv().expect("the confirm was failed");
+        let told = confirmed.try_recv().expect("the confirm was failed");
         assert!(
             matches!(told, Err(Error::HeartbeatTimeout(_))),
             "the waiter was told {told:?}"
         );
+        assert!(matches!(watch.error(), Some(Error::HeartbeatTimeout(_))));
         assert!(matches!(
-            ch.closed.borrow().clone(),
-            Some(Error::HeartbeatTimeout(_))
-        ));
-        // A channel failed twice keeps its first reason too.
-        ch.fail(Error::Closed("channel"));
-        assert!(matches!(
-            lock(&ch.state).error.clone(),
+            conn.closed.borrow().clone(),
             Some(Error::HeartbeatTimeout(_))
         ));
     }

@@ -20,8 +20,8 @@
 
 use bytes::BytesMut;
 
-use super::table::{FieldTable, FieldValue};
-use super::types::LongString;
+use crate::table::{FieldTable, FieldValue};
+use crate::types::LongString;
 
 /// Limits agreed in `connection.tune` / `tune-ok`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,12 +126,12 @@ pub fn external_response() -> LongString {
 }
 
 /// The AMQPLAIN response: a field table of LOGIN and PASSWORD without its length prefix.
-pub fn amqplain_response(username: &str, password: &str) -> Result<LongString, super::EncodeError> {
+pub fn amqplain_response(username: &str, password: &str) -> Result<LongString, crate::EncodeError> {
     let table = FieldTable::new()
         .with("LOGIN", username)
         .with("PASSWORD", password);
     let mut buf = BytesMut::new();
-    super::table::encode_table(&mut buf, &table, "AMQPLAIN response", 0)?;
+    crate::table::encode_table(&mut buf, &table, "AMQPLAIN response", 0)?;
     Ok(LongString::from(buf.split_off(4).freeze()))
 }
 

@@ -1,0 +1,679 @@
+//! One channel's protocol state: its phase, pending calls, unconfirmed publishes and the
+//! returns waiting for their confirm, consumers, flow, and its content assembler. The diagram
+//! and the rules are in the parent module's docs.
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::BytesMut;
+
+use super::sinks::{Failure, Returned, ServerClose, Sinks};
+use crate::content::{Assembled, Content, ContentAssembler, encode_content};
+use crate::frame::{FRAME_HEADER_SIZE, encode_method};
+use crate::method::{Method, basic, channel};
+use crate::properties::{BasicProperties, encode_header_payload};
+use crate::types::ShortString;
+
+/// Where a channel is in its life (see the diagram in the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// `channel.open` sent, `open-ok` not yet received.
+    Opening,
+    Open,
+    /// We sent `channel.close` and wait for `close-ok`.
+    Closing,
+}
+
+/// What a pending call was, so that a reply nobody waits for any more can be undone.
+enum CallKind {
+    Consume(ShortString),
+    Get { no_ack: bool },
+    Cancel,
+    Close,
+    Plain,
+}
+
+struct PendingCall<S: Sinks> {
+    kind: CallKind,
+    waiter: Option<S::Call>,
+}
+
+/// The route of a mandatory publish, to match a `basic.return` to it.
+#[derive(PartialEq, Eq)]
+struct Route {
+    exchange: ShortString,
+    routing_key: ShortString,
+    /// [`fingerprint`] of the message's content header and body.
+    fingerprint: u64,
+}
+
+struct Unconfirmed<S: Sinks> {
+    seq: u64,
+    waiter: S::Confirm,
+    mandatory: Option<Route>,
+    returned: Option<Box<Returned>>,
+}
+
+struct ConsumerSlot<S: Sinks> {
+    sink: S::Consumer,
+    no_ack: bool,
+    /// We sent `basic.cancel` and wait for `cancel-ok`.
+    cancelling: bool,
+}
+
+/// What handling a frame did to the channel.
+pub(crate) enum Step<E> {
+    Continue,
+    /// A frame that belongs to nothing any more (a delivery to a consumer that is gone, a
+    /// reply nobody asked for, what arrives after our close): dropped.
+    Dropped,
+    /// The channel is over; its slot may be reused.
+    Ended(E),
+}
+
+/// A frame the server should not have sent, with the reply code to close the connection with.
+pub(crate) struct Violation {
+    pub(crate) reply_code: u16,
+    pub(crate) class_id: u16,
+    pub(crate) method_id: u16,
+    pub(crate) failure: Failure,
+}
+
+/// The fields of a `basic.publish`.
+pub struct Publish<'a> {
+    /// Exchange to publish to ("" for the default exchange).
+    pub exchange: &'a str,
+    /// Routing key.
+    pub routing_key: &'a str,
+    /// Return the message when no queue takes it.
+    pub mandatory: bool,
+    /// Deprecated; RabbitMQ refuses it.
+    pub immediate: bool,
+    /// The message properties.
+    pub properties: &'a BasicProperties,
+    /// The body.
+    pub body: &'a [u8],
+}
+
+pub(crate) struct ChannelMachine<S: Sinks> {
+    pub(crate) id: u16,
+    pub(crate) epoch: u64,
+    pub(crate) phase: Phase,
+    sink: S::Channel,
+    assembler: ContentAssembler,
+    calls: VecDeque<PendingCall<S>>,
+    confirms: VecDeque<Unconfirmed<S>>,
+    next_seq: u64,
+    /// Returns not yet matched to a publish: each is matched when the confirm covering its
+    /// publish arrives (RabbitMQ sends a publish's return before its ack).
+    returns: VecDeque<(Route, Box<Returned>)>,
+    consumers: HashMap<ShortString, ConsumerSlot<S>>,
+    pub(crate) flow_paused: bool,
+}
+
+fn send(out: &mut BytesMut, id: u16, method: impl Into<Method>) {
+    let method = method.into();
+    tracing::trace!(channel = id, ?method, "sending");
+    // The methods the machine sends on its own have no field that can fail to encode.
+    if let Err(e) = encode_method(out, id, &method) {
+        tracing::error!(channel = id, %e, "could not encode a protocol reply");
+    }
+}
+
+/// FNV-1a over a message's content header payload and the ends of its body: cheap enough for
+/// every mandatory publish, and enough to tell apart messages that share a route.
+fn fingerprint(header_payload: &[u8], body: &[u8]) -> u64 {
+    const SAMPLE: usize = 32;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let head = &body[..body.len().min(SAMPLE)];
+    let tail = &body[body.len().saturating_sub(SAMPLE)..];
+    for b in header_payload.iter().chain(head).chain(tail) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+impl<S: Sinks> ChannelMachine<S> {
+    pub(crate) fn new(id: u16, epoch: u64, sink: S::Channel) -> Self {
+        ChannelMachine {
+            id,
+            epoch,
+            phase: Phase::Opening,
+            sink,
+            assembler: ContentAssembler::new(id),
+            calls: VecDeque::new(),
+            confirms: VecDeque::new(),
+            next_seq: 1,
+            returns: VecDeque::new(),
+            consumers: HashMap::new(),
+            flow_paused: false,
+        }
+    }
+
+    pub(crate) fn assembler(&mut self) -> &mut ContentAssembler {
+        &mut self.assembler
+    }
+
+    /// Sends a synchronous method; its reply goes to `waiter`.
+    pub(crate) fn call(
+        &mut self,
+        out: &mut BytesMut,
+        method: &Method,
+        waiter: Option<S::Call>,
+    ) -> Result<(), Failure> {
+        self.usable()?;
+        let kind = match method {
+            Method::BasicGet(g) => CallKind::Get { no_ack: g.no_ack },
+            Method::BasicCancel(_) => CallKind::Cancel,
+            _ => CallKind::Plain,
+        };
+        tracing::trace!(channel = self.id, ?method, "sending");
+        encode_method(out, self.id, method)?;
+        self.calls.push_back(PendingCall { kind, waiter });
+        Ok(())
+    }
+
+    fn usable(&self) -> Result<(), Failure> {
+        match self.phase {
+            Phase::Opening | Phase::Open => Ok(()),
+            Phase::Closing => Err(Failure::Closed("channel")),
+        }
+    }
+
+    pub(crate) fn publish(
+        &mut self,
+        out: &mut BytesMut,
+        frame_max: u32,
+        p: &Publish<'_>,
+        waiter: S::Confirm,
+    ) -> Result<u64, Failure> {
+        self.usable()?;
+        let method: Method = basic::Publish {
+            exchange: p.exchange.into(),
+            routing_key: p.routing_key.into(),
+            mandatory: p.mandatory,
+            immediate: p.immediate,
+        }
+        .into();
+        let start = out.len();
+        encode_content(out, self.id, &method, p.properties, p.body, frame_max)?;
+        let mandatory = p.mandatory.then(|| {
+            // The header frame follows the method frame: skip the method frame, then take the
+            // header frame's payload from the bytes just written.
+            let frame_len = |at: usize| {
+                let size = u32::from_be_bytes([out[at + 3], out[at + 4], out[at + 5], out[at + 6]]);
+                FRAME_HEADER_SIZE + size as usize + 1
+            };
+            let header = start + frame_len(start);
+            let payload = &out[header + FRAME_HEADER_SIZE..header + frame_len(header) - 1];
+            Route {
+                exchange: p.exchange.into(),
+                routing_key: p.routing_key.into(),
+                fingerprint: fingerprint(payload, p.body),
+            }
+        });
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.confirms.push_back(Unconfirmed {
+            seq,
+            waiter,
+            mandatory,
+            returned: None,
+        });
+        Ok(seq)
+    }
+
+    /// Publishes sent and not yet confirmed.
+    pub(crate) fn unconfirmed(&self) -> usize {
+        self.confirms.len()
+    }
+
+    pub(crate) fn consume(
+        &mut self,
+        out: &mut BytesMut,
+        method: basic::Consume,
+        sink: S::Consumer,
+        waiter: S::Call,
+    ) -> Result<(), Failure> {
+        self.usable()?;
+        let tag = method.consumer_tag.clone();
+        let no_ack = method.no_ack;
+        let method: Method = method.into();
+        tracing::trace!(channel = self.id, ?method, "sending");
+        encode_method(out, self.id, &method)?;
+        // Registered before consume-ok, so a delivery can never outrun it. A tag already in
+        // use keeps its first consumer; the server refuses the second (530).
+        self.consumers.entry(tag.clone()).or_insert(ConsumerSlot {
+            sink,
+            no_ack,
+            cancelling: false,
+        });
+        self.calls.push_back(PendingCall {
+            kind: CallKind::Consume(tag),
+            waiter: Some(waiter),
+        });
+        Ok(())
+    }
+
+    /// Cancels a consumer; `Ok(false)` when there is nothing to cancel (it already ended, or a
+    /// cancel is under way and `waiter` is `None`).
+    pub(crate) fn cancel(
+        &mut self,
+        out: &mut BytesMut,
+        tag: &ShortString,
+        waiter: Option<S::Call>,
+    ) -> Result<bool, Failure> {
+        if self.phase != Phase::Open {
+            return Err(Failure::Closed("channel"));
+        }
+        let Some(slot) = self.consumers.get_mut(tag) else {
+            return Ok(false);
+        };
+        if slot.cancelling && waiter.is_none() {
+            return Ok(false);
+        }
+        slot.cancelling = true;
+        send(
+            out,
+            self.id,
+            basic::Cancel {
+                consumer_tag: tag.clone(),
+                nowait: false,
+            },
+        );
+        self.calls.push_back(PendingCall {
+            kind: CallKind::Cancel,
+            waiter,
+        });
+        Ok(true)
+    }
+
+    /// Sends an ack, nack or reject: only while the channel is open, since after a close
+    /// RabbitMQ takes such a frame for a channel error of the whole connection (504).
+    pub(crate) fn settle(&mut self, out: &mut BytesMut, method: &Method) -> Result<(), Failure> {
+        if self.phase != Phase::Open {
+            return Err(Failure::Closed("channel"));
+        }
+        encode_method(out, self.id, method)?;
+        Ok(())
+    }
+
+    /// Starts our close, unless it is under way; `waiter` gets the close-ok.
+    pub(crate) fn close(&mut self, out: &mut BytesMut, waiter: Option<S::Call>) {
+        if self.phase != Phase::Closing {
+            self.phase = Phase::Closing;
+            send(
+                out,
+                self.id,
+                channel::Close {
+                    reply_code: 200,
+                    reply_text: "bye".into(),
+                    class_id: 0,
+                    method_id: 0,
+                },
+            );
+            // Replies to earlier calls are discarded from now on (channel.close / stability):
+            // their callers learn now.
+            for call in self.calls.drain(..) {
+                if let Some(w) = call.waiter {
+                    S::reply(w, Err(Failure::Closed("channel").into()));
+                }
+            }
+        }
+        self.calls.push_back(PendingCall {
+            kind: CallKind::Close,
+            waiter,
+        });
+    }
+
+    /// Ends the channel: its watchers first, then every call, publish and consumer. With
+    /// `close_ok`, our close completed and its callers get the close-ok.
+    pub(crate) fn end(self, reason: S::Error, close_ok: bool) {
+        S::channel_ended(&self.sink, &reason);
+        for call in self.calls {
+            if let Some(w) = call.waiter {
+                let reply = match call.kind {
+                    CallKind::Close if close_ok => {
+                        Ok(Assembled::Method(channel::CloseOk {}.into()))
+                    }
+                    _ => Err(reason.clone()),
+                };
+                S::reply(w, reply);
+            }
+        }
+        for p in self.confirms {
+            S::confirm(p.waiter, Err(reason.clone()));
+        }
+        for (_, c) in self.consumers {
+            S::end_consumer(c.sink, reason.clone());
+        }
+    }
+
+    /// Handles one method or message for this channel.
+    pub(crate) fn handle(
+        &mut self,
+        out: &mut BytesMut,
+        assembled: Assembled,
+    ) -> Result<Step<Failure>, Violation> {
+        match self.phase {
+            Phase::Opening => Ok(self.handle_opening(out, assembled)),
+            Phase::Closing => Ok(self.handle_closing(out, assembled)),
+            Phase::Open => match assembled {
+                Assembled::Content(content) => self.handle_content(out, content),
+                Assembled::Method(method) => Ok(self.handle_method(out, method)),
+            },
+        }
+    }
+
+    fn handle_opening(&mut self, out: &mut BytesMut, assembled: Assembled) -> Step<Failure> {
+        match assembled {
+            Assembled::Method(m @ Method::ChannelOpenOk(_)) => {
+                self.phase = Phase::Open;
+                self.reply(out, Assembled::Method(m))
+            }
+            Assembled::Method(Method::ChannelClose(c)) => self.closed_by_server(out, c),
+            // Frames of this id's previous life, sent before the server saw its close-ok.
+            _ => Step::Dropped,
+        }
+    }
+
+    /// channel.close / stability: after our close everything but the close handshake is
+    /// discarded, except the broker's confirms and returns, which still tell the truth about
+    /// publishes made before the close.
+    fn handle_closing(&mut self, out: &mut BytesMut, assembled: Assembled) -> Step<Failure> {
+        match assembled {
+            Assembled::Method(Method::ChannelCloseOk(_)) => Step::Ended(Failure::Closed("channel")),
+            Assembled::Method(Method::ChannelClose(c)) => {
+                // Our close and the server's crossed: the server answers ours with close-ok
+                // too, and the id stays taken until then.
+                tracing::debug!(
+                    channel = self.id,
+                    reply_code = c.reply_code,
+                    "closes crossed"
+                );
+                send(out, self.id, channel::CloseOk {});
+                Step::Continue
+            }
+            Assembled::Method(Method::BasicAck(a)) => {
+                self.settle_confirms(a.delivery_tag, a.multiple, true);
+                Step::Continue
+            }
+            Assembled::Method(Method::BasicNack(n)) => {
+                self.settle_confirms(n.delivery_tag, n.multiple, false);
+                Step::Continue
+            }
+            Assembled::Content(c) if matches!(c.method, Method::BasicReturn(_)) => {
+                self.handle_return(c);
+                Step::Continue
+            }
+            _ => Step::Dropped,
+        }
+    }
+
+    fn closed_by_server(&mut self, out: &mut BytesMut, c: channel::Close) -> Step<Failure> {
+        send(out, self.id, channel::CloseOk {});
+        let close = ServerClose {
+            channel: Some(self.id),
+            reply_code: c.reply_code,
+            reply_text: c.reply_text.to_string(),
+            class_id: c.class_id,
+            method_id: c.method_id,
+        };
+        tracing::debug!(channel = self.id, ?close, "channel closed by the server");
+        Step::Ended(Failure::ServerClosed(close))
+    }
+
+    fn handle_content(
+        &mut self,
+        out: &mut BytesMut,
+        content: Content,
+    ) -> Result<Step<Failure>, Violation> {
+        match &content.method {
+            Method::BasicDeliver(d) => {
+                let Some(slot) = self.consumers.get_mut(&d.consumer_tag) else {
+                    // Not a consumer of this channel's life: never acknowledge it, the
+                    // delivery tag means nothing here.
+                    tracing::debug!(channel = self.id, tag = %d.consumer_tag, "delivery for an unknown consumer dropped");
+                    return Ok(Step::Dropped);
+                };
+                let (tag, delivery_tag) = (d.consumer_tag.clone(), d.delivery_tag);
+                match S::deliver(&slot.sink, content) {
+                    true => Ok(Step::Continue),
+                    false => {
+                        // The consumer is gone (dropped, or its consume call was): give the
+                        // message back and stop the flow.
+                        let no_ack = slot.no_ack;
+                        if !no_ack {
+                            send(
+                                out,
+                                self.id,
+                                basic::Reject {
+                                    delivery_tag,
+                                    requeue: true,
+                                },
+                            );
+                        }
+                        let _ = self.cancel(out, &tag, None);
+                        Ok(Step::Dropped)
+                    }
+                }
+            }
+            Method::BasicGetOk(ok) => {
+                let (delivery_tag, no_ack) = (ok.delivery_tag, self.front_get_no_ack());
+                if !self.reply_taken(Assembled::Content(content)) && !no_ack {
+                    // The get was dropped before its get-ok: give the message back.
+                    send(
+                        out,
+                        self.id,
+                        basic::Reject {
+                            delivery_tag,
+                            requeue: true,
+                        },
+                    );
+                }
+                Ok(Step::Continue)
+            }
+            Method::BasicReturn(_) => {
+                self.handle_return(content);
+                Ok(Step::Continue)
+            }
+            other => Err(Violation {
+                reply_code: super::COMMAND_INVALID,
+                class_id: other.class_id(),
+                method_id: other.method_id(),
+                failure: Failure::UnexpectedMethod(format!(
+                    "{} with content from the server",
+                    other.name()
+                )),
+            }),
+        }
+    }
+
+    fn front_get_no_ack(&self) -> bool {
+        matches!(
+            self.calls.front(),
+            Some(PendingCall {
+                kind: CallKind::Get { no_ack: true },
+                ..
+            })
+        )
+    }
+
+    fn handle_method(&mut self, out: &mut BytesMut, method: Method) -> Step<Failure> {
+        match method {
+            Method::ChannelClose(c) => self.closed_by_server(out, c),
+            Method::BasicAck(a) => {
+                self.settle_confirms(a.delivery_tag, a.multiple, true);
+                Step::Continue
+            }
+            Method::BasicNack(n) => {
+                self.settle_confirms(n.delivery_tag, n.multiple, false);
+                Step::Continue
+            }
+            Method::BasicCancel(c) => {
+                if let Some(slot) = self.consumers.remove(&c.consumer_tag) {
+                    S::end_consumer(
+                        slot.sink,
+                        Failure::ConsumerCancelled(c.consumer_tag.to_string()).into(),
+                    );
+                }
+                if !c.nowait {
+                    send(
+                        out,
+                        self.id,
+                        basic::CancelOk {
+                            consumer_tag: c.consumer_tag,
+                        },
+                    );
+                }
+                Step::Continue
+            }
+            Method::ChannelFlow(f) => {
+                self.flow_paused = !f.active;
+                send(out, self.id, channel::FlowOk { active: f.active });
+                S::flow_changed(&self.sink, f.active);
+                Step::Continue
+            }
+            Method::BasicCancelOk(ref c) => {
+                // Dropping the sink ends the consumer's stream once it is drained.
+                self.consumers.remove(&c.consumer_tag);
+                self.reply(out, Assembled::Method(method))
+            }
+            other => self.reply(out, Assembled::Method(other)),
+        }
+    }
+
+    /// Gives a reply to the oldest pending call; undoes what a call nobody waits for left.
+    fn reply(&mut self, out: &mut BytesMut, reply: Assembled) -> Step<Failure> {
+        let Some(call) = self.calls.pop_front() else {
+            tracing::warn!(channel = self.id, ?reply, "reply with no call waiting");
+            return Step::Dropped;
+        };
+        let taken = match call.waiter {
+            Some(w) => S::reply(w, Ok(reply)),
+            None => false,
+        };
+        if !taken && let CallKind::Consume(tag) = call.kind {
+            // basic_consume was dropped after its request left: cancel on the broker.
+            let _ = self.cancel(out, &tag, None);
+        }
+        Step::Continue
+    }
+
+    /// [`reply`](Self::reply) for a message: `false` when nobody took it.
+    fn reply_taken(&mut self, reply: Assembled) -> bool {
+        match self.calls.pop_front() {
+            Some(PendingCall {
+                waiter: Some(w), ..
+            }) => S::reply(w, Ok(reply)),
+            Some(_) => false,
+            None => {
+                tracing::warn!(channel = self.id, "basic.get-ok with no call waiting");
+                false
+            }
+        }
+    }
+
+    fn handle_return(&mut self, content: Content) {
+        let Method::BasicReturn(r) = content.method else {
+            return;
+        };
+        let mut header = BytesMut::new();
+        let fingerprint = match encode_header_payload(
+            &mut header,
+            basic::Publish::CLASS_ID,
+            content.body.len() as u64,
+            &content.properties,
+        ) {
+            Ok(()) => fingerprint(&header, &content.body),
+            Err(_) => 0,
+        };
+        let route = Route {
+            exchange: r.exchange.clone(),
+            routing_key: r.routing_key.clone(),
+            fingerprint,
+        };
+        if !self.confirms.iter().any(|p| route_matches(p, &route)) {
+            tracing::warn!(channel = self.id, exchange = %r.exchange, routing_key = %r.routing_key, "basic.return for no pending mandatory publish dropped");
+            return;
+        }
+        let returned = Returned {
+            reply_code: r.reply_code,
+            reply_text: r.reply_text.to_string(),
+            exchange: r.exchange.to_string(),
+            routing_key: r.routing_key.to_string(),
+            properties: content.properties,
+            body: content.body,
+        };
+        self.returns.push_back((route, Box::new(returned)));
+    }
+
+    /// Settles publishes up to `tag` (or exactly `tag`) with the broker's ack or nack. The
+    /// returns received before it are matched first, each to a publish this confirm covers.
+    fn settle_confirms(&mut self, tag: u64, multiple: bool, ack: bool) {
+        let covered = if multiple {
+            0..self.confirms.iter().take_while(|p| p.seq <= tag).count()
+        } else {
+            match self.confirms.iter().position(|p| p.seq == tag) {
+                Some(i) => i..i + 1,
+                None => 0..0,
+            }
+        };
+        if covered.is_empty() {
+            return;
+        }
+        self.match_returns(covered.clone());
+        let settled: Vec<_> = if covered.start == 0 {
+            self.confirms.drain(covered).collect()
+        } else {
+            self.confirms.remove(covered.start).into_iter().collect()
+        };
+        for p in settled {
+            let outcome = match (ack, p.returned) {
+                (true, None) => Ok(()),
+                (true, Some(r)) => Err(Failure::Returned(r).into()),
+                (false, _) => Err(Failure::Nacked.into()),
+            };
+            S::confirm(p.waiter, outcome);
+        }
+        // A return whose publish is no longer pending can never be matched.
+        let confirms = &self.confirms;
+        self.returns
+            .retain(|(route, _)| confirms.iter().any(|p| route_matches(p, route)));
+    }
+
+    /// Gives each pending return to a publish among `covered`: one with the same route and
+    /// the same content fingerprint if there is one, else one with the same route; the
+    /// oldest of them.
+    fn match_returns(&mut self, covered: std::ops::Range<usize>) {
+        let mut i = 0;
+        while i < self.returns.len() {
+            let route = &self.returns[i].0;
+            let candidates = || {
+                covered.clone().filter(|&j| {
+                    let p = &self.confirms[j];
+                    p.returned.is_none() && route_matches(p, route)
+                })
+            };
+            let exact = candidates().find(|&j| {
+                self.confirms[j]
+                    .mandatory
+                    .as_ref()
+                    .is_some_and(|m| m.fingerprint == route.fingerprint)
+            });
+            match exact.or_else(|| candidates().next()) {
+                Some(j) => {
+                    let (_, returned) = self.returns.remove(i).expect("index in range");
+                    self.confirms[j].returned = Some(returned);
+                }
+                None => i += 1,
+            }
+        }
+    }
+}
+
+fn route_matches<S: Sinks>(p: &Unconfirmed<S>, route: &Route) -> bool {
+    p.mandatory
+        .as_ref()
+        .is_some_and(|m| m.exchange == route.exchange && m.routing_key == route.routing_key)
+}
