@@ -6,7 +6,8 @@
 //! (in order, per channel), publish sequence numbers, confirms and returns, consumers, flow
 //! and the broker's block. It is driven like quinn-proto's `Connection`:
 //!
-//! - inputs: [`handle_frame`](Connection::handle_frame) for each decoded frame,
+//! - inputs: [`handle_bytes`](Connection::handle_bytes) for what the socket gave (or
+//!   [`handle_frame`](Connection::handle_frame) for each decoded frame),
 //!   [`handle_decode_error`](Connection::handle_decode_error) for bytes that are not one,
 //!   [`fail`](Connection::fail) for what only the driver sees (a socket error, a lost
 //!   heartbeat), and the commands of the user-facing handles
@@ -73,7 +74,7 @@ pub use sinks::{Failure, Returned, ServerClose, Sinks};
 
 use crate::content::Assembled;
 use crate::error::DecodeError;
-use crate::frame::{Frame, encode_heartbeat, encode_method};
+use crate::frame::{Frame, FrameDecoder, encode_heartbeat, encode_method};
 use crate::method::{Method, basic, channel as ch, connection as conn};
 use crate::types::{LongString, ShortString};
 
@@ -140,6 +141,7 @@ enum ConnPhase<E> {
 /// The state machine of one AMQP 0-9-1 connection after its handshake. See the module docs.
 pub struct Connection<S: Sinks> {
     tuning: Tuning,
+    decoder: FrameDecoder,
     out: BytesMut,
     slots: Vec<Slot<S>>,
     max_id: u16,
@@ -177,8 +179,14 @@ fn describe(frame: &Frame) -> String {
 impl<S: Sinks> Connection<S> {
     /// The machine of a connection whose handshake settled `tuning`.
     pub fn new(tuning: Tuning) -> Self {
+        let frame_max = if tuning.frame_max == 0 {
+            UNLIMITED_FRAME_MAX
+        } else {
+            tuning.frame_max
+        };
         Connection {
             tuning,
+            decoder: FrameDecoder::new(frame_max),
             out: BytesMut::new(),
             slots: vec![Slot::Unused],
             max_id: if tuning.channel_max == 0 {
@@ -206,11 +214,7 @@ impl<S: Sinks> Connection<S> {
     /// The largest frame either side may send (the negotiated `frame_max`, or
     /// [`UNLIMITED_FRAME_MAX`] when neither side set one).
     pub fn frame_max(&self) -> u32 {
-        if self.tuning.frame_max == 0 {
-            UNLIMITED_FRAME_MAX
-        } else {
-            self.tuning.frame_max
-        }
+        self.decoder.frame_max()
     }
 
     /// Counters of what the machine saw.
@@ -523,6 +527,22 @@ impl<S: Sinks> Connection<S> {
             _ => (FRAME_ERROR, (0, 0)),
         };
         self.refuse(code, cause, Failure::Protocol(e))
+    }
+
+    /// Handles every whole frame at the front of `buf` (bytes read from the socket), and
+    /// leaves an incomplete one there for the next read. Bytes that are not a frame close the
+    /// connection with the rule's reply code, as [`handle_decode_error`](Self::handle_decode_error).
+    pub fn handle_bytes(&mut self, buf: &mut BytesMut) -> Result<(), S::Error> {
+        loop {
+            match self.decoder.decode(buf) {
+                Ok(Some(frame)) => {
+                    tracing::trace!(?frame, "received");
+                    self.handle_frame(frame)?;
+                }
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(self.handle_decode_error(e)),
+            }
+        }
     }
 
     /// Handles one frame from the server. An error means the connection is over (the server

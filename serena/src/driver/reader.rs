@@ -1,7 +1,7 @@
-//! The reader task: socket bytes -> frames -> the state machine, which hands each result to
-//! whoever waits for it. Every protocol rule (what a late frame, a crossing close or a frame on
+//! The reader task: socket bytes -> the state machine (which decodes them into frames and
+//! hands each result to whoever waits for it). Every protocol rule (what a late frame, a crossing close or a frame on
 //! an unknown channel gets) lives in [`proto::connection`](crate::proto::connection); this
-//! task only reads, decodes, feeds the machine and watches the heartbeat.
+//! task only reads, feeds the machine and watches the heartbeat.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +12,6 @@ use tokio::io::AsyncReadExt;
 use super::shared::{ConnShared, lock};
 use super::transport::ReadHalf;
 use crate::error::{Error, Result};
-use crate::proto::FrameDecoder;
 use crate::proto::connection::Event;
 
 /// Read buffer growth step.
@@ -21,7 +20,6 @@ const READ_CHUNK: usize = 64 * 1024;
 /// The reader task's own state.
 pub(crate) struct Reader {
     shared: Arc<ConnShared>,
-    decoder: FrameDecoder,
 }
 
 /// What one batch of frames did.
@@ -33,8 +31,7 @@ enum Batch {
 
 impl Reader {
     pub(crate) fn new(shared: Arc<ConnShared>) -> Self {
-        let decoder = FrameDecoder::new(shared.frame_max);
-        Reader { shared, decoder }
+        Reader { shared }
     }
 
     /// Reads until the connection ends. `Ok` only after a clean close of ours.
@@ -78,27 +75,11 @@ impl Reader {
         }
     }
 
-    /// Decodes every whole frame in `buf` and feeds them to the machine under one lock.
+    /// Feeds every whole frame in `buf` to the machine under one lock.
     fn handle_bytes(&mut self, buf: &mut BytesMut) -> Result<Batch> {
         let shared = &self.shared;
         let mut st = lock(&shared.state);
-        let mut result = Ok(Batch::Continue);
-        loop {
-            match self.decoder.decode(buf) {
-                Ok(Some(frame)) => {
-                    tracing::trace!(?frame, "received");
-                    if let Err(e) = st.machine.handle_frame(frame) {
-                        result = Err(e);
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    result = Err(st.machine.handle_decode_error(e));
-                    break;
-                }
-            }
-        }
+        let mut result = st.machine.handle_bytes(buf).map(|()| Batch::Continue);
         let mut unblocked = false;
         while let Some(event) = st.machine.poll_event() {
             match event {
