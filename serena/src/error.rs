@@ -289,6 +289,7 @@ impl From<crate::proto::connection::Failure> for Error {
             })),
             Failure::Nacked => Error::Nacked,
             Failure::ConsumerCancelled(tag) => Error::ConsumerCancelled(tag),
+            Failure::HeartbeatTimeout(after) => Error::HeartbeatTimeout(after),
         }
     }
 }

@@ -15,8 +15,13 @@
 //! - outputs: bytes to send ([`transmit`](Connection::transmit)), connection [`Event`]s,
 //!   and the driver's waiters completed through [`Sinks`].
 //!
-//! Nothing here blocks, sleeps, spawns or reads a clock; the tokio driver moves the bytes and
-//! wakes the tasks.
+//! - time: the driver says when bytes moved ([`handle_received`](Connection::handle_received),
+//!   [`handle_sent`](Connection::handle_sent)) and calls
+//!   [`handle_timeout`](Connection::handle_timeout) at [`poll_timeout`](Connection::poll_timeout):
+//!   the machine decides when a heartbeat is due and when the server is dead.
+//!
+//! Nothing here blocks, sleeps, spawns or reads a clock (time is passed in); the tokio driver
+//! moves the bytes, runs the timers and wakes the tasks.
 //!
 //! # A channel's life
 //!
@@ -64,6 +69,7 @@ mod handshake;
 mod sinks;
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
@@ -117,6 +123,8 @@ pub struct Stats {
     pub frames_received: u64,
     /// Heartbeats received.
     pub heartbeats_received: u64,
+    /// Heartbeats queued because nothing else went out.
+    pub heartbeats_sent: u64,
     /// Frames that belonged to nothing any more and were dropped: late frames of a closed
     /// channel, deliveries to a consumer that is gone, replies nobody waits for, what
     /// arrives after our close.
@@ -155,6 +163,16 @@ pub struct Connection<S: Sinks> {
     secret_updates: VecDeque<S::Call>,
     events: VecDeque<Event>,
     stats: Stats,
+    heartbeat: Heartbeat,
+}
+
+/// Heartbeat bookkeeping: when bytes last moved each way, as the driver reported it.
+#[derive(Debug, Clone, Copy)]
+struct Heartbeat {
+    /// The negotiated interval; `None` when heartbeats are off.
+    interval: Option<Duration>,
+    last_received: Option<Instant>,
+    last_sent: Option<Instant>,
 }
 
 impl<S: Sinks> std::fmt::Debug for Connection<S> {
@@ -203,6 +221,12 @@ impl<S: Sinks> Connection<S> {
             secret_updates: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            heartbeat: Heartbeat {
+                interval: (tuning.heartbeat != 0)
+                    .then(|| Duration::from_secs(u64::from(tuning.heartbeat))),
+                last_received: None,
+                last_sent: None,
+            },
         }
     }
 
@@ -251,11 +275,60 @@ impl<S: Sinks> Connection<S> {
         self.events.pop_front()
     }
 
-    /// Queues a heartbeat frame, unless the connection is over.
-    pub fn send_heartbeat(&mut self) {
-        if !matches!(self.phase, ConnPhase::Ended(_)) {
-            encode_heartbeat(&mut self.out);
+    /// The socket gave bytes at `now` (any bytes count as a sign of life).
+    pub fn handle_received(&mut self, now: Instant) {
+        self.heartbeat.last_received = Some(now);
+    }
+
+    /// Bytes went out to the socket at `now`.
+    pub fn handle_sent(&mut self, now: Instant) {
+        self.heartbeat.last_sent = Some(now);
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) has something to do next: a heartbeat to
+    /// send after half an interval without sending, or the server to declare dead after two
+    /// intervals without receiving. `None` when heartbeats are off, or before the driver
+    /// reported its first bytes each way.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let interval = self.heartbeat.interval?;
+        let dead = self.heartbeat.last_received? + interval * 2;
+        let quiet = self.heartbeat.last_sent? + interval / 2;
+        Some(dead.min(quiet))
+    }
+
+    /// The clock reached `now`: ends the connection with [`Failure::HeartbeatTimeout`] when
+    /// nothing came for two intervals, and queues a heartbeat when nothing went out for half
+    /// of one.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), S::Error> {
+        let Heartbeat {
+            interval: Some(interval),
+            last_received: Some(received),
+            last_sent: Some(sent),
+        } = self.heartbeat
+        else {
+            return Ok(());
+        };
+        if let ConnPhase::Ended(e) = &self.phase {
+            return Err(e.clone());
         }
+        if now.saturating_duration_since(received) >= interval * 2 {
+            tracing::warn!(
+                ?interval,
+                "no traffic from the server for two heartbeat intervals"
+            );
+            return Err(self.fail(Failure::HeartbeatTimeout(interval * 2).into()));
+        }
+        if now.saturating_duration_since(sent) >= interval / 2 {
+            if self.out.is_empty() {
+                tracing::trace!("sending heartbeat");
+                encode_heartbeat(&mut self.out);
+                self.stats.heartbeats_sent += 1;
+            }
+            // Counted as sent: the next one is due half an interval from now, whether this
+            // one or other bytes go out first.
+            self.heartbeat.last_sent = Some(now);
+        }
+        Ok(())
     }
 
     fn check_open(&self) -> Result<(), S::Error> {

@@ -5,6 +5,8 @@
 //! [`Sinks`] types, and gives each back through a `Sinks` function when its answer is known.
 //! Tests use plain `std::sync::mpsc` senders.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 
 use crate::content::{Assembled, Content};
@@ -70,6 +72,8 @@ pub enum Failure {
     Nacked,
     /// The server cancelled a consumer (`basic.cancel`), with its tag.
     ConsumerCancelled(String),
+    /// Nothing came from the server for this long (two heartbeat intervals).
+    HeartbeatTimeout(Duration),
 }
 
 impl From<EncodeError> for Failure {

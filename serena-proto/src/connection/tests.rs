@@ -699,3 +699,63 @@ fn flow_pauses_publishing_and_is_acknowledged() {
         .unwrap();
     assert!(!m.publish_paused(r).unwrap());
 }
+
+fn with_heartbeat(secs: u16) -> (Connection<T>, std::time::Instant) {
+    let mut m = Connection::new(Tuning {
+        channel_max: 0,
+        frame_max: 131_072,
+        heartbeat: secs,
+    });
+    let start = std::time::Instant::now();
+    m.handle_received(start);
+    m.handle_sent(start);
+    (m, start)
+}
+
+#[test]
+fn a_heartbeat_goes_out_after_half_an_interval_of_quiet_and_not_before() {
+    let (mut m, start) = with_heartbeat(10);
+    let s = std::time::Duration::from_secs;
+    assert_eq!(m.poll_timeout(), Some(start + s(5)));
+    m.handle_timeout(start + s(4)).unwrap();
+    assert!(sent(&mut m).is_empty(), "too early");
+    m.handle_timeout(start + s(5)).unwrap();
+    assert!(matches!(&sent(&mut m)[..], [Frame::Heartbeat]));
+    assert_eq!(m.stats().heartbeats_sent, 1);
+    // Traffic of our own postpones the next one.
+    m.handle_sent(start + s(8));
+    assert_eq!(m.poll_timeout(), Some(start + s(13)));
+    m.handle_timeout(start + s(12)).unwrap();
+    assert!(sent(&mut m).is_empty());
+}
+
+#[test]
+fn two_intervals_without_a_byte_from_the_server_end_the_connection() {
+    let (mut m, start) = with_heartbeat(1);
+    let (r, log) = open(&mut m);
+    let ms = std::time::Duration::from_millis;
+    m.handle_received(start + ms(1500));
+    m.handle_sent(start + ms(3400));
+    m.handle_timeout(start + ms(3400))
+        .expect("1.9 s of silence is fine");
+    let err = m
+        .handle_timeout(start + ms(3500))
+        .expect_err("2 s of silence is not");
+    assert!(matches!(err, Failure::HeartbeatTimeout(d) if d == ms(2000)));
+    assert!(matches!(
+        log.try_recv(),
+        Ok(Note::ChannelEnded(Failure::HeartbeatTimeout(_)))
+    ));
+    assert!(
+        m.call(r, &chm::Flow { active: true }.into(), channel().0)
+            .is_err()
+    );
+}
+
+#[test]
+fn without_heartbeats_there_is_no_timer() {
+    let mut m = machine();
+    m.handle_received(std::time::Instant::now());
+    m.handle_sent(std::time::Instant::now());
+    assert_eq!(m.poll_timeout(), None);
+}

@@ -207,16 +207,13 @@ impl Connection {
             })?
             .map_err(transport::classify)?;
         tracing::debug!(%addr, ?tuning, "connection open");
-        let heartbeat = Duration::from_secs(u64::from(tuning.heartbeat));
         let shared = Arc::new(ConnShared::new(tuning, props));
         let (read_half, write_half) = stream.into_split();
 
         let reader = {
             let shared = shared.clone();
             tokio::spawn(async move {
-                let result = Reader::new(shared.clone())
-                    .run(read_half, buf, heartbeat)
-                    .await;
+                let result = Reader::new(shared.clone()).run(read_half, buf).await;
                 // A server that broke the protocol has had its connection.close from the
                 // reader already, with the reply code of the rule it broke.
                 shared.fail(result.err().unwrap_or(Error::Closed("connection")));
@@ -225,7 +222,7 @@ impl Connection {
         let writer = {
             let shared = shared.clone();
             tokio::spawn(async move {
-                if let Err(e) = write_loop(write_half, shared.clone(), heartbeat).await {
+                if let Err(e) = write_loop(write_half, shared.clone()).await {
                     shared.fail(e);
                 }
             })
@@ -286,7 +283,7 @@ impl Connection {
         let seen = lock(&self.inner.shared.state).machine.stats();
         HeartbeatStats {
             interval: Duration::from_secs(u64::from(self.inner.shared.tuning.heartbeat)),
-            sent: s.heartbeats_sent.load(Ordering::Relaxed),
+            sent: seen.heartbeats_sent,
             received: seen.heartbeats_received,
             frames_received: seen.frames_received,
             bytes_written: s.bytes_written.load(Ordering::Relaxed),

@@ -17,7 +17,6 @@ mod tls;
 pub(crate) mod transport;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 pub(crate) use handshake::handshake;
 pub(crate) use reader::Reader;
@@ -26,18 +25,18 @@ use transport::WriteHalf;
 
 use crate::error::Result;
 
-/// Drains the outgoing buffer to the socket until the connection ends.
-pub(crate) async fn write_loop(
-    mut socket: WriteHalf,
-    shared: Arc<ConnShared>,
-    heartbeat: Duration,
-) -> Result<()> {
+/// Now, for the state machine, which takes time as a plain `Instant`: tokio's clock, so that
+/// tests with paused time drive the heartbeats too.
+pub(crate) fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Drains the machine's outgoing bytes to the socket until the connection ends. Heartbeats
+/// are the machine's to queue (the reader runs its timer); this only writes.
+pub(crate) async fn write_loop(mut socket: WriteHalf, shared: Arc<ConnShared>) -> Result<()> {
     lock(&shared.state).socket = socket.inline_writer();
-    let idle = (!heartbeat.is_zero()).then(|| heartbeat / 2);
-    // One timer for the connection's life, moved on only when it fires.
-    let mut quiet_timer = idle.map(|idle| Box::pin(tokio::time::sleep(idle)));
-    let mut last_write = tokio::time::Instant::now();
     loop {
+        let ready = shared.out_ready.notified();
         let chunk = {
             let mut st = lock(&shared.state);
             if st.machine.transmit().is_empty() {
@@ -54,42 +53,18 @@ pub(crate) async fn write_loop(
             Some(bytes) => {
                 tracing::trace!(bytes = bytes.len(), "writing");
                 socket.write_all(&bytes).await?;
-                lock(&shared.state).writing = false;
-                last_write = tokio::time::Instant::now();
+                {
+                    let mut st = lock(&shared.state);
+                    st.writing = false;
+                    st.machine.handle_sent(now());
+                }
                 shared
                     .stats
                     .bytes_written
                     .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 shared.out_drained.notify_waiters();
             }
-            None => {
-                let ready = shared.out_ready.notified();
-                match (&mut quiet_timer, idle) {
-                    (Some(timer), Some(idle)) => {
-                        tokio::select! {
-                            () = ready => {}
-                            () = timer.as_mut() => {
-                                if last_write.elapsed() >= idle {
-                                    let mut st = lock(&shared.state);
-                                    if st.machine.transmit().is_empty() && st.machine.error().is_none() {
-                                        st.machine.send_heartbeat();
-                                        shared
-                                            .stats
-                                            .heartbeats_sent
-                                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                        tracing::trace!("sending heartbeat");
-                                    }
-                                    drop(st);
-                                    timer.as_mut().reset(tokio::time::Instant::now() + idle);
-                                } else {
-                                    timer.as_mut().reset(last_write + idle);
-                                }
-                            }
-                        }
-                    }
-                    _ => ready.await,
-                }
-            }
+            None => ready.await,
         }
     }
     // No more inline writes: the write half is the writer's alone again.

@@ -4,7 +4,6 @@
 //! task only reads, feeds the machine and watches the heartbeat.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
@@ -34,38 +33,36 @@ impl Reader {
         Reader { shared }
     }
 
-    /// Reads until the connection ends. `Ok` only after a clean close of ours.
-    pub(crate) async fn run(
-        mut self,
-        mut socket: ReadHalf,
-        mut buf: BytesMut,
-        heartbeat: Duration,
-    ) -> Result<()> {
-        let dead_after = (!heartbeat.is_zero()).then(|| heartbeat * 2);
+    /// Reads until the connection ends. `Ok` only after a clean close of ours. Also runs
+    /// the connection's one timer, at the machine's [`poll_timeout`](crate::proto::connection::Connection::poll_timeout):
+    /// this task never waits on a full socket, so a dead server is noticed on time.
+    pub(crate) async fn run(mut self, mut socket: ReadHalf, mut buf: BytesMut) -> Result<()> {
+        let first = lock(&self.shared.state).machine.poll_timeout();
         // One timer for the connection's life, moved on only when it fires: cheaper than a
         // new timeout around every read.
-        let mut watchdog = dead_after.map(|limit| Box::pin(tokio::time::sleep(limit)));
-        let mut last_read = tokio::time::Instant::now();
+        let mut timer = first.map(|at| Box::pin(tokio::time::sleep_until(at.into())));
         loop {
             if let Batch::Closed = self.handle_bytes(&mut buf)? {
                 return Ok(());
             }
             buf.reserve(READ_CHUNK);
-            let n = match (&mut watchdog, dead_after) {
-                (Some(timer), Some(limit)) => loop {
+            let n = match &mut timer {
+                Some(timer) => loop {
                     tokio::select! {
                         read = socket.read_buf(&mut buf) => break read?,
                         () = timer.as_mut() => {
-                            if last_read.elapsed() >= limit {
-                                return Err(Error::HeartbeatTimeout(limit));
+                            let next = self.shared.with(false, |m| {
+                                m.handle_timeout(super::now())?;
+                                Ok(m.poll_timeout())
+                            })?;
+                            if let Some(at) = next {
+                                timer.as_mut().reset(at.into());
                             }
-                            timer.as_mut().reset(last_read + limit);
                         }
                     }
                 },
-                _ => socket.read_buf(&mut buf).await?,
+                None => socket.read_buf(&mut buf).await?,
             };
-            last_read = tokio::time::Instant::now();
             if n == 0 {
                 return Err(Error::Io(Arc::new(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
@@ -79,6 +76,7 @@ impl Reader {
     fn handle_bytes(&mut self, buf: &mut BytesMut) -> Result<Batch> {
         let shared = &self.shared;
         let mut st = lock(&shared.state);
+        st.machine.handle_received(super::now());
         let mut result = st.machine.handle_bytes(buf).map(|()| Batch::Continue);
         let mut unblocked = false;
         while let Some(event) = st.machine.poll_event() {

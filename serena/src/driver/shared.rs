@@ -119,7 +119,6 @@ pub(crate) struct State {
 /// Counters only the driver sees.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
-    pub(crate) heartbeats_sent: AtomicU64,
     pub(crate) bytes_written: AtomicU64,
 }
 
@@ -177,7 +176,11 @@ impl std::fmt::Debug for ConnShared {
 
 impl ConnShared {
     pub(crate) fn new(tuning: Tuning, server_properties: FieldTable) -> Self {
-        let machine = Machine::new(tuning);
+        let mut machine = Machine::new(tuning);
+        // The handshake just moved bytes both ways: the heartbeat clocks start now.
+        let now = super::now();
+        machine.handle_received(now);
+        machine.handle_sent(now);
         ConnShared {
             frame_max: machine.frame_max(),
             state: Mutex::new(State {
@@ -237,6 +240,7 @@ impl ConnShared {
         // Errors (WouldBlock included) are left to the writer task, which meets them too.
         if let Ok(n) = socket.try_write(out) {
             bytes::Buf::advance(out, n);
+            st.machine.handle_sent(super::now());
             self.stats
                 .bytes_written
                 .fetch_add(n as u64, Ordering::Relaxed);
