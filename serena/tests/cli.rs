@@ -210,6 +210,57 @@ fn an_unreachable_broker_exits_1_and_says_where_it_looked() {
 }
 
 #[test]
+fn no_message_shows_the_password() {
+    let file = Scratch::new(
+        "[connection]\nurl = \"amqp://app:s3c/ret@127.0.0.1\"\n",
+        &[],
+        &[],
+    );
+    let unreachable = Scratch::new(
+        "[connection]\nurl = \"amqp://app:s3cret@127.0.0.1:1/%2f\"\n",
+        &[],
+        &[],
+    );
+    let shows_a_secret = |o: &Output, secrets: &[&str]| {
+        let (out, err) = (stdout(o), stderr(o));
+        assert!(!err.is_empty());
+        for secret in secrets {
+            assert!(
+                !out.contains(secret) && !err.contains(secret),
+                "{secret}:\n{out}\n{err}"
+            );
+        }
+    };
+    for (url, secrets) in [
+        ("amqp//user:s3cret@host", &["s3cret"][..]),
+        ("amqp://user:s3c/ret@host", &["s3c", "ret"]),
+        ("amqp://user:s3c?ret@host", &["s3c", "ret"]),
+        ("amqp://user:4242/s3cret@127.0.0.1", &["4242", "s3cret"]),
+    ] {
+        let o = run(&["--url", url, "consume", "q", "--count", "1"]);
+        assert_eq!(code(&o), 2, "{url}: {}", stderr(&o));
+        shows_a_secret(&o, secrets);
+        let o = serena(
+            &["publish", "", "q", "x"],
+            &[("SERENA_URL", url)],
+            b"",
+            None,
+        );
+        assert_eq!(code(&o), 2, "{url}: {}", stderr(&o));
+        shows_a_secret(&o, secrets);
+    }
+    for cmd in ["check", "verify"] {
+        let o = run(&["topology", cmd, file.path()]);
+        assert_eq!(code(&o), 2, "{}", stderr(&o));
+        shows_a_secret(&o, &["s3c", "ret"]);
+    }
+    let o = run(&["topology", "verify", unreachable.path()]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("127.0.0.1:1"), "{}", stderr(&o));
+    shows_a_secret(&o, &["s3cret"]);
+}
+
+#[test]
 fn apply_verify_and_drift() {
     let p = unique("topo");
     let (x, q) = (format!("{p}.events"), format!("{p}.work"));
