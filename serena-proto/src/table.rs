@@ -13,7 +13,7 @@
 //! | `L` | `U64` | 64-bit (the spec's long-long-uint; RabbitMQ itself sends `l`) |
 //! | `f` | `F32` | IEEE 754 single |
 //! | `d` | `F64` | IEEE 754 double |
-//! | `D` | `Decimal` | scale octet + 32-bit value |
+//! | `D` | `Decimal` | scale octet + signed 32-bit value |
 //! | `S` | `LongString` | 32-bit length + bytes |
 //! | `x` | `ByteArray` | 32-bit length + bytes |
 //! | `A` | `Array` | 32-bit length + tagged values |
@@ -34,13 +34,32 @@ use super::types::{LongString, ShortString};
 /// How deeply tables and arrays may nest inside each other.
 pub const MAX_NESTING: usize = 32;
 
-/// A decimal number: `value / 10^scale`.
+/// A decimal number: `value / 10^scale`, so scale 1 and value -5 is -0.5.
+///
+/// The value is signed, as the AMQP 0-9-1 spec (section 4.2.5.5), RabbitMQ, the Java client and
+/// pika have it. `Display` writes the exact number with `scale` digits after the point
+/// (`-0.5`, `12.50`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Decimal {
     /// Number of decimal digits after the point.
     pub scale: u8,
     /// The unscaled value.
-    pub value: u32,
+    pub value: i32,
+}
+
+impl std::fmt::Display for Decimal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let sign = if self.value < 0 { "-" } else { "" };
+        let scale = usize::from(self.scale);
+        // At least one digit before the point: 5 at scale 3 is 0.005.
+        let digits = format!("{:0>width$}", self.value.unsigned_abs(), width = scale + 1);
+        let (int, frac) = digits.split_at(digits.len() - scale);
+        if frac.is_empty() {
+            f.pad(&format!("{sign}{int}"))
+        } else {
+            f.pad(&format!("{sign}{int}.{frac}"))
+        }
+    }
 }
 
 /// One value in a field table or field array.
@@ -357,7 +376,7 @@ fn encode_value(
         FieldValue::F64(n) => buf.put_f64(*n),
         FieldValue::Decimal(d) => {
             buf.put_u8(d.scale);
-            buf.put_u32(d.value);
+            buf.put_i32(d.value);
         }
         FieldValue::LongString(s) => put_longstr(buf, s.as_bytes(), context)?,
         FieldValue::ByteArray(b) => put_longstr(buf, b, context)?,
@@ -430,7 +449,7 @@ fn decode_value(
         b'd' => FieldValue::F64(f64::from_bits(r.longlong(context)?)),
         b'D' => FieldValue::Decimal(Decimal {
             scale: r.octet(context)?,
-            value: r.long(context)?,
+            value: r.long(context)? as i32,
         }),
         b'S' => FieldValue::LongString(r.longstr(context)?),
         b'x' => FieldValue::ByteArray(r.long_prefixed(context)?),
@@ -440,4 +459,35 @@ fn decode_value(
         b'V' => FieldValue::Void,
         tag => return Err(DecodeError::UnknownFieldType { context, tag }),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_display_as_their_exact_number() {
+        let d = |scale, value| Decimal { scale, value }.to_string();
+        assert_eq!(d(1, -5), "-0.5");
+        assert_eq!(d(2, 1250), "12.50");
+        assert_eq!(d(0, 7), "7");
+        assert_eq!(d(0, 0), "0");
+        assert_eq!(d(3, 5), "0.005");
+        assert_eq!(d(3, -5), "-0.005");
+        assert_eq!(d(2, -12_345), "-123.45");
+        assert_eq!(d(0, i32::MIN), "-2147483648");
+        assert_eq!(d(10, i32::MIN), "-0.2147483648");
+        assert_eq!(d(12, i32::MAX), "0.002147483647");
+        assert_eq!(d(255, 1).len(), 257);
+        assert_eq!(
+            format!(
+                "{:>6}",
+                Decimal {
+                    scale: 1,
+                    value: -5
+                }
+            ),
+            "  -0.5"
+        );
+    }
 }

@@ -206,6 +206,12 @@ impl Default for ConnectionConfig {
     }
 }
 
+/// `uri` (one or a list, parsable or not) with every password replaced by `***`, for messages
+/// and `Debug` output that show a URI.
+pub(crate) fn redact_uri(uri: &str) -> String {
+    uri::redact(uri)
+}
+
 impl fmt::Debug for ConnectionConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnectionConfig")
@@ -239,7 +245,8 @@ impl ConnectionConfig {
     /// amqp://user:pass@%2Fvar%2Frun%2Frabbitmq.sock/prod                 (a Unix socket)
     /// ```
     ///
-    /// User, password, host and virtual host are percent-decoded (`%2f` is `/`). A missing or
+    /// User, password, host and virtual host are percent-decoded (`%2f` is `/`); a `/`, `?` or
+    /// `@` in them must be written encoded (`%2F`, `%3F`, `%40`). A missing or
     /// empty path means the virtual host `/`; the port defaults to 5672 for `amqp` and 5671
     /// for `amqps`. Several brokers are written either as comma-separated hosts in one URI,
     /// or as a comma-separated list of URIs that differ only in host and port. A host that

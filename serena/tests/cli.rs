@@ -210,6 +210,57 @@ fn an_unreachable_broker_exits_1_and_says_where_it_looked() {
 }
 
 #[test]
+fn no_message_shows_the_password() {
+    let file = Scratch::new(
+        "[connection]\nurl = \"amqp://app:s3c/ret@127.0.0.1\"\n",
+        &[],
+        &[],
+    );
+    let unreachable = Scratch::new(
+        "[connection]\nurl = \"amqp://app:s3cret@127.0.0.1:1/%2f\"\n",
+        &[],
+        &[],
+    );
+    let shows_a_secret = |o: &Output, secrets: &[&str]| {
+        let (out, err) = (stdout(o), stderr(o));
+        assert!(!err.is_empty());
+        for secret in secrets {
+            assert!(
+                !out.contains(secret) && !err.contains(secret),
+                "{secret}:\n{out}\n{err}"
+            );
+        }
+    };
+    for (url, secrets) in [
+        ("amqp//user:s3cret@host", &["s3cret"][..]),
+        ("amqp://user:s3c/ret@host", &["s3c", "ret"]),
+        ("amqp://user:s3c?ret@host", &["s3c", "ret"]),
+        ("amqp://user:4242/s3cret@127.0.0.1", &["4242", "s3cret"]),
+    ] {
+        let o = run(&["--url", url, "consume", "q", "--count", "1"]);
+        assert_eq!(code(&o), 2, "{url}: {}", stderr(&o));
+        shows_a_secret(&o, secrets);
+        let o = serena(
+            &["publish", "", "q", "x"],
+            &[("SERENA_URL", url)],
+            b"",
+            None,
+        );
+        assert_eq!(code(&o), 2, "{url}: {}", stderr(&o));
+        shows_a_secret(&o, secrets);
+    }
+    for cmd in ["check", "verify"] {
+        let o = run(&["topology", cmd, file.path()]);
+        assert_eq!(code(&o), 2, "{}", stderr(&o));
+        shows_a_secret(&o, &["s3c", "ret"]);
+    }
+    let o = run(&["topology", "verify", unreachable.path()]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("127.0.0.1:1"), "{}", stderr(&o));
+    shows_a_secret(&o, &["s3cret"]);
+}
+
+#[test]
 fn apply_verify_and_drift() {
     let p = unique("topo");
     let (x, q) = (format!("{p}.events"), format!("{p}.work"));
@@ -352,6 +403,8 @@ fn publish_then_consume_prints_one_json_line_per_delivery() {
             "-H",
             "price:decimal=12.50",
             "-H",
+            "delta:decimal=-0.5",
+            "-H",
             "ratio:f64=0.25",
             "-H",
             "at:timestamp=1700000001",
@@ -403,7 +456,8 @@ fn publish_then_consume_prints_one_json_line_per_delivery() {
                 "attempt": {"type": "i32", "value": 2},
                 "big": {"type": "u64", "value": u64::MAX},
                 "ok": {"type": "bool", "value": true},
-                "price": {"type": "decimal", "value": {"scale": 2, "value": 1250}},
+                "price": {"type": "decimal", "value": "12.50"},
+                "delta": {"type": "decimal", "value": "-0.5"},
                 "ratio": {"type": "f64", "value": 0.25},
                 "at": {"type": "timestamp", "value": 1_700_000_001u64},
                 "raw": {"type": "bytes", "value": "AAEC"},

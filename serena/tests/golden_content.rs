@@ -626,6 +626,44 @@ fn field_table_with_every_type_in_message_headers() {
     );
 }
 
+/// A decimal's value is signed (AMQP 0-9-1 section 4.2.5.5; the Java client and pika write it
+/// so): pika sends `Decimal("-0.5")` as scale 1, value -5.
+#[test]
+fn decimal_minus_one_half_as_pika_sends_it() {
+    let headers = table(&[&sstr("delta"), b"D", &[0x01], &[0xFF, 0xFF, 0xFF, 0xFB]]);
+    let payload = cat(&[
+        &[0x00, 0x3C],                                     // class 60
+        &[0x00, 0x00],                                     // weight 0
+        &[0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00], // body size 0
+        &[0x20, 0x00],                                     // flags: headers (bit 13)
+        &headers,
+    ]);
+    let header = ContentHeader::decode(Bytes::copy_from_slice(&payload)).expect("decodes");
+    let delta = header
+        .properties
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("delta"));
+    let Some(FieldValue::Decimal(d)) = delta else {
+        panic!("no decimal: {header:?}");
+    };
+    assert_eq!((d.scale, i64::from(d.value)), (1, -5));
+    assert_eq!(d.to_string(), "-0.5");
+    // Both ways: the value encodes to pika's bytes, and they decode to it.
+    let minus_one_half = Decimal {
+        scale: 1,
+        value: -5,
+    };
+    golden_header(
+        ContentHeader::basic(
+            0,
+            BasicProperties::default()
+                .with_headers(FieldTable::new().with("delta", minus_one_half)),
+        ),
+        &payload,
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Short strings: at most 255 bytes
 

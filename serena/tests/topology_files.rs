@@ -163,6 +163,40 @@ fn the_example_topology_loads() {
 }
 
 #[test]
+fn neither_debug_output_nor_a_problem_shows_the_password() {
+    let t = Topology::from_toml(
+        "[connection]\nurl = \"amqp://app:s3cret@rabbit.internal/orders\"\n",
+        "t.toml",
+    )
+    .unwrap();
+    let shown = format!("{t:?}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(
+        shown.contains("amqp://app:***@rabbit.internal/orders"),
+        "{shown}"
+    );
+
+    for (url, secrets) in [
+        ("amqp//user:s3cret@host", &["s3cret"][..]),
+        ("amqp://user:s3c/ret@host", &["s3c", "ret"]),
+        ("amqp://user:s3c?ret@host", &["s3c", "ret"]),
+    ] {
+        let text = format!("[connection]\nurl = {url:?}\n");
+        let err = Topology::from_toml(&text, "t.toml").expect_err(url);
+        assert!(
+            err.to_string()
+                .starts_with("t.toml:2:7: [connection]: url: "),
+            "{err}"
+        );
+        for shown in [err.to_string(), format!("{err:?}")] {
+            for secret in secrets {
+                assert!(!shown.contains(secret), "{url}: {shown}");
+            }
+        }
+    }
+}
+
+#[test]
 fn declare_false_entities_are_kept_as_expected_only() {
     let t = Topology::from_toml(
         "[[exchanges]]\nname = \"amq.topic\"\ndeclare = false\n\

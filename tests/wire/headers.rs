@@ -25,9 +25,10 @@ pub(super) fn every_field_type() -> FieldTable {
         .with("d", -2.25f64)
         .with(
             "D",
+            // Signed, as RabbitMQ reads it: -123.45.
             Decimal {
                 scale: 2,
-                value: 12_345,
+                value: -12_345,
             },
         )
         .with("S", "héllo, 世界")

@@ -151,7 +151,11 @@ impl Drop for PooledChannel {
         let pool = Arc::downgrade(&self.pool);
         let conn = self.pool.conn.clone();
         let permit = self.permit.take();
-        lock(&self.pool.refills).spawn(async move {
+        let mut refills = lock(&self.pool.refills);
+        // A JoinSet keeps a finished task until it is joined: reap those first, so the set
+        // holds only running refills (at most one per permit) however long the pool lives.
+        while refills.try_join_next().is_some() {}
+        refills.spawn(async move {
             match conn.channel().await {
                 Ok(fresh) => {
                     if let Some(pool) = pool.upgrade() {
@@ -162,5 +166,63 @@ impl Drop for PooledChannel {
             }
             drop(permit);
         });
+    }
+}
+
+#[cfg(test)]
+impl ChannelPool {
+    /// Refill tasks the pool still tracks, finished or not.
+    fn refills_tracked(&self) -> usize {
+        lock(&self.inner.refills).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{ConnectionConfig, QueueDeclareOptions};
+
+    /// Every server-closed channel spawns a refill; once a refill has finished, the pool must
+    /// not keep it, or a long-lived pool grows by one task per replaced channel.
+    /// Needs the broker on 127.0.0.1:5672.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn finished_refills_are_not_kept() {
+        const SIZE: usize = 2;
+        const ROUNDS: usize = 200;
+        let conn = Connection::open(&ConnectionConfig::default())
+            .await
+            .expect("the broker on 127.0.0.1:5672");
+        let pool = conn.channel_pool(SIZE).await.expect("a pool");
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let missing = format!("serena.pool-test.missing.{}", std::process::id());
+        for round in 0..ROUNDS {
+            let err = pool
+                .with(async |ch| ch.queue_declare(&missing, passive.clone()).await)
+                .await
+                .expect_err("the queue does not exist");
+            assert!(err.unexpected_close().is_some(), "round {round}: {err:?}");
+        }
+        // Let the last refills finish, then one more replacement.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while pool.idle() != SIZE {
+            assert!(tokio::time::Instant::now() < deadline, "{pool:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = pool
+            .with(async |ch| ch.queue_declare(&missing, passive.clone()).await)
+            .await;
+        // At most one refill per permit can be running; finished ones are gone.
+        let tracked = pool.refills_tracked();
+        assert!(
+            tracked <= SIZE,
+            "{tracked} refills tracked after {ROUNDS} replacements"
+        );
+        drop(pool);
+        conn.close().await.expect("a clean close");
     }
 }

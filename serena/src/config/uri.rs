@@ -80,6 +80,15 @@ fn parse_one(uri: &str, bad: &impl Fn(&str) -> Error) -> Result<ConnectionConfig
         Some((a, p)) => (a, Some(p)),
         None => (rest, None),
     };
+    // `amqp://user:pa/ss@host` or `amqp://user:pa?ss@host`: the password's `/` or `?` cut the
+    // URI early, and what is left of it would be read as a host and port, a virtual host or a
+    // query key, and shown in messages. A URI with user info has its `@` before the first `/`.
+    if !authority.contains('@') && path.into_iter().chain(query).any(|s| s.contains('@')) {
+        return Err(bad(
+            "an @ after the host: percent-encode a / or ? in the user name or password \
+             (%2F, %3F), and an @ in the virtual host or a query value (%40)",
+        ));
+    }
     let hosts = match authority.rsplit_once('@') {
         Some((userinfo, hosts)) => {
             let (user, pass) = match userinfo.split_once(':') {
@@ -222,8 +231,8 @@ fn split_host_port(s: &str) -> Option<(&str, Option<&str>)> {
     }
 }
 
-/// The URI (or list) with every password replaced, for error messages.
-fn redact(input: &str) -> String {
+/// The URI (or list) with every password replaced by `***`, for error messages and `Debug`.
+pub(super) fn redact(input: &str) -> String {
     split_list(input)
         .into_iter()
         .map(redact_one)
@@ -231,19 +240,39 @@ fn redact(input: &str) -> String {
         .join(", ")
 }
 
+/// One URI with what could be a password replaced: the text from the first `:` after the
+/// scheme up to the *last* `@`. Not the first `@` after the host, because a password with an
+/// unencoded `/`, `?` or `@` ends at the last one, and a string that does not parse (no `://`)
+/// must be redacted as well. A `@` in the query or the virtual host hides more than the
+/// password, which is the safe side. A URI without `:` before its last `@` has no password.
 fn redact_one(uri: &str) -> String {
-    let Some((scheme, rest)) = uri.split_once("://") else {
+    let Some(at) = uri.rfind('@') else {
         return uri.to_owned();
     };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..authority_end].rsplit_once('@') {
-        Some((userinfo, _)) if userinfo.contains(':') => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            let at = rest[..authority_end].rfind('@').unwrap_or(0);
-            format!("{scheme}://{user}:***{}", &rest[at..])
-        }
-        _ => uri.to_owned(),
+    let start = credentials_start(uri).filter(|&s| s <= at).unwrap_or(0);
+    match uri[start..at].find(':') {
+        Some(colon) => format!("{}:***{}", &uri[..start + colon], &uri[at..]),
+        None => uri.to_owned(),
     }
+}
+
+/// Where the user name would start: after `scheme://`, or after `amqp` / `amqps` and the
+/// `:` and `/` a mistyped URI has (`amqp//`, `amqp:/`, `amqps:`); `None` when there is no
+/// recognisable scheme (the user name would then start the string).
+fn credentials_start(uri: &str) -> Option<usize> {
+    if let Some((scheme, _)) = uri.split_once("://") {
+        let mut chars = scheme.chars();
+        if chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+            && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        {
+            return Some(scheme.len() + 3);
+        }
+    }
+    ["amqps", "amqp"].into_iter().find_map(|scheme| {
+        let rest = uri.strip_prefix(scheme)?;
+        rest.starts_with([':', '/'])
+            .then(|| uri.len() - rest.trim_start_matches([':', '/']).len())
+    })
 }
 
 /// Decodes `%XX` escapes; `None` for a malformed escape or a result that is not UTF-8.
@@ -451,6 +480,33 @@ mod tests {
             let err = error(uri);
             assert!(err.contains(why), "{uri}: {err}");
             assert!(!err.contains("secret"), "{err}");
+        }
+    }
+
+    /// URIs the parser cannot make sense of because of their credentials: no `://`, or a `/`
+    /// or `?` in the password that was not percent-encoded. The error (shown or debugged) must
+    /// not contain the password nor a piece of it.
+    const MANGLED: [(&str, &[&str]); 7] = [
+        ("amqp//user:s3cret@host", &["s3cret"]),
+        ("amqp://user:s3c/ret@host", &["s3c", "ret"]),
+        ("amqp://user:s3c?ret@host", &["s3c", "ret"]),
+        ("amqp://user:s3c?ret@host/vh?heartbeat=5", &["s3c", "ret"]),
+        ("user:s3cret@host", &["s3cret"]),
+        ("amqps:user:s3cret@host", &["s3cret"]),
+        // Parsed as host "user", port 4242 and virtual host "s3cret@host" if nothing checks.
+        ("amqp://user:4242/s3cret@host", &["4242", "s3cret"]),
+    ];
+
+    #[test]
+    fn mangled_uris_are_errors_without_the_password() {
+        for (uri, secrets) in MANGLED {
+            let err = ConnectionConfig::from_uri(uri).expect_err(uri);
+            for shown in [err.to_string(), format!("{err:?}")] {
+                for secret in secrets {
+                    assert!(!shown.contains(secret), "{uri}: {shown}");
+                }
+                assert!(shown.contains("user:***@host"), "{uri}: {shown}");
+            }
         }
     }
 

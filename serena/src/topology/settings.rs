@@ -15,9 +15,10 @@
 //! With neither the file nor `SERENA_URL` naming one, the broker is the local one,
 //! [`DEFAULT_URL`].
 
+use std::fmt;
 use std::time::Duration;
 
-use crate::config::{ConnectionConfig, Password};
+use crate::config::{ConnectionConfig, Password, redact_uri};
 use crate::error::{Error, Result};
 
 /// The broker used when nothing names one.
@@ -33,8 +34,9 @@ pub const ENV_VARS: &[&str] = &[
     "SERENA_CHANNEL_BUFFER_SIZE",
 ];
 
-/// The `[connection]` block of a topology file. Every field is optional.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The `[connection]` block of a topology file. Every field is optional. `Debug` shows the
+/// `url` with its password replaced by `***`.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ConnectionSettings {
     /// The broker, as an `amqp://` or `amqps://` URI, or a list of brokers (`url`).
     pub url: Option<String>,
@@ -44,6 +46,17 @@ pub struct ConnectionSettings {
     pub frame_size: Option<u32>,
     /// Deliveries buffered per channel (`channel_buffer_size`).
     pub channel_buffer_size: Option<u16>,
+}
+
+impl fmt::Debug for ConnectionSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionSettings")
+            .field("url", &self.url.as_deref().map(redact_uri))
+            .field("heartbeat", &self.heartbeat)
+            .field("frame_size", &self.frame_size)
+            .field("channel_buffer_size", &self.channel_buffer_size)
+            .finish()
+    }
 }
 
 impl ConnectionSettings {
@@ -212,6 +225,47 @@ mod tests {
         assert!(err.to_string().contains("amqp://"), "{err}");
         // An empty variable counts as unset.
         assert!(s.resolve_with(None, env(&[("SERENA_URL", "")])).is_ok());
+    }
+
+    #[test]
+    fn no_error_and_no_debug_output_shows_the_password() {
+        for (uri, secrets) in [
+            ("amqp//user:s3cret@host", &["s3cret"][..]),
+            ("amqp://user:s3c/ret@host", &["s3c", "ret"]),
+            ("amqp://user:s3c?ret@host", &["s3c", "ret"]),
+        ] {
+            let from_file = ConnectionSettings {
+                url: Some(uri.into()),
+                ..Default::default()
+            };
+            let errors = [
+                ConnectionSettings::default().resolve_with(None, env(&[("SERENA_URL", uri)])),
+                ConnectionSettings::default().resolve_with(Some(uri), env(&[])),
+                from_file.resolve_with(None, env(&[])),
+            ]
+            .map(|r| r.expect_err(uri));
+            for err in errors {
+                for shown in [err.to_string(), format!("{err:?}")] {
+                    for secret in secrets {
+                        assert!(!shown.contains(secret), "{uri}: {shown}");
+                    }
+                }
+            }
+            let shown = format!("{from_file:?}");
+            for secret in secrets {
+                assert!(!shown.contains(secret), "{uri}: {shown}");
+            }
+        }
+        let file = ConnectionSettings {
+            url: Some("amqp://app:s3cret@rabbit.prod/orders".into()),
+            ..Default::default()
+        };
+        let shown = format!("{file:?}");
+        assert!(
+            shown.contains("amqp://app:***@rabbit.prod/orders"),
+            "{shown}"
+        );
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 
     #[test]

@@ -103,7 +103,7 @@ pub(crate) fn field_value(floats: Floats) -> BoxedStrategy<FieldValue> {
         any::<u64>().prop_map(FieldValue::U64),
         f32s(floats).prop_map(FieldValue::F32),
         f64s(floats).prop_map(FieldValue::F64),
-        (any::<u8>(), any::<u32>())
+        (any::<u8>(), any::<i32>())
             .prop_map(|(scale, value)| FieldValue::Decimal(Decimal { scale, value })),
         longstr().prop_map(FieldValue::LongString),
         bytes(64).prop_map(FieldValue::ByteArray),

@@ -9,10 +9,14 @@
 //!
 //! (One line per delivery; wrapped here.) Absent properties are `null`. Header values are
 //! `{"type": T, "value": V}` with T one of `bool`, `i8`, `u8`, `i16`, `u16`, `i32`, `u32`,
-//! `i64`, `u64`, `f32`, `f64`, `decimal` (`{"scale", "value"}`), `string`, `bytes` (base64),
-//! `array`, `timestamp`, `table`, `void` (no value): the names `serena publish -H` takes. A
-//! string that is not UTF-8 and a body that is not have `"base64"` instead of `"value"` and
-//! `"body_encoding": "base64"`.
+//! `i64`, `u64`, `f32`, `f64`, `decimal`, `string`, `bytes` (base64), `array`, `timestamp`,
+//! `table`, `void` (no value): the names `serena publish -H` takes. A string that is not UTF-8
+//! and a body that is not have `"base64"` instead of `"value"` and `"body_encoding": "base64"`.
+//!
+//! A decimal's value is its exact number as a JSON string, `"-0.5"`, `"12.50"`: the text
+//! `serena publish -H NAME:decimal=` takes. A JSON number would lose the scale (`12.50` has
+//! scale 2, `12.5` scale 1: different values on the wire) and, for large scales, precision in
+//! readers that parse numbers as doubles.
 
 use std::io::Write;
 use std::time::Duration;
@@ -55,7 +59,7 @@ pub(crate) fn typed(v: &FieldValue) -> Value {
         FieldValue::U64(n) => ("u64", json!(n)),
         FieldValue::F32(f) => ("f32", float(f64::from(*f))),
         FieldValue::F64(f) => ("f64", float(*f)),
-        FieldValue::Decimal(d) => ("decimal", json!({"scale": d.scale, "value": d.value})),
+        FieldValue::Decimal(d) => ("decimal", json!(d.to_string())),
         FieldValue::LongString(s) => match s.as_str() {
             Some(text) => ("string", json!(text)),
             None => return json!({"type": "string", "base64": base64::encode(s.as_bytes())}),
@@ -226,7 +230,7 @@ mod tests {
             json!({
                 "i": {"type": "i32", "value": -3},
                 "u": {"type": "u8", "value": 7},
-                "d": {"type": "decimal", "value": {"scale": 2, "value": 1250}},
+                "d": {"type": "decimal", "value": "12.50"},
                 "nan": {"type": "f64", "value": "NaN"},
                 "raw": {"type": "bytes", "value": "/wA="},
                 "v": {"type": "void"},
@@ -234,6 +238,39 @@ mod tests {
                     {"type": "bool", "value": true},
                     {"type": "string", "value": "s"},
                 ]}}},
+            })
+        );
+    }
+
+    /// The headers pika sends for `{"delta": Decimal("-0.5"), "price": Decimal("12.50")}`.
+    fn pika_decimals() -> FieldTable {
+        let entries = [
+            &[5][..],
+            b"delta",
+            b"D",
+            &[1],
+            &(-5_i32).to_be_bytes(),
+            &[5],
+            b"price",
+            b"D",
+            &[2],
+            &1250_i32.to_be_bytes(),
+        ]
+        .concat();
+        let mut payload = vec![0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x20, 0];
+        payload.extend_from_slice(&u32::try_from(entries.len()).unwrap().to_be_bytes());
+        payload.extend_from_slice(&entries);
+        let header = serena::proto::ContentHeader::decode(payload.into()).unwrap();
+        header.properties.headers.unwrap()
+    }
+
+    #[test]
+    fn decimals_are_shown_as_their_exact_text() {
+        assert_eq!(
+            table(&pika_decimals()),
+            json!({
+                "delta": {"type": "decimal", "value": "-0.5"},
+                "price": {"type": "decimal", "value": "12.50"},
             })
         );
     }

@@ -131,9 +131,13 @@ fn finite<T: Into<f64> + Copy>(v: Option<T>) -> Option<T> {
     v.filter(|f| (*f).into().is_finite())
 }
 
-/// `12.50` -> scale 2, value 1250.
+/// `12.50` -> scale 2, value 1250; `-0.5` -> scale 1, value -5.
 fn decimal(s: &str) -> Option<Decimal> {
-    let (int, frac) = s.split_once('.').unwrap_or((s, ""));
+    let (sign, unsigned) = match s.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", s),
+    };
+    let (int, frac) = unsigned.split_once('.').unwrap_or((unsigned, ""));
     if int.is_empty() && frac.is_empty() {
         return None;
     }
@@ -143,7 +147,7 @@ fn decimal(s: &str) -> Option<Decimal> {
     }
     Some(Decimal {
         scale: u8::try_from(frac.len()).ok()?,
-        value: digits.parse().ok()?,
+        value: format!("{sign}{digits}").parse().ok()?,
     })
 }
 
@@ -284,6 +288,26 @@ mod tests {
             )
         );
         assert_eq!(
+            h("d:decimal=-0.5"),
+            (
+                "d".into(),
+                FieldValue::Decimal(Decimal {
+                    scale: 1,
+                    value: -5
+                })
+            )
+        );
+        assert_eq!(
+            h("d:decimal=-2147483648"),
+            (
+                "d".into(),
+                FieldValue::Decimal(Decimal {
+                    scale: 0,
+                    value: i32::MIN
+                })
+            )
+        );
+        assert_eq!(
             h("t:timestamp=1700000000"),
             ("t".into(), FieldValue::Timestamp(1_700_000_000))
         );
@@ -314,6 +338,10 @@ mod tests {
             ("n:i8=300", "not an i8"),
             ("n:f64=NaN", "finite"),
             ("n:decimal=1.2.3", "decimal"),
+            ("n:decimal=-", "decimal"),
+            ("n:decimal=--1", "decimal"),
+            ("n:decimal=+1", "decimal"),
+            ("n:decimal=2147483648", "decimal"),
             ("n:bytes=!!", "base64"),
             ("n:int=1", "unknown type \"int\""),
             ("n:json={", "header \"n\""),
