@@ -29,13 +29,19 @@
 //!
 //! ## Layout
 //!
-//! - [`proto`]: the sans-IO AMQP 0-9-1 codec: frames, every method of every class with
-//!   RabbitMQ's extensions, field tables with every errata type, the content header and its
-//!   14 properties, message (re)assembly, handshake negotiation. No I/O, no clocks, no panics
-//!   on any input.
+//! - [`proto`] (the crate `serena-proto`, which has no tokio to reach for): the sans-IO AMQP
+//!   0-9-1 codec (frames, every method of every class with RabbitMQ's extensions, field tables
+//!   with every errata type, the content header and its 14 properties, message (re)assembly,
+//!   handshake negotiation) and [`proto::connection::Connection`], the state machine that
+//!   owns every channel's life: ids, close handshakes, pending calls, confirms and returns,
+//!   consumers, flow, the broker's block, heartbeats. No I/O, no clocks, no panics on any
+//!   input.
 //! - `driver` (private): the transport (TCP, TLS, Unix socket), the handshake, and the reader
-//!   and writer tasks that own the socket.
-//! - [`client`]: the handles: [`Connection`], [`Channel`], [`Consumer`], [`Delivery`].
+//!   and writer tasks that own the socket; they feed the machine bytes and time, write what
+//!   it queues, and complete the handles' waiters through its `Sinks`.
+//! - [`client`]: the handles: [`Connection`], [`Channel`], [`Consumer`], [`Delivery`]. They
+//!   call methods on the machine (under the connection's one lock) and never hold protocol
+//!   state of their own.
 //! - [`config`]: [`ConnectionConfig`], from code or an `amqp://` / `amqps://` URI: TLS,
 //!   host lists, Unix sockets.
 //! - [`error`]: [`Error`] and [`UnexpectedCloseError`].
