@@ -189,30 +189,34 @@ impl Channel {
         // Pipelined: open, confirm mode and QoS go out together; replies come back in order.
         // The handle exists as soon as the id does, so a caller that drops this future
         // closes the channel instead of leaving it open on the broker.
-        let channel = conn.clone().with(true, |m| {
+        let id = conn.with(true, |m| {
             let id = m.open_channel(watch.clone(), open_tx)?;
-            let channel = Channel {
-                handle: Arc::new(Handle {
-                    link: Arc::new(ChannelLink {
-                        conn: conn.clone(),
-                        id,
-                        watch: watch.clone(),
-                    }),
-                }),
+            let select = confirm::Select { nowait: false };
+            let qos = basic::Qos {
+                prefetch_size: 0,
+                prefetch_count: prefetch,
+                global: false,
             };
-            m.call(id, &confirm::Select { nowait: false }.into(), select_tx)?;
-            m.call(
-                id,
-                &basic::Qos {
-                    prefetch_size: 0,
-                    prefetch_count: prefetch,
-                    global: false,
-                }
-                .into(),
-                qos_tx,
-            )?;
-            Ok(channel)
+            let pipelined = m
+                .call(id, &select.into(), select_tx)
+                .and_then(|()| m.call(id, &qos.into(), qos_tx));
+            if let Err(e) = pipelined {
+                let _ = m.close_channel(id, None);
+                return Err(e);
+            }
+            Ok(id)
         })?;
+        // No await since the id was taken: the handle, whose drop closes the channel, owns it
+        // before this future can be dropped.
+        let channel = Channel {
+            handle: Arc::new(Handle {
+                link: Arc::new(ChannelLink {
+                    conn,
+                    id,
+                    watch,
+                }),
+            }),
+        };
         let link = channel.link();
         expect_reply!(wait(link, open).await?, ChannelOpenOk, "channel.open-ok");
         expect_reply!(
