@@ -210,11 +210,7 @@ impl Channel {
         // before this future can be dropped.
         let channel = Channel {
             handle: Arc::new(Handle {
-                link: Arc::new(ChannelLink {
-                    conn,
-                    id,
-                    watch,
-                }),
+                link: Arc::new(ChannelLink { conn, id, watch }),
             }),
         };
         let link = channel.link();

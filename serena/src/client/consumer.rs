@@ -225,13 +225,12 @@ impl Consumer {
                 self.ended = true;
                 Poll::Ready(Some(Err(e)))
             }
+            // The machine drops a consumer's sender without an `End` only at the cancel-ok of
+            // our own cancel (a channel's end and the server's cancel both send one), even
+            // when the `cancel` call that asked for it was dropped before its reply.
             Poll::Ready(None) => {
                 self.ended = true;
-                if self.cancelled {
-                    Poll::Ready(None)
-                } else {
-                    Poll::Ready(Some(Err(Error::Closed("channel"))))
-                }
+                Poll::Ready(None)
             }
             Poll::Pending => Poll::Pending,
         }
