@@ -23,12 +23,16 @@ use super::{
 async fn server_closes_after(ch: &Channel, go: oneshot::Sender<()>) {
     let missing = missing();
     let mut declare = pin!(ch.queue_declare(&missing, passive()));
+    // On a multi-threaded runtime the reply can be in before the first poll returns (the
+    // request leaves inline, and a preempted thread resumes after the reader handled the
+    // close): that round starts the race late, which proves less but is no failure.
     let first = poll_once(declare.as_mut()).await;
-    assert!(first.is_none(), "the declare finished on its first poll");
     let _ = go.send(());
-    let err = within(STEP, "the passive declare", declare)
-        .await
-        .expect_err("the queue does not exist");
+    let err = match first {
+        Some(done) => done,
+        None => within(STEP, "the passive declare", declare).await,
+    }
+    .expect_err("the queue does not exist");
     assert_channel_close(&err, ch.id(), 404);
 }
 

@@ -24,10 +24,11 @@ pub(crate) enum Phase {
 }
 
 /// What a pending call was, so that a reply nobody waits for any more can be undone.
+/// (`basic.consume` and `basic.cancel` are not in the queue of calls: their replies carry
+/// the consumer tag and are matched by it, since RabbitMQ may send a cancel-ok after the
+/// replies to calls made behind it.)
 enum CallKind {
-    Consume(ShortString),
     Get { no_ack: bool },
-    Cancel,
     Close,
     Plain,
 }
@@ -53,11 +54,37 @@ struct Unconfirmed<S: Sinks> {
     returned: Option<Box<Returned>>,
 }
 
+/// A return not yet matched to its publish.
+struct PendingReturn {
+    route: Route,
+    /// Publishes with the same content were pending when it came: only those can be it.
+    by_content: bool,
+    returned: Box<Returned>,
+}
+
 struct ConsumerSlot<S: Sinks> {
     sink: S::Consumer,
     no_ack: bool,
+    /// Callers of `basic.consume` under this tag waiting for consume-ok (one, unless a tag
+    /// was reused, which the server refuses by closing the channel).
+    consume_waiters: VecDeque<S::Call>,
     /// We sent `basic.cancel` and wait for `cancel-ok`.
     cancelling: bool,
+    /// Callers waiting for that cancel-ok.
+    cancel_waiters: Vec<S::Call>,
+}
+
+impl<S: Sinks> ConsumerSlot<S> {
+    /// Tells every caller waiting on this consumer `reason`.
+    fn fail_waiters(&mut self, reason: &S::Error) {
+        for w in self
+            .consume_waiters
+            .drain(..)
+            .chain(self.cancel_waiters.drain(..))
+        {
+            S::reply(w, Err(reason.clone()));
+        }
+    }
 }
 
 /// What handling a frame did to the channel.
@@ -103,9 +130,10 @@ pub(crate) struct ChannelMachine<S: Sinks> {
     calls: VecDeque<PendingCall<S>>,
     confirms: VecDeque<Unconfirmed<S>>,
     next_seq: u64,
-    /// Returns not yet matched to a publish: each is matched when the confirm covering its
-    /// publish arrives (RabbitMQ sends a publish's return before its ack).
-    returns: VecDeque<(Route, Box<Returned>)>,
+    /// Returns whose content matched no pending publish (the broker changed it): each is
+    /// matched by route when the confirm covering its publish arrives (RabbitMQ sends a
+    /// publish's return before its ack).
+    returns: VecDeque<PendingReturn>,
     consumers: HashMap<ShortString, ConsumerSlot<S>>,
     pub(crate) flow_paused: bool,
 }
@@ -164,7 +192,12 @@ impl<S: Sinks> ChannelMachine<S> {
         self.usable()?;
         let kind = match method {
             Method::BasicGet(g) => CallKind::Get { no_ack: g.no_ack },
-            Method::BasicCancel(_) => CallKind::Cancel,
+            Method::BasicConsume(_) | Method::BasicCancel(_) => {
+                return Err(Failure::UnexpectedMethod(format!(
+                    "{} goes through consume() and cancel(), which match its reply by tag",
+                    method.name()
+                )));
+            }
             _ => CallKind::Plain,
         };
         tracing::trace!(channel = self.id, ?method, "sending");
@@ -243,15 +276,17 @@ impl<S: Sinks> ChannelMachine<S> {
         encode_method(out, self.id, &method)?;
         // Registered before consume-ok, so a delivery can never outrun it. A tag already in
         // use keeps its first consumer; the server refuses the second (530).
-        self.consumers.entry(tag.clone()).or_insert(ConsumerSlot {
-            sink,
-            no_ack,
-            cancelling: false,
-        });
-        self.calls.push_back(PendingCall {
-            kind: CallKind::Consume(tag),
-            waiter: Some(waiter),
-        });
+        self.consumers
+            .entry(tag)
+            .or_insert_with(|| ConsumerSlot {
+                sink,
+                no_ack,
+                consume_waiters: VecDeque::new(),
+                cancelling: false,
+                cancel_waiters: Vec::new(),
+            })
+            .consume_waiters
+            .push_back(waiter);
         Ok(())
     }
 
@@ -269,22 +304,20 @@ impl<S: Sinks> ChannelMachine<S> {
         let Some(slot) = self.consumers.get_mut(tag) else {
             return Ok(false);
         };
-        if slot.cancelling && waiter.is_none() {
+        if !slot.cancelling {
+            slot.cancelling = true;
+            send(
+                out,
+                self.id,
+                basic::Cancel {
+                    consumer_tag: tag.clone(),
+                    nowait: false,
+                },
+            );
+        } else if waiter.is_none() {
             return Ok(false);
         }
-        slot.cancelling = true;
-        send(
-            out,
-            self.id,
-            basic::Cancel {
-                consumer_tag: tag.clone(),
-                nowait: false,
-            },
-        );
-        self.calls.push_back(PendingCall {
-            kind: CallKind::Cancel,
-            waiter,
-        });
+        slot.cancel_waiters.extend(waiter);
         Ok(true)
     }
 
@@ -314,10 +347,14 @@ impl<S: Sinks> ChannelMachine<S> {
             );
             // Replies to earlier calls are discarded from now on (channel.close / stability):
             // their callers learn now.
+            let closed: S::Error = Failure::Closed("channel").into();
             for call in self.calls.drain(..) {
                 if let Some(w) = call.waiter {
-                    S::reply(w, Err(Failure::Closed("channel").into()));
+                    S::reply(w, Err(closed.clone()));
                 }
+            }
+            for slot in self.consumers.values_mut() {
+                slot.fail_waiters(&closed);
             }
         }
         self.calls.push_back(PendingCall {
@@ -344,7 +381,8 @@ impl<S: Sinks> ChannelMachine<S> {
         for p in self.confirms {
             S::confirm(p.waiter, Err(reason.clone()));
         }
-        for (_, c) in self.consumers {
+        for (_, mut c) in self.consumers {
+            c.fail_waiters(&reason);
             S::end_consumer(c.sink, reason.clone());
         }
     }
@@ -369,7 +407,7 @@ impl<S: Sinks> ChannelMachine<S> {
         match assembled {
             Assembled::Method(m @ Method::ChannelOpenOk(_)) => {
                 self.phase = Phase::Open;
-                self.reply(out, Assembled::Method(m))
+                self.reply(Assembled::Method(m))
             }
             Assembled::Method(Method::ChannelClose(c)) => self.closed_by_server(out, c),
             // Frames of this id's previous life, sent before the server saw its close-ok.
@@ -511,11 +549,23 @@ impl<S: Sinks> ChannelMachine<S> {
                 Step::Continue
             }
             Method::BasicCancel(c) => {
-                if let Some(slot) = self.consumers.remove(&c.consumer_tag) {
-                    S::end_consumer(
-                        slot.sink,
-                        Failure::ConsumerCancelled(c.consumer_tag.to_string()).into(),
+                if let Some(mut slot) = self.consumers.remove(&c.consumer_tag) {
+                    let reason: S::Error =
+                        Failure::ConsumerCancelled(c.consumer_tag.to_string()).into();
+                    for w in slot.consume_waiters.drain(..) {
+                        S::reply(w, Err(reason.clone()));
+                    }
+                    // A cancel of ours that crossed the server's: the consumer is gone.
+                    let ok = Assembled::Method(
+                        basic::CancelOk {
+                            consumer_tag: c.consumer_tag.clone(),
+                        }
+                        .into(),
                     );
+                    for w in slot.cancel_waiters.drain(..) {
+                        S::reply(w, Ok(ok.clone()));
+                    }
+                    S::end_consumer(slot.sink, reason);
                 }
                 if !c.nowait {
                     send(
@@ -534,28 +584,45 @@ impl<S: Sinks> ChannelMachine<S> {
                 S::flow_changed(&self.sink, f.active);
                 Step::Continue
             }
-            Method::BasicCancelOk(ref c) => {
+            Method::BasicCancelOk(c) => {
                 // Dropping the sink ends the consumer's stream once it is drained.
-                self.consumers.remove(&c.consumer_tag);
-                self.reply(out, Assembled::Method(method))
+                let Some(mut slot) = self.consumers.remove(&c.consumer_tag) else {
+                    return Step::Dropped;
+                };
+                let ok = Assembled::Method(c.into());
+                for w in slot.cancel_waiters.drain(..) {
+                    S::reply(w, Ok(ok.clone()));
+                }
+                slot.fail_waiters(&Failure::Closed("channel").into());
+                Step::Continue
             }
-            other => self.reply(out, Assembled::Method(other)),
+            Method::BasicConsumeOk(c) => {
+                let tag = c.consumer_tag.clone();
+                let Some(slot) = self.consumers.get_mut(&tag) else {
+                    return Step::Dropped;
+                };
+                let taken = match slot.consume_waiters.pop_front() {
+                    Some(w) => S::reply(w, Ok(Assembled::Method(c.into()))),
+                    None => false,
+                };
+                if !taken {
+                    // basic_consume was dropped after its request left: cancel on the broker.
+                    let _ = self.cancel(out, &tag, None);
+                }
+                Step::Continue
+            }
+            other => self.reply(Assembled::Method(other)),
         }
     }
 
-    /// Gives a reply to the oldest pending call; undoes what a call nobody waits for left.
-    fn reply(&mut self, out: &mut BytesMut, reply: Assembled) -> Step<Failure> {
+    /// Gives a reply to the oldest pending call.
+    fn reply(&mut self, reply: Assembled) -> Step<Failure> {
         let Some(call) = self.calls.pop_front() else {
             tracing::warn!(channel = self.id, ?reply, "reply with no call waiting");
             return Step::Dropped;
         };
-        let taken = match call.waiter {
-            Some(w) => S::reply(w, Ok(reply)),
-            None => false,
-        };
-        if !taken && let CallKind::Consume(tag) = call.kind {
-            // basic_consume was dropped after its request left: cancel on the broker.
-            let _ = self.cancel(out, &tag, None);
+        if let Some(w) = call.waiter {
+            S::reply(w, Ok(reply));
         }
         Step::Continue
     }
@@ -597,15 +664,39 @@ impl<S: Sinks> ChannelMachine<S> {
             tracing::warn!(channel = self.id, exchange = %r.exchange, routing_key = %r.routing_key, "basic.return for no pending mandatory publish dropped");
             return;
         }
-        let returned = Returned {
+        let returned = Box::new(Returned {
             reply_code: r.reply_code,
             reply_text: r.reply_text.to_string(),
             exchange: r.exchange.to_string(),
             routing_key: r.routing_key.to_string(),
             properties: content.properties,
             body: content.body,
+        });
+        // Its publish is still unconfirmed (RabbitMQ sends a return before the publish's
+        // ack). The one publish with the same route and content is it. Among several alike,
+        // or when the broker changed the content on its way back (none alike), the return
+        // waits for the confirm that covers its publish and is matched among what it covers.
+        let alike = |p: &Unconfirmed<S>| {
+            p.returned.is_none()
+                && route_matches(p, &route)
+                && p.mandatory
+                    .as_ref()
+                    .is_some_and(|m| m.fingerprint == route.fingerprint)
         };
-        self.returns.push_back((route, Box::new(returned)));
+        let mut matches = self.confirms.iter().enumerate().filter(|(_, p)| alike(p));
+        match (matches.next(), matches.next()) {
+            (Some((i, _)), None) => self.confirms[i].returned = Some(returned),
+            (Some(_), Some(_)) => self.returns.push_back(PendingReturn {
+                route,
+                by_content: true,
+                returned,
+            }),
+            (None, _) => self.returns.push_back(PendingReturn {
+                route,
+                by_content: false,
+                returned,
+            }),
+        }
     }
 
     /// Settles publishes up to `tag` (or exactly `tag`) with the broker's ack or nack. The
@@ -639,32 +730,28 @@ impl<S: Sinks> ChannelMachine<S> {
         // A return whose publish is no longer pending can never be matched.
         let confirms = &self.confirms;
         self.returns
-            .retain(|(route, _)| confirms.iter().any(|p| route_matches(p, route)));
+            .retain(|r| confirms.iter().any(|p| route_matches(p, &r.route)));
     }
 
-    /// Gives each pending return to a publish among `covered`: one with the same route and
-    /// the same content fingerprint if there is one, else one with the same route; the
-    /// oldest of them.
+    /// Gives each return still waiting to the oldest publish among `covered` with its route
+    /// (and its content, when that was known to match).
     fn match_returns(&mut self, covered: std::ops::Range<usize>) {
         let mut i = 0;
         while i < self.returns.len() {
-            let route = &self.returns[i].0;
-            let candidates = || {
-                covered.clone().filter(|&j| {
-                    let p = &self.confirms[j];
-                    p.returned.is_none() && route_matches(p, route)
-                })
-            };
-            let exact = candidates().find(|&j| {
-                self.confirms[j]
-                    .mandatory
-                    .as_ref()
-                    .is_some_and(|m| m.fingerprint == route.fingerprint)
+            let pending = &self.returns[i];
+            let found = covered.clone().find(|&j| {
+                let p = &self.confirms[j];
+                p.returned.is_none()
+                    && route_matches(p, &pending.route)
+                    && (!pending.by_content
+                        || p.mandatory
+                            .as_ref()
+                            .is_some_and(|m| m.fingerprint == pending.route.fingerprint))
             });
-            match exact.or_else(|| candidates().next()) {
+            match found {
                 Some(j) => {
-                    let (_, returned) = self.returns.remove(i).expect("index in range");
-                    self.confirms[j].returned = Some(returned);
+                    let pending = self.returns.remove(i).expect("index in range");
+                    self.confirms[j].returned = Some(pending.returned);
                 }
                 None => i += 1,
             }

@@ -759,3 +759,57 @@ fn without_heartbeats_there_is_no_timer() {
     m.handle_sent(std::time::Instant::now());
     assert_eq!(m.poll_timeout(), None);
 }
+
+#[test]
+fn a_return_survives_an_ack_of_another_publish_that_came_between() {
+    // Seen against RabbitMQ with hundreds in flight: B's return, then A's ack (its queue
+    // confirmed it), then B's ack. The return is B's by its content.
+    let mut m = machine();
+    let (r, _log) = open(&mut m);
+    let a = publish(&mut m, r, &[("k", "v")], b"routable-1");
+    let b = publish(&mut m, r, &[("k", "other")], b"unroutable-1");
+    return_of(&mut m, r, &[("k", "other")], b"unroutable-1");
+    ack(&mut m, r, 1, false);
+    assert!(outcome(&a).is_ok());
+    ack(&mut m, r, 2, false);
+    assert!(matches!(outcome(&b), Err(Failure::Returned(ret)) if &ret.body[..] == b"unroutable-1"));
+}
+
+#[test]
+fn a_cancel_ok_that_comes_after_a_later_calls_reply_reaches_the_cancel() {
+    // RabbitMQ 3.10.8 answers basic.cancel then queue.declare with declare-ok first.
+    let mut m = machine();
+    let (r, _log) = open(&mut m);
+    let (tag, _deliveries, reply) = consume(&mut m, r, false);
+    m.handle_frame(method(
+        r.id,
+        basic::ConsumeOk {
+            consumer_tag: tag.clone(),
+        },
+    ))
+    .unwrap();
+    assert!(matches!(reply.try_recv(), Ok(Note::Reply(Ok(_)))));
+    let (cancel_tx, cancelled) = channel();
+    assert!(m.cancel(r, &tag, Some(cancel_tx)).unwrap());
+    let (purge_tx, purged) = channel();
+    let purge = crate::method::queue::Purge {
+        queue: "q".into(),
+        nowait: false,
+    };
+    m.call(r, &purge.into(), purge_tx).unwrap();
+    m.handle_frame(method(
+        r.id,
+        crate::method::queue::PurgeOk { message_count: 3 },
+    ))
+    .unwrap();
+    m.handle_frame(method(r.id, basic::CancelOk { consumer_tag: tag }))
+        .unwrap();
+    assert!(matches!(
+        purged.try_recv(),
+        Ok(Note::Reply(Ok(Assembled::Method(Method::QueuePurgeOk(_)))))
+    ));
+    assert!(matches!(
+        cancelled.try_recv(),
+        Ok(Note::Reply(Ok(Assembled::Method(Method::BasicCancelOk(_)))))
+    ));
+}
