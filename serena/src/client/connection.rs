@@ -92,9 +92,21 @@ pub(crate) async fn wait_closed(rx: &mut watch::Receiver<Option<Error>>) -> Erro
     }
 }
 
+/// The connection's two tasks. Dropping this aborts both and ends the connection (if the
+/// tasks had not): a `close` or a scope's cleanup that is itself dropped mid-way (a `timeout`
+/// around it) leaves no task running and no caller waiting on a connection nobody reads.
 struct Tasks {
     reader: JoinHandle<()>,
     writer: JoinHandle<()>,
+    shared: Arc<ConnShared>,
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        self.reader.abort();
+        self.writer.abort();
+        self.shared.fail(Error::Closed("connection"));
+    }
 }
 
 struct Inner {
@@ -106,10 +118,8 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        if let Some(t) = lock(&self.tasks).take() {
-            t.reader.abort();
-            t.writer.abort();
-        }
+        // Dropping the tasks aborts them.
+        drop(lock(&self.tasks).take());
         self.shared.fail(Error::Closed("connection"));
     }
 }
@@ -229,8 +239,12 @@ impl Connection {
         };
         Ok(Connection {
             inner: Arc::new(Inner {
-                shared,
-                tasks: Mutex::new(Some(Tasks { reader, writer })),
+                shared: shared.clone(),
+                tasks: Mutex::new(Some(Tasks {
+                    reader,
+                    writer,
+                    shared,
+                })),
                 prefetch: config.prefetch_count(),
                 endpoint: endpoint.clone(),
             }),
@@ -371,17 +385,17 @@ impl Connection {
             Err(e) => return Err(e),
         }
         let tasks = lock(&self.inner.tasks).take();
-        if let Some(Tasks { reader, writer }) = tasks {
-            let reader_abort = reader.abort_handle();
-            if tokio::time::timeout(CLOSE_TIMEOUT, reader).await.is_err() {
+        if let Some(mut tasks) = tasks {
+            if tokio::time::timeout(CLOSE_TIMEOUT, &mut tasks.reader)
+                .await
+                .is_err()
+            {
                 tracing::warn!("no close-ok from the server within {CLOSE_TIMEOUT:?}");
-                reader_abort.abort();
+                tasks.reader.abort();
                 shared.fail(Error::Closed("connection"));
             }
-            let writer_abort = writer.abort_handle();
-            if tokio::time::timeout(CLOSE_TIMEOUT, writer).await.is_err() {
-                writer_abort.abort();
-            }
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut tasks.writer).await;
+            // Dropped here: whatever has not finished is aborted.
         }
         match shared.closed.borrow().clone() {
             None | Some(Error::Closed(_)) => {}
@@ -398,16 +412,16 @@ impl Connection {
     /// would only delay the error: both tasks stop at once.
     async fn finish_after_failure(&self, error: &Error) {
         let tasks = lock(&self.inner.tasks).take();
-        if let Some(Tasks { reader, writer }) = tasks {
-            reader.abort();
+        if let Some(mut tasks) = tasks {
+            tasks.reader.abort();
             let server_listens = matches!(
                 error,
                 Error::UnexpectedClose(_) | Error::Protocol(_) | Error::UnexpectedMethod(_)
             );
-            let writer_abort = writer.abort_handle();
-            if !server_listens || tokio::time::timeout(FLUSH_GRACE, writer).await.is_err() {
-                writer_abort.abort();
+            if server_listens {
+                let _ = tokio::time::timeout(FLUSH_GRACE, &mut tasks.writer).await;
             }
+            // Dropped here: the writer is aborted unless it finished flushing.
         }
         self.inner.shared.fail(Error::Closed("connection"));
     }
