@@ -120,7 +120,8 @@ fn method_bytes(method: impl Into<Method>) -> BytesMut {
 }
 
 /// Bytes a server sends after the handshake, the decode error they must cause, and the reply
-/// code of the client's close (the rules are in `tests/hostile.rs`).
+/// code of the client's close (the rules are unit tests of the connection machine, in
+/// `serena-proto/src/connection/tests/rules.rs`).
 struct Garbage {
     what: &'static str,
     bytes: Vec<u8>,

@@ -1,5 +1,9 @@
 //! The protocol rules of the state machine, without a socket: frames in, frames and waiter
-//! notes out.
+//! notes out. The harness is here (the test [`Sinks`] `T`, [`machine`], [`open`], [`sent`],
+//! [`methods`]), with the rules of channels' lives, confirms, returns and consumers; the rules
+//! a hostile server breaks, and the reply code of each, are in [`rules`].
+
+mod rules;
 
 use std::sync::mpsc::{Receiver, Sender, channel};
 
