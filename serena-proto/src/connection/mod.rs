@@ -621,24 +621,22 @@ impl<S: Sinks> Connection<S> {
     /// Handles one frame from the server. An error means the connection is over (the server
     /// closed it, or broke the protocol and was told so); every waiter has been told.
     pub fn handle_frame(&mut self, frame: Frame) -> Result<(), S::Error> {
+        if let ConnPhase::Ended(e) = &self.phase {
+            return Err(e.clone());
+        }
         self.stats.frames_received += 1;
-        match &self.phase {
-            ConnPhase::Ended(e) => return Err(e.clone()),
-            // connection.close / stability: after our close, all but close and close-ok is
-            // discarded (what the server sent before it saw our close).
-            ConnPhase::Closing
-                if !matches!(
-                    &frame,
-                    Frame::Method {
-                        channel: 0,
-                        method: Method::ConnectionClose(_) | Method::ConnectionCloseOk(_)
-                    }
-                ) =>
-            {
-                self.stats.late_frames += 1;
-                return Ok(());
+        // connection.close / stability: after our close, all but close and close-ok is
+        // discarded (what the server sent before it saw our close).
+        let close_handshake = matches!(
+            &frame,
+            Frame::Method {
+                channel: 0,
+                method: Method::ConnectionClose(_) | Method::ConnectionCloseOk(_)
             }
-            _ => {}
+        );
+        if matches!(self.phase, ConnPhase::Closing) && !close_handshake {
+            self.stats.late_frames += 1;
+            return Ok(());
         }
         match frame {
             Frame::Heartbeat => {
