@@ -60,6 +60,7 @@ mod load;
 mod model;
 mod reader;
 mod report;
+mod retry;
 pub mod settings;
 pub mod validate;
 
@@ -73,6 +74,9 @@ pub use model::{
 };
 pub use report::{
     ApplyReport, ApplyStatus, Difference, EntityReport, Failure, VerifyReport, VerifyStatus,
+};
+pub use retry::{
+    DelayText, MAX_RETRY_DELAY, RetrySchedule, RetryStep, parse_delay, retry_queue_name,
 };
 pub use settings::{ConnectionSettings, DEFAULT_URL};
 
