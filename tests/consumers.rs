@@ -201,9 +201,10 @@ struct Attempts {
     flowed: AtomicU64,
 }
 
-/// Fails every message; under the default policy each one is requeued until the queue's
-/// delivery limit dead-letters it.
-#[consumer(queue = "serena-test.consumers.failing")]
+/// Fails every message; with `on_error = "requeue"` each one is requeued at once until the
+/// queue's delivery limit dead-letters it (the default, a retry later, is tested in
+/// tests/retries.rs).
+#[consumer(queue = "serena-test.consumers.failing", on_error = "requeue")]
 async fn always_fails(
     body: bytes::Bytes,
     State(attempts): State<Arc<Attempts>>,

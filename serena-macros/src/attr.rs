@@ -25,7 +25,9 @@ pub(crate) const OPTIONS: &[&str] = &[
 /// What an `Err` from the handler does to its message (`on_error = "..."`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OnError {
+    Retry,
     Requeue,
+    Park,
     Reject,
 }
 
@@ -173,14 +175,17 @@ impl ConsumerArgs {
             "on_error" => {
                 let lit = string_value(value, name)?;
                 self.on_error = Some(match lit.value().as_str() {
+                    "retry" => OnError::Retry,
                     "requeue" => OnError::Requeue,
+                    "park" => OnError::Park,
                     "reject" => OnError::Reject,
                     other => {
                         return Err(syn::Error::new(
                             lit.span(),
                             format!(
-                                "`on_error` is \"requeue\" (try the message again) or \"reject\" \
-                                 (dead-letter it), not {other:?}"
+                                "`on_error` is \"retry\" (later, by the queue's retry schedule; \
+                                 the default), \"requeue\" (at once), \"park\" (give up now) or \
+                                 \"reject\" (dead-letter it), not {other:?}"
                             ),
                         ));
                     }
@@ -462,7 +467,7 @@ mod tests {
             (quote!(queue = "q", prefetch = -1), "must be 0 to 65535"),
             (quote!(queue = "q", concurrency = 0), "at least 1"),
             (quote!(queue = "q", priority = 2147483648), "must be an i32"),
-            (quote!(queue = "q", on_error = "retry"), "not \"retry\""),
+            (quote!(queue = "q", on_error = "later"), "not \"later\""),
             (quote!(queue = "q", tag = ""), "tag is empty"),
             (quote!(queue), "`queue` needs a value"),
             (quote!("orders"), "write `queue = \"orders\"`"),

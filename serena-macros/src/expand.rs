@@ -387,14 +387,14 @@ fn spec_tokens(args: &ConsumerArgs, name: &Ident) -> TokenStream {
     if let Some(priority) = args.priority {
         fields.push(quote!(priority: ::core::option::Option::Some(#priority)));
     }
-    match args.on_error {
-        Some(OnError::Reject) => {
-            fields.push(quote!(on_error: ::serena::worker::ErrorPolicy::Reject));
-        }
-        Some(OnError::Requeue) => {
-            fields.push(quote!(on_error: ::serena::worker::ErrorPolicy::Requeue));
-        }
-        None => {}
+    let policy = match args.on_error {
+        Some(OnError::Retry) | None => None,
+        Some(OnError::Requeue) => Some(quote!(Requeue)),
+        Some(OnError::Park) => Some(quote!(Park)),
+        Some(OnError::Reject) => Some(quote!(Reject)),
+    };
+    if let Some(policy) = policy {
+        fields.push(quote!(on_error: ::serena::worker::ErrorPolicy::#policy));
     }
     let new = quote!(::serena::worker::ConsumerSpec::new(#name, #queue));
     if fields.is_empty() {

@@ -56,7 +56,7 @@ use proc_macro::TokenStream;
 /// | `tag = "name"` | the consumer tag (serena picks one otherwise) | `consumer_tag` |
 /// | `exclusive` or `exclusive = true` | be the queue's only consumer | `exclusive` |
 /// | `priority = 10` | `i32`, sent as `x-priority` | `priority` |
-/// | `on_error = "requeue"` or `"reject"` | what an `Err` does to the message (default requeue) | `on_error` |
+/// | `on_error = "retry"`, `"requeue"`, `"park"` or `"reject"` | what an `Err` does to the message (default retry: later by the queue's retry schedule, never at once; see `serena::worker`) | `on_error` |
 /// | `topology = "path"` | the topology file to check the queue against | |
 ///
 /// # The handler

@@ -162,6 +162,13 @@ pub enum Error {
     /// The operation did not finish within the time the caller set.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+    /// The message was already acknowledged or refused (through this `Delivery` or a clone);
+    /// nothing was sent.
+    #[error("delivery {delivery_tag} was already acknowledged or refused")]
+    AlreadySettled {
+        /// Its delivery tag.
+        delivery_tag: u64,
+    },
 }
 
 /// One failed attempt to reach a broker of a host list.

@@ -115,7 +115,13 @@ fn specs_follow_the_attributes() {
         }
     );
     assert_eq!(audit.spec(), ConsumerSpec::new("audit", "audit"));
-    assert_eq!(ping.spec(), ConsumerSpec::new("ping", "pings"));
+    assert_eq!(
+        ping.spec(),
+        ConsumerSpec {
+            on_error: ErrorPolicy::Requeue,
+            ..ConsumerSpec::new("ping", "pings")
+        }
+    );
 }
 
 #[test]
@@ -177,8 +183,11 @@ async fn errors_follow_the_default_policy() {
     let value = audit::handler(Bytes::from_static(b"entry")).await;
     assert_eq!(outcome_of(audit, value), Outcome::Ack);
     let value = audit::handler(Bytes::new()).await;
-    // No on_error: requeue.
-    assert_eq!(outcome_of(audit, value), Outcome::Requeue);
+    // No on_error: retry later, with the error as the reason.
+    assert_eq!(
+        outcome_of(audit, value),
+        Outcome::retry("empty audit record")
+    );
 
     let () = ping::handler().await;
     assert_eq!(outcome_of(ping, ()), Outcome::Ack);
@@ -206,9 +215,13 @@ async fn call_runs_extraction_the_function_and_the_policy_end_to_end() {
     let ctx = json_context(br#"{"id":1,"amount_cents":250}"#, app.clone());
     assert_eq!(record_order.call(&ctx).await, Outcome::Ack);
     assert_eq!(app.handled.load(Ordering::SeqCst), 1);
-    // A body that is not JSON is poison: rejected without running the function.
+    // A body that is not JSON is poison: parked without running the function (rejected
+    // when its queue has no retry schedule), never retried.
     let ctx = json_context(b"{oops", app.clone());
-    assert_eq!(record_order.call(&ctx).await, Outcome::Reject);
+    assert!(matches!(
+        record_order.call(&ctx).await,
+        Outcome::Park { reason } if reason.contains("not valid JSON")
+    ));
     assert_eq!(app.handled.load(Ordering::SeqCst), 1);
     // A missing state is refused the same way.
     let ctx = serena::worker::DeliveryContext::detached(
@@ -220,7 +233,10 @@ async fn call_runs_extraction_the_function_and_the_policy_end_to_end() {
         ),
         serena::worker::StateMap::default(),
     );
-    assert_eq!(record_order.call(&ctx).await, Outcome::Reject);
+    assert!(matches!(
+        record_order.call(&ctx).await,
+        Outcome::Park { reason } if reason.contains("no state of type")
+    ));
     // Settling a detached delivery fails instead of pretending.
     assert!(ctx.delivery.ack().await.is_err());
     assert!(

@@ -2,6 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -32,13 +33,21 @@ pub struct Delivery {
     pub body: Bytes,
     /// The channel it came on; `None` for a [`detached`](Self::detached) delivery.
     channel: Option<Arc<ChannelLink>>,
+    /// Set by the first ack, nack or reject of any clone: a message is settled once.
+    settled: Arc<AtomicBool>,
 }
 
-/// Sends an ack, nack or reject, only on the life of the channel the message came on: after
-/// that channel ended it fails with the reason, and nothing is sent (RabbitMQ would close the
-/// whole connection for it).
-fn settle(ch: &Option<Arc<ChannelLink>>, method: Method) -> Result<()> {
-    match ch {
+/// Sends an ack, nack or reject, once per message and only on the life of the channel the
+/// message came on: a second settle fails with [`Error::AlreadySettled`] (RabbitMQ would close
+/// the channel with 406 for it), and after that channel ended it fails with the reason and
+/// nothing is sent (RabbitMQ would close the whole connection for it).
+fn settle(d: &Delivery, method: Method) -> Result<()> {
+    if d.settled.swap(true, Ordering::AcqRel) {
+        return Err(Error::AlreadySettled {
+            delivery_tag: d.delivery_tag,
+        });
+    }
+    match &d.channel {
         Some(link) => link.with(false, |m, ch| m.settle(ch, &method)),
         None => Err(Error::Closed("channel")),
     }
@@ -62,13 +71,19 @@ impl Delivery {
             properties,
             body: body.into(),
             channel: None,
+            settled: Arc::default(),
         }
+    }
+
+    /// True once this message (through any clone) was acknowledged or refused.
+    pub fn is_settled(&self) -> bool {
+        self.settled.load(Ordering::Acquire)
     }
 
     /// Acknowledges the message: the broker forgets it.
     pub async fn ack(&self) -> Result<()> {
         settle(
-            &self.channel,
+            self,
             basic::Ack {
                 delivery_tag: self.delivery_tag,
                 multiple: false,
@@ -81,7 +96,7 @@ impl Delivery {
     /// or dead-lettered.
     pub async fn nack(&self, requeue: bool) -> Result<()> {
         settle(
-            &self.channel,
+            self,
             basic::Nack {
                 delivery_tag: self.delivery_tag,
                 multiple: false,
@@ -94,7 +109,7 @@ impl Delivery {
     /// Refuses the message (`basic.reject`); with `requeue` it goes back to the queue.
     pub async fn reject(&self, requeue: bool) -> Result<()> {
         settle(
-            &self.channel,
+            self,
             basic::Reject {
                 delivery_tag: self.delivery_tag,
                 requeue,
@@ -130,6 +145,7 @@ impl GetMessage {
                 properties,
                 body,
                 channel: Some(channel),
+                settled: Arc::default(),
             },
             message_count: ok.message_count,
         }
@@ -207,6 +223,7 @@ impl Consumer {
             properties: content.properties,
             body: content.body,
             channel: Some(self.channel.clone()),
+            settled: Arc::default(),
         })
     }
 

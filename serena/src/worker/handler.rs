@@ -20,34 +20,72 @@ use serde::de::DeserializeOwned;
 use crate::client::{ChannelPool, Delivery};
 use crate::error::{Error, Result};
 use crate::proto::{BasicProperties, FieldTable};
+use crate::topology::RetrySchedule;
 
-/// What happens to a message after its handler ran.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What happens to a message after its handler ran. See the [module docs](super#failures)
+/// for what `Retry` and `Park` do with and without a retry schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Outcome {
     /// Acknowledge: the broker forgets the message.
     Ack,
-    /// Put the message back in its queue for another try.
+    /// Try again later: by the queue's retry schedule (the message waits its delay in a delay
+    /// queue, and is parked after the last attempt), or, for a queue without one, a few times
+    /// in the worker with a growing pause, then rejected. The reason travels with the message.
+    Retry {
+        /// Why it failed (the handler's error).
+        reason: String,
+    },
+    /// Put the message back in its queue at once, for an immediate redelivery. Only for a
+    /// cause known to be gone: on a message that keeps failing it is a hot loop.
     Requeue,
+    /// Give up on the message now: to the schedule's parking queue with the reason, or, for a
+    /// queue without a schedule, rejected (its dead-letter exchange takes it).
+    Park {
+        /// Why it is given up (the handler's error).
+        reason: String,
+    },
     /// Refuse the message without requeue: the queue's dead-letter exchange takes it, or it
     /// is dropped.
     Reject,
 }
 
+impl Outcome {
+    /// [`Outcome::Retry`] for `reason`.
+    pub fn retry(reason: impl fmt::Display) -> Self {
+        Outcome::Retry {
+            reason: reason.to_string(),
+        }
+    }
+
+    /// [`Outcome::Park`] for `reason`.
+    pub fn park(reason: impl fmt::Display) -> Self {
+        Outcome::Park {
+            reason: reason.to_string(),
+        }
+    }
+}
+
 /// What a handler's `Err` means for its message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ErrorPolicy {
-    /// Requeue the message for another try (the default).
+    /// Retry it later ([`Outcome::Retry`]): the default, which never loops hot.
     #[default]
+    Retry,
+    /// Requeue it at once for an immediate redelivery ([`Outcome::Requeue`]).
     Requeue,
+    /// Park it now ([`Outcome::Park`]).
+    Park,
     /// Reject it without requeue, so the queue's dead-letter exchange takes it.
     Reject,
 }
 
 impl ErrorPolicy {
-    /// The outcome of a failed handler under this policy.
-    pub fn outcome(self) -> Outcome {
+    /// The outcome of a handler that failed for `reason` under this policy.
+    pub fn outcome(self, reason: impl fmt::Display) -> Outcome {
         match self {
+            ErrorPolicy::Retry => Outcome::retry(reason),
             ErrorPolicy::Requeue => Outcome::Requeue,
+            ErrorPolicy::Park => Outcome::park(reason),
             ErrorPolicy::Reject => Outcome::Reject,
         }
     }
@@ -86,7 +124,7 @@ impl ConsumerSpec {
             consumer_tag: None,
             exclusive: false,
             priority: None,
-            on_error: ErrorPolicy::Requeue,
+            on_error: ErrorPolicy::Retry,
         }
     }
 }
@@ -143,6 +181,13 @@ pub struct DeliveryContext {
     pub publisher: Publisher,
     /// The queue the message came from.
     pub queue: &'static str,
+    /// The queue's retry schedule, when it has one.
+    pub(crate) schedule: Option<Arc<RetrySchedule>>,
+    /// Attempts made at this message in this worker before this one (retries without a
+    /// schedule), and why the first and the latest of them failed (see [`Attempt`]).
+    pub(crate) retried_here: u32,
+    pub(crate) first_failure: Option<String>,
+    pub(crate) last_failure: Option<String>,
 }
 
 impl DeliveryContext {
@@ -165,6 +210,10 @@ impl DeliveryContext {
             state: Arc::new(state),
             publisher: Publisher::detached(),
             queue: "",
+            schedule: None,
+            retried_here: 0,
+            first_failure: None,
+            last_failure: None,
         }
     }
 }
@@ -187,7 +236,7 @@ impl fmt::Display for Rejection {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a `#[consumer]` handler argument",
     label = "not an extractor",
-    note = "arguments must be extractors: `Delivery`, `Bytes`, `Json<T>`, `Headers`, `Properties`, `State<T>` or `Publisher`"
+    note = "arguments must be extractors: `Delivery`, `Bytes`, `Json<T>`, `Headers`, `Properties`, `State<T>`, `Publisher` or `Attempt`"
 )]
 pub trait FromDelivery: Sized {
     /// Builds the argument, or rejects the message.
@@ -361,7 +410,7 @@ impl<T: IntoOutcome, E: fmt::Display> IntoOutcome for std::result::Result<T, E> 
             Ok(v) => v.into_outcome(on_error),
             Err(e) => {
                 tracing::warn!(error = %e, ?on_error, "handler failed");
-                on_error.outcome()
+                on_error.outcome(e)
             }
         }
     }

@@ -4,9 +4,42 @@
 //! `#[consumer(queue = "...")]`, and a `main` that hands them to a supervisor. Arguments of a
 //! handler are extractors ([`FromDelivery`]); its return value becomes an [`Outcome`]
 //! ([`IntoOutcome`]).
+//!
+//! # Failures
+//!
+//! A handler's `Err` becomes [`Outcome::Retry`] (or what the consumer's `on_error` says:
+//! [`ErrorPolicy`]); a message whose arguments cannot be built (a body that is not the JSON
+//! the handler takes) becomes [`Outcome::Park`]. What those do depends on whether the queue
+//! has a retry schedule ([`RetrySchedule`](crate::topology::RetrySchedule), from the
+//! `retry` key of the queue in `topology.toml` or [`Supervisor::retry`]):
+//!
+//! | outcome | queue with a retry schedule | queue without one |
+//! |---|---|---|
+//! | `Retry` | published to the delay queue of its attempt, comes back after the delay; after the last attempt published to the parking queue | tried again in the worker ([`LocalRetry`]: 3 attempts, 1 s then 2 s apart), then rejected |
+//! | `Park` | published to the parking queue now | rejected |
+//! | `Requeue` | back in the queue at once | back in the queue at once |
+//! | `Reject` | rejected | rejected |
+//!
+//! "Published" means the copy was confirmed by the broker before the original is
+//! acknowledged, with [`Attempt`]'s headers (`x-serena-attempt`, `x-serena-first-failure`,
+//! `x-serena-last-failure`, `x-serena-queue`) added. "Rejected" means `basic.reject` without
+//! requeue: the queue's dead-letter exchange takes the message, and a queue without one drops
+//! it (logged at ERROR). No outcome redelivers a failing message at once forever unless the
+//! handler asks for `Requeue` itself.
+//!
+//! Why delay queues and not the alternatives: Spring AMQP's `RetryInterceptor` retries in the
+//! consumer's thread (holding the message, and its prefetch slot, through every delay, and
+//! losing the count on a restart) and its `RepublishMessageRecoverer` parks after the last;
+//! serena does the former only for queues without a schedule. RabbitMQ's delayed-message
+//! exchange plugin holds delayed messages on one node, outside any queue's replication and
+//! limits, and is not installed by default. A queue per delay with a message TTL and
+//! dead-lettering back to the work queue uses only core features, survives restarts (the
+//! count travels in the message), replicates like any quorum queue, and shows each waiting
+//! message in the management UI.
 
 mod backoff;
 mod handler;
+mod retry;
 mod stats;
 mod supervisor;
 
@@ -14,6 +47,9 @@ pub use backoff::Backoff;
 pub use handler::{
     ConsumerSpec, DeliveryContext, ErrorPolicy, FromDelivery, Handler, HandlerFuture, Headers,
     IntoOutcome, Json, Outcome, Properties, Publisher, Rejection, State, StateMap,
+};
+pub use retry::{
+    ATTEMPT_HEADER, Attempt, FIRST_FAILURE_HEADER, LAST_FAILURE_HEADER, LocalRetry, QUEUE_HEADER,
 };
 pub use stats::{Stats, SupervisorHandle};
 pub use supervisor::{SetupFn, Supervisor, SupervisorError, is_permanent, shutdown_signal};
@@ -23,14 +59,15 @@ pub use supervisor::{SetupFn, Supervisor, SupervisorError, is_permanent, shutdow
 pub mod __private {
     use super::{DeliveryContext, Outcome, Rejection};
 
-    /// A delivery whose arguments could not be built: log it and reject it without requeue.
+    /// A delivery whose arguments could not be built: a poison message, parked (or rejected
+    /// when its queue has no retry schedule) and never redelivered.
     pub fn poison(ctx: &DeliveryContext, rejection: Rejection) -> Outcome {
         tracing::warn!(
             queue = ctx.queue,
             delivery_tag = ctx.delivery.delivery_tag,
             reason = %rejection,
-            "poison message rejected without requeue"
+            "poison message: parked, or rejected without requeue"
         );
-        Outcome::Reject
+        Outcome::park(format!("poison message: {rejection}"))
     }
 }

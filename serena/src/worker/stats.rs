@@ -23,6 +23,12 @@ pub struct Stats {
     /// Outcomes that could not be sent because the delivery's channel had died; the broker
     /// redelivers those messages.
     pub dropped: u64,
+    /// Failed messages moved to a delay queue of their retry schedule (and acknowledged).
+    pub retried: u64,
+    /// Messages moved to their parking queue (and acknowledged).
+    pub parked: u64,
+    /// Messages their handler acknowledged or refused itself (the supervisor left them).
+    pub settled_by_handler: u64,
 }
 
 #[derive(Debug, Default)]
@@ -34,6 +40,9 @@ pub(crate) struct Counters {
     pub(crate) panicked: AtomicU64,
     pub(crate) restarts: AtomicU64,
     pub(crate) dropped: AtomicU64,
+    pub(crate) retried: AtomicU64,
+    pub(crate) parked: AtomicU64,
+    pub(crate) settled_by_handler: AtomicU64,
 }
 
 impl Counters {
@@ -51,6 +60,9 @@ impl Counters {
             panicked: get(&self.panicked),
             restarts: get(&self.restarts),
             dropped: get(&self.dropped),
+            retried: get(&self.retried),
+            parked: get(&self.parked),
+            settled_by_handler: get(&self.settled_by_handler),
         }
     }
 }

@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, watch};
@@ -33,11 +34,13 @@ use tracing::Instrument;
 
 use super::backoff::{Backoff, jitter_unit};
 use super::handler::{DeliveryContext, Handler, Outcome, Publisher, StateMap};
+use super::retry::{self, LocalRetry};
 use super::stats::{Counters, SupervisorHandle};
 use crate::client::{Channel, Connection, ConsumeOptions, Consumer, Delivery, run_scope, shuffle};
 use crate::config::{ConnectionConfig, Endpoint};
 use crate::error::{Error, Result, TlsError};
 use crate::proto::FieldTable;
+use crate::topology::RetrySchedule;
 
 /// How long a tree must have been up (every consumer consuming) for its failure to start
 /// the restart backoff over.
@@ -116,6 +119,9 @@ pub struct Supervisor {
     publisher_channels: usize,
     counters: Arc<Counters>,
     ready: watch::Sender<bool>,
+    /// Retry schedules by work queue.
+    schedules: HashMap<String, Arc<RetrySchedule>>,
+    local_retry: LocalRetry,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -148,7 +154,28 @@ impl Supervisor {
             publisher_channels: 4,
             counters: Arc::new(Counters::default()),
             ready: watch::channel(false).0,
+            schedules: HashMap::new(),
+            local_retry: LocalRetry::default(),
         }
+    }
+
+    /// Retries the failed messages of `schedule.queue` by `schedule`: each waits its delay in
+    /// a delay queue, and is parked after the last attempt (see the [module docs](super#failures)).
+    /// The queues must exist: [`topology`](Self::topology) declares those of a `retry` key, and
+    /// registers its schedules itself.
+    #[must_use]
+    pub fn retry(mut self, schedule: RetrySchedule) -> Self {
+        self.schedules
+            .insert(schedule.queue.clone(), Arc::new(schedule));
+        self
+    }
+
+    /// How queues without a retry schedule retry in the worker (default: 3 attempts, 1 s then
+    /// 2 s apart, then the message is rejected).
+    #[must_use]
+    pub fn local_retry(mut self, retry: LocalRetry) -> Self {
+        self.local_retry = retry;
+        self
     }
 
     /// Adds a consumer (a `#[consumer]` function, or any [`Handler`]).
@@ -360,6 +387,8 @@ impl Supervisor {
                     )
                     .await?;
                 let run = ConsumeLoop {
+                    schedule: self.schedules.get(spec.queue).cloned(),
+                    local_retry: self.local_retry,
                     handler: handler.clone(),
                     channel: ch,
                     consumer,
@@ -417,6 +446,8 @@ async fn apply_topology(topology: &crate::topology::Topology, conn: &Connection)
 /// One consumer's loop: takes deliveries while a permit is free and runs each handler in
 /// its own task, so a panic is caught as that task's failure.
 struct ConsumeLoop {
+    schedule: Option<Arc<RetrySchedule>>,
+    local_retry: LocalRetry,
     handler: Arc<dyn Handler>,
     channel: Channel,
     consumer: Consumer,
@@ -429,6 +460,8 @@ struct ConsumeLoop {
 impl ConsumeLoop {
     async fn run(self, mut stop: watch::Receiver<bool>) -> Result<()> {
         let ConsumeLoop {
+            schedule,
+            local_retry,
             handler,
             channel,
             mut consumer,
@@ -440,6 +473,13 @@ impl ConsumeLoop {
         let spec = handler.spec();
         let permits = Arc::new(Semaphore::new(spec.concurrency.unwrap_or(1).max(1)));
         let mut in_flight: JoinSet<Outcome> = JoinSet::new();
+        let after = Settle {
+            handler: handler.clone(),
+            counters: counters.clone(),
+            schedule: schedule.clone(),
+            publisher: publisher.clone(),
+            queue: spec.queue,
+        };
         let mut deliveries: HashMap<tokio::task::Id, Delivery> = HashMap::new();
         let result = loop {
             // A delivery is taken only when a handler slot is free; finished handlers are
@@ -455,7 +495,7 @@ impl ConsumeLoop {
             let (permit, delivery) = tokio::select! {
                 () = stopped(&mut stop) => break Ok(()),
                 Some(done) = in_flight.join_next_with_id() => {
-                    settle(&handler, &counters, done, &mut deliveries).await;
+                    after.settle(done, &mut deliveries).await;
                     continue;
                 }
                 (permit, d) = next => match d {
@@ -473,16 +513,36 @@ impl ConsumeLoop {
                 message_id = delivery.properties.message_id.as_deref().unwrap_or(""),
                 redelivered = delivery.redelivered,
             );
-            let ctx = DeliveryContext {
+            let mut ctx = DeliveryContext {
                 delivery: delivery.clone(),
                 state: state.clone(),
                 publisher: publisher.clone(),
                 queue: spec.queue,
+                schedule: schedule.clone(),
+                retried_here: 0,
+                first_failure: None,
+                last_failure: None,
             };
             let task_handler = handler.clone();
             let handle = in_flight.spawn(
                 async move {
-                    let outcome = task_handler.call(&ctx).await;
+                    let outcome = loop {
+                        let outcome = task_handler.call(&ctx).await;
+                        // Without a schedule, a failure is tried again here, after a pause.
+                        let Outcome::Retry { reason } = &outcome else {
+                            break outcome;
+                        };
+                        let done = ctx.retried_here + 1;
+                        if ctx.schedule.is_some() || done >= local_retry.attempts {
+                            break outcome;
+                        }
+                        let pause = local_retry.delay_after(done);
+                        tracing::info!(attempt = done, %reason, ?pause, "handler failed; trying again in the worker");
+                        ctx.first_failure.get_or_insert_with(|| reason.clone());
+                        ctx.last_failure = Some(reason.clone());
+                        ctx.retried_here = done;
+                        tokio::time::sleep(pause).await;
+                    };
                     drop(permit);
                     outcome
                 }
@@ -498,7 +558,7 @@ impl ConsumeLoop {
         let deadline = tokio::time::Instant::now() + shutdown_timeout;
         while !in_flight.is_empty() {
             match tokio::time::timeout_at(deadline, in_flight.join_next_with_id()).await {
-                Ok(Some(done)) => settle(&handler, &counters, done, &mut deliveries).await,
+                Ok(Some(done)) => after.settle(done, &mut deliveries).await,
                 Ok(None) => break,
                 Err(_) => {
                     tracing::warn!(
@@ -518,35 +578,98 @@ impl ConsumeLoop {
     }
 }
 
-/// Sends a finished handler's outcome for its delivery, on the delivery's own channel.
-async fn settle(
-    handler: &Arc<dyn Handler>,
-    counters: &Counters,
-    done: std::result::Result<(tokio::task::Id, Outcome), tokio::task::JoinError>,
-    deliveries: &mut HashMap<tokio::task::Id, Delivery>,
-) {
-    let (id, outcome) = match done {
-        Ok((id, outcome)) => (id, outcome),
-        Err(e) => {
-            if e.is_panic() {
-                Counters::bump(&counters.panicked);
-                tracing::error!(consumer = handler.spec().name, "handler panicked");
+/// What a consume loop needs to settle a finished handler's message.
+struct Settle {
+    handler: Arc<dyn Handler>,
+    counters: Arc<Counters>,
+    schedule: Option<Arc<RetrySchedule>>,
+    publisher: Publisher,
+    queue: &'static str,
+}
+
+impl Settle {
+    /// Carries out a finished handler's outcome for its delivery, on the delivery's own
+    /// channel (never another: its delivery tag means nothing elsewhere).
+    async fn settle(
+        &self,
+        done: std::result::Result<(tokio::task::Id, Outcome), tokio::task::JoinError>,
+        deliveries: &mut HashMap<tokio::task::Id, Delivery>,
+    ) {
+        let counters = &self.counters;
+        let (id, outcome) = match done {
+            Ok((id, outcome)) => (id, outcome),
+            Err(e) => {
+                if e.is_panic() {
+                    Counters::bump(&counters.panicked);
+                    tracing::error!(consumer = self.handler.spec().name, "handler panicked");
+                }
+                (
+                    e.id(),
+                    self.handler.spec().on_error.outcome("the handler panicked"),
+                )
             }
-            (e.id(), handler.spec().on_error.outcome())
+        };
+        let Some(delivery) = deliveries.remove(&id) else {
+            return;
+        };
+        if delivery.is_settled() {
+            // The handler acknowledged or refused it itself: settling again would be a 406.
+            Counters::bump(&counters.settled_by_handler);
+            return;
         }
-    };
-    let Some(delivery) = deliveries.remove(&id) else {
-        return;
-    };
-    let (sent, counter) = match outcome {
-        Outcome::Ack => (delivery.ack().await, &counters.acked),
-        Outcome::Requeue => (delivery.nack(true).await, &counters.requeued),
-        Outcome::Reject => (delivery.reject(false).await, &counters.rejected),
-    };
-    match sent {
-        Ok(()) => Counters::bump(counter),
-        // Its channel died: the broker redelivers the message; never settle it elsewhere.
-        Err(_) => Counters::bump(&counters.dropped),
+        let (sent, counter) = match outcome {
+            Outcome::Ack => (delivery.ack().await, &counters.acked),
+            Outcome::Requeue => (delivery.nack(true).await, &counters.requeued),
+            Outcome::Reject => (delivery.reject(false).await, &counters.rejected),
+            Outcome::Retry { reason } => self.failed(&delivery, &reason, false).await,
+            Outcome::Park { reason } => self.failed(&delivery, &reason, true).await,
+        };
+        match sent {
+            Ok(()) => Counters::bump(counter),
+            // Its channel died: the broker redelivers the message; never settle it elsewhere.
+            Err(_) => Counters::bump(&counters.dropped),
+        }
+    }
+
+    /// A message whose handler failed for `reason` (or is to be parked now): moved by the
+    /// retry schedule and then acknowledged, or, without a schedule, rejected.
+    async fn failed(
+        &self,
+        delivery: &Delivery,
+        reason: &str,
+        park: bool,
+    ) -> (Result<()>, &AtomicU64) {
+        let counters = &self.counters;
+        let attempt = retry::attempt_of(delivery);
+        let Some(schedule) = &self.schedule else {
+            tracing::error!(
+                queue = self.queue,
+                attempt,
+                %reason,
+                "message rejected: its queue has no retry schedule; its dead-letter exchange takes it, if it has one"
+            );
+            return (delivery.reject(false).await, &counters.rejected);
+        };
+        match retry::move_failed(&self.publisher, schedule, delivery, attempt, reason, park).await {
+            Ok(moved) => {
+                let counter = match &moved {
+                    retry::Moved::Retried { queue, delay } => {
+                        tracing::info!(queue = self.queue, attempt, %reason, retry_queue = %queue, ?delay, "message to retry later");
+                        &counters.retried
+                    }
+                    retry::Moved::Parked { queue } => {
+                        tracing::warn!(queue = self.queue, attempt, %reason, park_queue = %queue, "message parked");
+                        &counters.parked
+                    }
+                };
+                (delivery.ack().await, counter)
+            }
+            Err(e) => {
+                // Not moved: it stays the broker's, back in its queue, and nothing is lost.
+                tracing::error!(queue = self.queue, attempt, error = %e, "could not move a failed message; requeued");
+                (delivery.nack(true).await, &counters.requeued)
+            }
+        }
     }
 }
 

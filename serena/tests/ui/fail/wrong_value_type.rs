@@ -9,7 +9,7 @@ async fn quoted_prefetch() {}
 #[consumer(queue = "orders", exclusive = "yes")]
 async fn stringly_flag() {}
 
-#[consumer(queue = "orders", on_error = "retry")]
+#[consumer(queue = "orders", on_error = "later")]
 async fn unknown_policy() {}
 
 #[consumer(queue = "orders", tag)]

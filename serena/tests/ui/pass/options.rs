@@ -17,7 +17,7 @@ pub async fn all(body: bytes::Bytes) {
     let unused = 1;
 }
 
-#[serena::consumer(queue = "q", exclusive = false, on_error = "requeue", prefetch = 0, priority = 2147483647)]
+#[serena::consumer(queue = "q", exclusive = false, on_error = "retry", prefetch = 0, priority = 2147483647)]
 pub(crate) async fn explicit_defaults() {}
 
 #[serena::consumer(queue = "q", exclusive = true, priority = -2147483648, concurrency = 1usize, prefetch = 5u16)]
@@ -50,7 +50,7 @@ fn main() {
     );
     let spec = explicit_defaults.spec();
     assert!(!spec.exclusive);
-    assert_eq!(spec.on_error, ErrorPolicy::Requeue);
+    assert_eq!(spec.on_error, ErrorPolicy::Retry);
     assert_eq!(spec.prefetch, Some(0));
     assert_eq!(spec.priority, Some(i32::MAX));
     let spec = suffixed.spec();
