@@ -480,16 +480,8 @@ impl<S: Sinks> ChannelMachine<S> {
                     false => {
                         // The consumer is gone (dropped, or its consume call was): give the
                         // message back and stop the flow.
-                        let no_ack = slot.no_ack;
-                        if !no_ack {
-                            send(
-                                out,
-                                self.id,
-                                basic::Reject {
-                                    delivery_tag,
-                                    requeue: true,
-                                },
-                            );
+                        if !slot.no_ack {
+                            self.give_back(out, delivery_tag);
                         }
                         let _ = self.cancel(out, &tag, None);
                         Ok(Step::Dropped)
@@ -500,14 +492,7 @@ impl<S: Sinks> ChannelMachine<S> {
                 let (delivery_tag, no_ack) = (ok.delivery_tag, self.front_get_no_ack());
                 if !self.reply_taken(Assembled::Content(content)) && !no_ack {
                     // The get was dropped before its get-ok: give the message back.
-                    send(
-                        out,
-                        self.id,
-                        basic::Reject {
-                            delivery_tag,
-                            requeue: true,
-                        },
-                    );
+                    self.give_back(out, delivery_tag);
                 }
                 Ok(Step::Continue)
             }
@@ -525,6 +510,18 @@ impl<S: Sinks> ChannelMachine<S> {
                 )),
             }),
         }
+    }
+
+    /// Puts a message nobody will handle back in its queue (`basic.reject` with requeue).
+    fn give_back(&self, out: &mut BytesMut, delivery_tag: u64) {
+        send(
+            out,
+            self.id,
+            basic::Reject {
+                delivery_tag,
+                requeue: true,
+            },
+        );
     }
 
     fn front_get_no_ack(&self) -> bool {

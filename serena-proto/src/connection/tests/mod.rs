@@ -184,11 +184,8 @@ fn consume(
     (tag, deliveries, reply)
 }
 
-#[test]
-fn late_deliveries_after_a_server_channel_close_are_dropped_not_fatal() {
-    let mut m = machine();
-    let (r, log) = open(&mut m);
-    let (tag, deliveries, _reply) = consume(&mut m, r, false);
+/// The server's consume-ok for `tag`.
+fn consume_ok(m: &mut Connection<T>, r: ChannelRef, tag: &ShortString) {
     m.handle_frame(method(
         r.id,
         basic::ConsumeOk {
@@ -196,6 +193,14 @@ fn late_deliveries_after_a_server_channel_close_are_dropped_not_fatal() {
         },
     ))
     .unwrap();
+}
+
+#[test]
+fn late_deliveries_after_a_server_channel_close_are_dropped_not_fatal() {
+    let mut m = machine();
+    let (r, log) = open(&mut m);
+    let (tag, deliveries, _reply) = consume(&mut m, r, false);
+    consume_ok(&mut m, r, &tag);
     deliver(&mut m, r.id, &tag, 1).unwrap();
     assert!(matches!(deliveries.try_recv(), Ok(Note::Delivery(c)) if &c.body[..] == b"hi"));
     m.handle_frame(method(r.id, server_close(404))).unwrap();
@@ -420,13 +425,7 @@ fn a_consume_dropped_before_consume_ok_is_cancelled_and_its_deliveries_given_bac
     let (tag, deliveries, reply) = consume(&mut m, r, false);
     sent(&mut m);
     drop((deliveries, reply));
-    m.handle_frame(method(
-        r.id,
-        basic::ConsumeOk {
-            consumer_tag: tag.clone(),
-        },
-    ))
-    .unwrap();
+    consume_ok(&mut m, r, &tag);
     assert!(
         matches!(&methods(&mut m)[..], [Method::BasicCancel(c)] if c.consumer_tag == tag),
         "cancelled on the broker"
@@ -455,13 +454,7 @@ fn a_no_ack_consumer_that_is_gone_is_cancelled_without_rejects() {
     let mut m = machine();
     let (r, _log) = open(&mut m);
     let (tag, deliveries, _reply) = consume(&mut m, r, true);
-    m.handle_frame(method(
-        r.id,
-        basic::ConsumeOk {
-            consumer_tag: tag.clone(),
-        },
-    ))
-    .unwrap();
+    consume_ok(&mut m, r, &tag);
     sent(&mut m);
     drop(deliveries);
     for t in 1..=3 {
@@ -596,13 +589,7 @@ fn after_our_close_confirms_still_count_and_deliveries_are_discarded() {
     let mut m = machine();
     let (r, _log) = open(&mut m);
     let (tag, deliveries, _reply) = consume(&mut m, r, false);
-    m.handle_frame(method(
-        r.id,
-        basic::ConsumeOk {
-            consumer_tag: tag.clone(),
-        },
-    ))
-    .unwrap();
+    consume_ok(&mut m, r, &tag);
     let p = publish(&mut m, r, &[], b"x");
     m.close_channel(r, None).unwrap();
     sent(&mut m);
@@ -785,13 +772,7 @@ fn a_cancel_ok_that_comes_after_a_later_calls_reply_reaches_the_cancel() {
     let mut m = machine();
     let (r, _log) = open(&mut m);
     let (tag, _deliveries, reply) = consume(&mut m, r, false);
-    m.handle_frame(method(
-        r.id,
-        basic::ConsumeOk {
-            consumer_tag: tag.clone(),
-        },
-    ))
-    .unwrap();
+    consume_ok(&mut m, r, &tag);
     assert!(matches!(reply.try_recv(), Ok(Note::Reply(Ok(_)))));
     let (cancel_tx, cancelled) = channel();
     assert!(m.cancel(r, &tag, Some(cancel_tx)).unwrap());
