@@ -427,25 +427,9 @@ impl Connection {
     }
 }
 
-/// Puts `endpoints` in a random order (Fisher-Yates, seeded by the standard library's random
-/// hasher keys and the clock).
+/// Puts `endpoints` in a random order (`fastrand`'s Fisher-Yates shuffle).
 pub(crate) fn shuffle(endpoints: &mut [Endpoint]) {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    let mut state = hasher.finish() | 1;
-    for i in (1..endpoints.len()).rev() {
-        // xorshift64
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let j = (state % (i as u64 + 1)) as usize;
-        endpoints.swap(i, j);
-    }
+    fastrand::shuffle(endpoints);
 }
 
 #[cfg(test)]

@@ -44,17 +44,9 @@ impl Backoff {
     }
 }
 
-/// A small random number in [0, 1) for jitter, without a dependency: the standard library's
-/// randomly seeded hasher.
+/// A random number in [0, 1) for jitter (`fastrand`).
 pub(crate) fn jitter_unit() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64),
-    );
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+    fastrand::f64()
 }
 
 #[cfg(test)]
