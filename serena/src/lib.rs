@@ -71,3 +71,8 @@ pub use error::{
 };
 /// Turns an `async fn` into a [`worker::Handler`]: `#[consumer(queue = "orders")]`.
 pub use serena_macros::consumer;
+
+/// The README's Rust examples, compiled as doctests so they cannot go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeExamples;
