@@ -134,7 +134,7 @@ fn check_accepts_the_example() {
 
 #[test]
 fn check_of_an_invalid_file_exits_2_with_every_problem() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/topology/bad");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../serena/tests/topology/bad");
     let o = serena(
         &["topology", "check", "quorum_rules.toml"],
         &[],
