@@ -71,7 +71,7 @@ impl Drop for StoppedApp {
 fn config(name: &str) -> ConnectionConfig {
     ConnectionConfig {
         connection_name: Some(name.to_owned()),
-        connect_timeout: Duration::from_secs(5),
+        connection_timeout: Duration::from_secs(5),
         ..ConnectionConfig::default()
     }
 }

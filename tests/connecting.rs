@@ -32,7 +32,7 @@ fn config(name: &str) -> ConnectionConfig {
         host: broker.host,
         port: broker.port,
         connection_name: Some(name.to_owned()),
-        connect_timeout: Duration::from_secs(5),
+        connection_timeout: Duration::from_secs(5),
         ..Default::default()
     }
 }
@@ -188,7 +188,7 @@ async fn a_silent_broker_costs_one_connect_timeout() {
         host: "127.0.0.1".into(),
         port: silent_port,
         more_hosts: vec![broker()],
-        connect_timeout: limit,
+        connection_timeout: limit,
         ..config(&unique_name("silent-first"))
     };
     let started = Instant::now();

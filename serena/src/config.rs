@@ -142,7 +142,7 @@ impl fmt::Display for Endpoint {
 ///     auth_mechanism: AuthMechanism::External,
 ///     virtual_host: "orders".into(),
 ///     connection_name: Some("orders-worker".into()),
-///     connect_timeout: Duration::from_secs(5),
+///     connection_timeout: Duration::from_secs(5),
 ///     ..Default::default()
 /// };
 /// # let _ = config;
@@ -173,13 +173,13 @@ pub struct ConnectionConfig {
     /// Deliveries buffered per channel; each channel's prefetch is a third of it (48, so 16).
     pub channel_buffer_size: u16,
     /// Largest frame we want, in bytes; the smaller of ours and the server's wins (131072).
-    pub desired_frame_size: u32,
+    pub frame_max: u32,
     /// Highest channel id we want; the smaller of ours and the server's wins (2047).
     pub channel_max: u16,
     /// Shown in the RabbitMQ management UI as the connection's name.
     pub connection_name: Option<String>,
     /// Limit for connecting (TCP, TLS) plus the AMQP handshake, per broker tried (10 s).
-    pub connect_timeout: Duration,
+    pub connection_timeout: Duration,
     /// How to log in (PLAIN).
     pub auth_mechanism: AuthMechanism,
 }
@@ -197,10 +197,10 @@ impl Default for ConnectionConfig {
             virtual_host: "/".into(),
             heartbeat: Duration::from_secs(60),
             channel_buffer_size: 48,
-            desired_frame_size: 131_072,
+            frame_max: 131_072,
             channel_max: 2047,
             connection_name: None,
-            connect_timeout: Duration::from_secs(10),
+            connection_timeout: Duration::from_secs(10),
             auth_mechanism: AuthMechanism::Plain,
         }
     }
@@ -225,10 +225,10 @@ impl fmt::Debug for ConnectionConfig {
             .field("virtual_host", &self.virtual_host)
             .field("heartbeat", &self.heartbeat)
             .field("channel_buffer_size", &self.channel_buffer_size)
-            .field("desired_frame_size", &self.desired_frame_size)
+            .field("frame_max", &self.frame_max)
             .field("channel_max", &self.channel_max)
             .field("connection_name", &self.connection_name)
-            .field("connect_timeout", &self.connect_timeout)
+            .field("connection_timeout", &self.connection_timeout)
             .field("auth_mechanism", &self.auth_mechanism)
             .finish()
     }

@@ -56,7 +56,7 @@ fn cluster_config(name: &str) -> ConnectionConfig {
     );
     ConnectionConfig {
         connection_name: Some(name.to_owned()),
-        connect_timeout: Duration::from_secs(3),
+        connection_timeout: Duration::from_secs(3),
         ..config
     }
 }

@@ -330,7 +330,7 @@ async fn a_server_that_stops_answering_mid_handshake_hits_the_connect_timeout() 
     ] {
         let server = FakeServer::bind().await.expect("bind");
         let config = ConnectionConfig {
-            connect_timeout: Duration::from_millis(500),
+            connection_timeout: Duration::from_millis(500),
             ..server.client_config()
         };
         let offer = Offer::default();

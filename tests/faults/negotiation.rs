@@ -64,7 +64,7 @@ async fn tune_ok_carries_the_settled_limits() {
         let server = FakeServer::bind().await.expect("bind");
         let config = ConnectionConfig {
             channel_max: case.client.channel_max,
-            desired_frame_size: case.client.frame_max,
+            frame_max: case.client.frame_max,
             heartbeat: Duration::from_secs(u64::from(case.client.heartbeat)),
             ..server.client_config()
         };

@@ -198,7 +198,7 @@ impl FakeServer {
         ConnectionConfig {
             host: self.addr.ip().to_string(),
             port: self.addr.port(),
-            connect_timeout: Duration::from_secs(5),
+            connection_timeout: Duration::from_secs(5),
             connection_name: Some("fake-peer-client".into()),
             ..Default::default()
         }

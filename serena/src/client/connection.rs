@@ -3,7 +3,7 @@
 //! ```text
 //!   open_connection(cfg, body)
 //!     |  for each broker in turn (or shuffled), until one answers:
-//!     |    connect (TCP, TLS or Unix socket) + handshake, bounded by connect_timeout
+//!     |    connect (TCP, TLS or Unix socket) + handshake, bounded by connection_timeout
 //!     |  spawn reader + writer tasks (owned by the Connection; aborted when it goes)
 //!     |  run body(&conn)  <---- raced against ---->  the connection dying
 //!     |        | body returns v                          | server close / socket / heartbeat
@@ -162,7 +162,7 @@ impl std::fmt::Debug for Connection {
 impl Connection {
     /// Connects to the first broker of the configuration that answers (`host:port`, then
     /// `more_hosts`, or all of them shuffled with `shuffle_hosts`), each attempt within
-    /// `config.connect_timeout`.
+    /// `config.connection_timeout`.
     ///
     /// With one broker, the error is that attempt's; with several,
     /// [`Error::AllHostsFailed`] lists every attempt.
@@ -201,7 +201,7 @@ impl Connection {
         }
     }
 
-    /// Connects to one broker and performs the handshake, within `config.connect_timeout`.
+    /// Connects to one broker and performs the handshake, within `config.connection_timeout`.
     async fn open_endpoint(config: &ConnectionConfig, endpoint: &Endpoint) -> Result<Connection> {
         let addr = endpoint.to_string();
         let connect = async {
@@ -209,11 +209,11 @@ impl Connection {
             let (tuning, props, buf) = handshake(&mut stream, config).await?;
             Ok::<_, Error>((stream, tuning, props, buf))
         };
-        let (stream, tuning, props, buf) = tokio::time::timeout(config.connect_timeout, connect)
+        let (stream, tuning, props, buf) = tokio::time::timeout(config.connection_timeout, connect)
             .await
             .map_err(|_| Error::ConnectTimeout {
                 addr: addr.clone(),
-                after: config.connect_timeout,
+                after: config.connection_timeout,
             })?
             .map_err(transport::classify)?;
         tracing::debug!(%addr, ?tuning, "connection open");

@@ -144,10 +144,10 @@ fn parse_one(uri: &str, bad: &impl Fn(&str) -> Error) -> Result<ConnectionConfig
             "heartbeat" => {
                 cfg.heartbeat = Duration::from_secs(v.parse().map_err(|_| num(k))?);
             }
-            "frame_max" => cfg.desired_frame_size = v.parse().map_err(|_| num(k))?,
+            "frame_max" => cfg.frame_max = v.parse().map_err(|_| num(k))?,
             "channel_max" => cfg.channel_max = v.parse().map_err(|_| num(k))?,
             "connection_timeout" => {
-                cfg.connect_timeout = Duration::from_millis(v.parse().map_err(|_| num(k))?);
+                cfg.connection_timeout = Duration::from_millis(v.parse().map_err(|_| num(k))?);
             }
             "channel_buffer_size" => cfg.channel_buffer_size = v.parse().map_err(|_| num(k))?,
             "connection_name" => cfg.connection_name = Some(v),
@@ -325,9 +325,9 @@ mod tests {
         assert_eq!(c.port, 5673);
         assert_eq!(c.virtual_host, "/");
         assert_eq!(c.heartbeat, Duration::from_secs(30));
-        assert_eq!(c.desired_frame_size, 8192);
+        assert_eq!(c.frame_max, 8192);
         assert_eq!(c.channel_max, 10);
-        assert_eq!(c.connect_timeout, Duration::from_millis(2500));
+        assert_eq!(c.connection_timeout, Duration::from_millis(2500));
         assert_eq!(c.connection_name.as_deref(), Some("svc"));
         assert_eq!(c.tls, None);
         assert!(c.more_hosts.is_empty());

@@ -119,7 +119,7 @@ pub(crate) async fn handshake(
     };
     let client = Tuning {
         channel_max: cfg.channel_max,
-        frame_max: cfg.desired_frame_size,
+        frame_max: cfg.frame_max,
         heartbeat: u16::try_from(cfg.heartbeat.as_secs()).unwrap_or(u16::MAX),
     };
     let server = Tuning {

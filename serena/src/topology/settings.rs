@@ -9,7 +9,7 @@
 //! | `SERENA_USERNAME` | the user name in the URI |
 //! | `SERENA_PASSWORD` | the password in the URI |
 //! | `SERENA_HEARTBEAT` | `heartbeat`, in seconds |
-//! | `SERENA_FRAME_SIZE` | `frame_size`, in bytes |
+//! | `SERENA_FRAME_MAX` | `frame_max`, in bytes (`SERENA_FRAME_SIZE`, its old name, is still read, with a warning) |
 //! | `SERENA_CHANNEL_BUFFER_SIZE` | `channel_buffer_size` |
 //!
 //! With neither the file nor `SERENA_URL` naming one, the broker is the local one,
@@ -30,6 +30,7 @@ pub const ENV_VARS: &[&str] = &[
     "SERENA_USERNAME",
     "SERENA_PASSWORD",
     "SERENA_HEARTBEAT",
+    "SERENA_FRAME_MAX",
     "SERENA_FRAME_SIZE",
     "SERENA_CHANNEL_BUFFER_SIZE",
 ];
@@ -86,7 +87,7 @@ impl ConnectionSettings {
             cfg.heartbeat = Duration::from_secs(v.into());
         }
         if let Some(v) = self.frame_size {
-            cfg.desired_frame_size = v;
+            cfg.frame_max = v;
         }
         if let Some(v) = self.channel_buffer_size {
             cfg.channel_buffer_size = v;
@@ -101,16 +102,20 @@ impl ConnectionSettings {
             let secs: u16 = parse_env("SERENA_HEARTBEAT", &v, "a number of seconds, 0 to 65535")?;
             cfg.heartbeat = Duration::from_secs(secs.into());
         }
-        if let Some(v) = env("SERENA_FRAME_SIZE") {
-            let size: u32 = parse_env("SERENA_FRAME_SIZE", &v, "a number of bytes, at least 4096")?;
-            if size < crate::proto::FRAME_MIN_SIZE {
-                return Err(bad_env(
-                    "SERENA_FRAME_SIZE",
-                    &v,
-                    "a number of bytes, at least 4096",
-                ));
+        let frame_max = match (env("SERENA_FRAME_MAX"), env("SERENA_FRAME_SIZE")) {
+            (Some(v), _) => Some(("SERENA_FRAME_MAX", v)),
+            (None, Some(v)) => {
+                tracing::warn!("SERENA_FRAME_SIZE is deprecated: set SERENA_FRAME_MAX instead");
+                Some(("SERENA_FRAME_SIZE", v))
             }
-            cfg.desired_frame_size = size;
+            (None, None) => None,
+        };
+        if let Some((name, v)) = frame_max {
+            let size: u32 = parse_env(name, &v, "a number of bytes, at least 4096")?;
+            if size < crate::proto::FRAME_MIN_SIZE {
+                return Err(bad_env(name, &v, "a number of bytes, at least 4096"));
+            }
+            cfg.frame_max = size;
         }
         if let Some(v) = env("SERENA_CHANNEL_BUFFER_SIZE") {
             let size: u16 = parse_env("SERENA_CHANNEL_BUFFER_SIZE", &v, "a number, 1 to 65535")?;
@@ -174,16 +179,13 @@ mod tests {
             ("rabbit.prod", "orders")
         );
         assert_eq!(cfg.heartbeat, Duration::from_secs(30));
-        assert_eq!(
-            (cfg.desired_frame_size, cfg.channel_buffer_size),
-            (8192, 30)
-        );
+        assert_eq!((cfg.frame_max, cfg.channel_buffer_size), (8192, 30));
 
         let vars = [
             ("SERENA_URL", "amqp://u@rabbit.staging/%2f"),
             ("SERENA_PASSWORD", "s3cret"),
             ("SERENA_HEARTBEAT", "5"),
-            ("SERENA_FRAME_SIZE", "65536"),
+            ("SERENA_FRAME_MAX", "65536"),
             ("SERENA_CHANNEL_BUFFER_SIZE", "9"),
         ];
         let cfg = file.resolve_with(None, env(&vars)).unwrap();
@@ -193,10 +195,7 @@ mod tests {
             ("u", "s3cret")
         );
         assert_eq!(cfg.heartbeat, Duration::from_secs(5));
-        assert_eq!(
-            (cfg.desired_frame_size, cfg.channel_buffer_size),
-            (65536, 9)
-        );
+        assert_eq!((cfg.frame_max, cfg.channel_buffer_size), (65536, 9));
 
         let cfg = file
             .resolve_with(Some("amqp://cli@127.0.0.2"), env(&vars))
@@ -209,10 +208,30 @@ mod tests {
     }
 
     #[test]
+    fn the_old_name_of_frame_max_still_counts_and_the_new_one_wins() {
+        let s = ConnectionSettings::default();
+        let old = s
+            .resolve_with(None, env(&[("SERENA_FRAME_SIZE", "16384")]))
+            .unwrap();
+        assert_eq!(old.frame_max, 16384);
+        let both = s
+            .resolve_with(
+                None,
+                env(&[
+                    ("SERENA_FRAME_SIZE", "16384"),
+                    ("SERENA_FRAME_MAX", "32768"),
+                ]),
+            )
+            .unwrap();
+        assert_eq!(both.frame_max, 32768);
+    }
+
+    #[test]
     fn bad_variables_are_named() {
         let s = ConnectionSettings::default();
         for (name, value) in [
             ("SERENA_HEARTBEAT", "soon"),
+            ("SERENA_FRAME_MAX", "100"),
             ("SERENA_FRAME_SIZE", "100"),
             ("SERENA_CHANNEL_BUFFER_SIZE", "0"),
         ] {
