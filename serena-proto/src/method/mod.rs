@@ -231,3 +231,50 @@ impl Method {
         )
     }
 }
+
+/// A synchronous request a client sends on a channel, and the one reply it waits for.
+/// (`basic.consume`, `basic.cancel` and `basic.get` are not here: their replies need more than
+/// a method: a consumer to feed, or content.)
+pub trait Request: Into<Method> {
+    /// The reply's body.
+    type Reply;
+    /// The reply's name, for the error when the server sends another method.
+    const REPLY: &'static str;
+    /// The reply, or `None` when `method` is another one.
+    fn reply(method: Method) -> Option<Self::Reply>;
+}
+
+macro_rules! requests {
+    ($($request:ty => $variant:ident($reply:ty),)*) => {$(
+        impl Request for $request {
+            type Reply = $reply;
+            const REPLY: &'static str = <$reply>::NAME;
+            fn reply(method: Method) -> Option<$reply> {
+                match method {
+                    Method::$variant(ok) => Some(ok),
+                    _ => None,
+                }
+            }
+        }
+    )*};
+}
+
+requests! {
+    channel::Open => ChannelOpenOk(channel::OpenOk),
+    channel::Flow => ChannelFlowOk(channel::FlowOk),
+    exchange::Declare => ExchangeDeclareOk(exchange::DeclareOk),
+    exchange::Delete => ExchangeDeleteOk(exchange::DeleteOk),
+    exchange::Bind => ExchangeBindOk(exchange::BindOk),
+    exchange::Unbind => ExchangeUnbindOk(exchange::UnbindOk),
+    queue::Declare => QueueDeclareOk(queue::DeclareOk),
+    queue::Bind => QueueBindOk(queue::BindOk),
+    queue::Purge => QueuePurgeOk(queue::PurgeOk),
+    queue::Delete => QueueDeleteOk(queue::DeleteOk),
+    queue::Unbind => QueueUnbindOk(queue::UnbindOk),
+    basic::Qos => BasicQosOk(basic::QosOk),
+    basic::Recover => BasicRecoverOk(basic::RecoverOk),
+    confirm::Select => ConfirmSelectOk(confirm::SelectOk),
+    tx::Select => TxSelectOk(tx::SelectOk),
+    tx::Commit => TxCommitOk(tx::CommitOk),
+    tx::Rollback => TxRollbackOk(tx::RollbackOk),
+}

@@ -13,6 +13,7 @@ use super::consumer::{Consumer, GetMessage};
 use crate::driver::shared::{ChannelLink, ConnShared, OUT_HIGH_WATER, RpcReply, lock};
 use crate::error::{Error, Result};
 use crate::proto::connection::Publish;
+use crate::proto::method::Request;
 use crate::proto::method::{basic, channel, confirm, exchange, queue};
 use crate::proto::{Assembled, BasicProperties, EncodeError, FieldTable, Method};
 
@@ -163,13 +164,16 @@ fn unexpected(expected: &str, got: &Assembled) -> Error {
     Error::UnexpectedMethod(format!("expected {expected}, got {name}"))
 }
 
-macro_rules! expect_reply {
-    ($reply:expr, $variant:ident, $name:literal) => {
-        match $reply {
-            Assembled::Method(Method::$variant(ok)) => ok,
-            other => return Err(unexpected($name, &other)),
+/// The reply `R` expects, or an error naming what came instead.
+fn reply_to<R: Request>(reply: Assembled) -> Result<R::Reply> {
+    match reply {
+        Assembled::Method(m) => {
+            let got = m.name();
+            R::reply(m)
+                .ok_or_else(|| Error::UnexpectedMethod(format!("expected {}, got {got}", R::REPLY)))
         }
-    };
+        other => Err(unexpected(R::REPLY, &other)),
+    }
 }
 
 /// Waits for a call's reply; a waiter dropped unanswered means the channel went.
@@ -214,13 +218,9 @@ impl Channel {
             }),
         };
         let link = channel.link();
-        expect_reply!(wait(link, open).await?, ChannelOpenOk, "channel.open-ok");
-        expect_reply!(
-            wait(link, select).await?,
-            ConfirmSelectOk,
-            "confirm.select-ok"
-        );
-        expect_reply!(wait(link, qos).await?, BasicQosOk, "basic.qos-ok");
+        reply_to::<channel::Open>(wait(link, open).await?)?;
+        reply_to::<confirm::Select>(wait(link, select).await?)?;
+        reply_to::<basic::Qos>(wait(link, qos).await?)?;
         tracing::debug!(channel = link.id.id, prefetch, "channel open");
         Ok(channel)
     }
@@ -253,6 +253,11 @@ impl Channel {
     /// Waits until the channel ends and returns why.
     pub async fn closed(&self) -> Error {
         super::connection::wait_closed(&mut self.closed_watch()).await
+    }
+
+    /// Sends a synchronous request and waits for its reply.
+    async fn call<R: Request>(&self, request: R) -> Result<R::Reply> {
+        reply_to::<R>(self.rpc(request).await?)
     }
 
     async fn rpc(&self, method: impl Into<Method>) -> Result<Assembled> {
@@ -293,33 +298,29 @@ impl Channel {
         kind: &str,
         options: ExchangeDeclareOptions,
     ) -> Result<()> {
-        let reply = self
-            .rpc(exchange::Declare {
-                exchange: exchange.into(),
-                kind: kind.into(),
-                passive: options.passive,
-                durable: options.durable,
-                auto_delete: options.auto_delete,
-                internal: options.internal,
-                nowait: false,
-                arguments: options.arguments,
-            })
-            .await?;
-        expect_reply!(reply, ExchangeDeclareOk, "exchange.declare-ok");
-        Ok(())
+        self.call(exchange::Declare {
+            exchange: exchange.into(),
+            kind: kind.into(),
+            passive: options.passive,
+            durable: options.durable,
+            auto_delete: options.auto_delete,
+            internal: options.internal,
+            nowait: false,
+            arguments: options.arguments,
+        })
+        .await
+        .map(drop)
     }
 
     /// Deletes an exchange; with `if_unused`, only when it has no bindings.
     pub async fn exchange_delete(&self, exchange: &str, if_unused: bool) -> Result<()> {
-        let reply = self
-            .rpc(exchange::Delete {
-                exchange: exchange.into(),
-                if_unused,
-                nowait: false,
-            })
-            .await?;
-        expect_reply!(reply, ExchangeDeleteOk, "exchange.delete-ok");
-        Ok(())
+        self.call(exchange::Delete {
+            exchange: exchange.into(),
+            if_unused,
+            nowait: false,
+        })
+        .await
+        .map(drop)
     }
 
     /// Binds exchange `destination` to exchange `source`.
@@ -330,17 +331,15 @@ impl Channel {
         routing_key: &str,
         arguments: FieldTable,
     ) -> Result<()> {
-        let reply = self
-            .rpc(exchange::Bind {
-                destination: destination.into(),
-                source: source.into(),
-                routing_key: routing_key.into(),
-                nowait: false,
-                arguments,
-            })
-            .await?;
-        expect_reply!(reply, ExchangeBindOk, "exchange.bind-ok");
-        Ok(())
+        self.call(exchange::Bind {
+            destination: destination.into(),
+            source: source.into(),
+            routing_key: routing_key.into(),
+            nowait: false,
+            arguments,
+        })
+        .await
+        .map(drop)
     }
 
     /// Removes an exchange-to-exchange binding.
@@ -351,17 +350,15 @@ impl Channel {
         routing_key: &str,
         arguments: FieldTable,
     ) -> Result<()> {
-        let reply = self
-            .rpc(exchange::Unbind {
-                destination: destination.into(),
-                source: source.into(),
-                routing_key: routing_key.into(),
-                nowait: false,
-                arguments,
-            })
-            .await?;
-        expect_reply!(reply, ExchangeUnbindOk, "exchange.unbind-ok");
-        Ok(())
+        self.call(exchange::Unbind {
+            destination: destination.into(),
+            source: source.into(),
+            routing_key: routing_key.into(),
+            nowait: false,
+            arguments,
+        })
+        .await
+        .map(drop)
     }
 
     /// Declares a queue; an empty name asks the server to name it.
@@ -370,8 +367,8 @@ impl Channel {
         queue: &str,
         options: QueueDeclareOptions,
     ) -> Result<QueueDeclareOk> {
-        let reply = self
-            .rpc(queue::Declare {
+        let ok = self
+            .call(queue::Declare {
                 queue: queue.into(),
                 passive: options.passive,
                 durable: options.durable,
@@ -381,7 +378,6 @@ impl Channel {
                 arguments: options.arguments,
             })
             .await?;
-        let ok = expect_reply!(reply, QueueDeclareOk, "queue.declare-ok");
         Ok(QueueDeclareOk {
             queue: ok.queue.to_string(),
             message_count: ok.message_count,
@@ -397,17 +393,15 @@ impl Channel {
         routing_key: &str,
         arguments: FieldTable,
     ) -> Result<()> {
-        let reply = self
-            .rpc(queue::Bind {
-                queue: queue.into(),
-                exchange: exchange.into(),
-                routing_key: routing_key.into(),
-                nowait: false,
-                arguments,
-            })
-            .await?;
-        expect_reply!(reply, QueueBindOk, "queue.bind-ok");
-        Ok(())
+        self.call(queue::Bind {
+            queue: queue.into(),
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+            nowait: false,
+            arguments,
+        })
+        .await
+        .map(drop)
     }
 
     /// Removes a queue binding.
@@ -418,69 +412,57 @@ impl Channel {
         routing_key: &str,
         arguments: FieldTable,
     ) -> Result<()> {
-        let reply = self
-            .rpc(queue::Unbind {
-                queue: queue.into(),
-                exchange: exchange.into(),
-                routing_key: routing_key.into(),
-                arguments,
-            })
-            .await?;
-        expect_reply!(reply, QueueUnbindOk, "queue.unbind-ok");
-        Ok(())
+        self.call(queue::Unbind {
+            queue: queue.into(),
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+            arguments,
+        })
+        .await
+        .map(drop)
     }
 
     /// Removes every ready message; returns how many.
     pub async fn queue_purge(&self, queue: &str) -> Result<u32> {
-        let reply = self
-            .rpc(queue::Purge {
-                queue: queue.into(),
-                nowait: false,
-            })
-            .await?;
-        Ok(expect_reply!(reply, QueuePurgeOk, "queue.purge-ok").message_count)
+        let purge = queue::Purge {
+            queue: queue.into(),
+            nowait: false,
+        };
+        Ok(self.call(purge).await?.message_count)
     }
 
     /// Deletes a queue; returns how many messages went with it.
     pub async fn queue_delete(&self, queue: &str, if_unused: bool, if_empty: bool) -> Result<u32> {
-        let reply = self
-            .rpc(queue::Delete {
-                queue: queue.into(),
-                if_unused,
-                if_empty,
-                nowait: false,
-            })
-            .await?;
-        Ok(expect_reply!(reply, QueueDeleteOk, "queue.delete-ok").message_count)
+        let delete = queue::Delete {
+            queue: queue.into(),
+            if_unused,
+            if_empty,
+            nowait: false,
+        };
+        Ok(self.call(delete).await?.message_count)
     }
 
     /// Changes the prefetch window (set automatically when the channel opens).
     pub async fn basic_qos(&self, prefetch_count: u16, global: bool) -> Result<()> {
-        let reply = self
-            .rpc(basic::Qos {
-                prefetch_size: 0,
-                prefetch_count,
-                global,
-            })
-            .await?;
-        expect_reply!(reply, BasicQosOk, "basic.qos-ok");
-        Ok(())
+        let qos = basic::Qos {
+            prefetch_size: 0,
+            prefetch_count,
+            global,
+        };
+        self.call(qos).await.map(drop)
     }
 
     /// Asks the broker to redeliver this channel's unacknowledged messages. RabbitMQ only
     /// supports `requeue = true`; `false` makes it close the connection with 540.
     pub async fn basic_recover(&self, requeue: bool) -> Result<()> {
-        let reply = self.rpc(basic::Recover { requeue }).await?;
-        expect_reply!(reply, BasicRecoverOk, "basic.recover-ok");
-        Ok(())
+        self.call(basic::Recover { requeue }).await.map(drop)
     }
 
     /// Asks the broker to pause (`false`) or resume (`true`) deliveries on this channel.
     /// RabbitMQ answers `true` but closes the connection with 540 on `false`: use QoS or
     /// cancel the consumer to stop deliveries there.
     pub async fn channel_flow(&self, active: bool) -> Result<bool> {
-        let reply = self.rpc(channel::Flow { active }).await?;
-        Ok(expect_reply!(reply, ChannelFlowOk, "channel.flow-ok").active)
+        Ok(self.call(channel::Flow { active }).await?.active)
     }
 
     /// Publishes `body` and waits for the broker's confirm. With the default options the
