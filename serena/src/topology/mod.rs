@@ -61,6 +61,7 @@ mod model;
 mod reader;
 mod report;
 mod retry;
+mod retry_queues;
 pub mod settings;
 pub mod validate;
 
@@ -69,7 +70,7 @@ use std::sync::Arc;
 
 pub use error::{Destination, Entity, EntityName, Location, Problem, TopologyError};
 pub use model::{
-    Binding, Exchange, ExchangeKind, Origin, Overflow, Queue, QueueType, STANDARD_EXCHANGES,
+    Binding, Exchange, ExchangeKind, Origin, Overflow, Queue, QueueType, Retry, STANDARD_EXCHANGES,
     Topology,
 };
 pub use report::{
