@@ -1,12 +1,15 @@
 //! Topology apply and verify against the real RabbitMQ: what apply creates is checked with
 //! passive declares and by routing messages through it; applying twice changes nothing; drift
 //! is found after a queue is deleted behind serena's back; a 406 names the property that
-//! differs and the rest is still applied.
+//! differs and the rest is still applied; retry schedules' delay queues send messages back
+//! after their delay ([`retry`]).
 //!
 //! Every test renames its entities with [`unique_name`] and deletes them at the end.
 
 #[path = "topology/helpers.rs"]
 mod helpers;
+#[path = "topology/retry.rs"]
+mod retry;
 
 use helpers::{
     Cleanup, apply, config, example, exchange, exchange_exists, message_count, queue, queue_exists,
