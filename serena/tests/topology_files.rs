@@ -243,6 +243,18 @@ fn the_example_topology_loads() {
         Some("orders.parking")
     );
     assert_eq!(work.delivery_limit, Some(5));
+    let retry = t.retry_schedule("orders.work").unwrap();
+    let waits: Vec<&str> = retry.steps.iter().map(|s| s.queue.as_str()).collect();
+    assert_eq!(
+        waits,
+        [
+            "orders.work.retry.1s",
+            "orders.work.retry.10s",
+            "orders.work.retry.1m"
+        ]
+    );
+    assert_eq!(retry.park, "orders.parking");
+    assert_eq!(t.retry_queues().len(), 3, "orders.parking is listed");
     assert_eq!(t.queues[2].overflow, Some(Overflow::RejectPublish));
     assert_eq!(t.queues[2].max_priority, Some(10));
     assert_eq!(t.queues[4].kind, QueueType::Stream);
