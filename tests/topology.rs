@@ -1,12 +1,15 @@
 //! Topology apply and verify against the real RabbitMQ: what apply creates is checked with
 //! passive declares and by routing messages through it; applying twice changes nothing; drift
 //! is found after a queue is deleted behind serena's back; a 406 names the property that
-//! differs and the rest is still applied.
+//! differs and the rest is still applied; retry schedules' delay queues send messages back
+//! after their delay ([`retry`]).
 //!
 //! Every test renames its entities with [`unique_name`] and deletes them at the end.
 
 #[path = "topology/helpers.rs"]
 mod helpers;
+#[path = "topology/retry.rs"]
+mod retry;
 
 use helpers::{
     Cleanup, apply, config, example, exchange, exchange_exists, message_count, queue, queue_exists,
@@ -29,7 +32,7 @@ async fn apply_declares_everything_and_applying_again_changes_nothing() {
 
     let first = apply(&t).await;
     assert!(first.is_ok(), "{first}");
-    assert_eq!(first.entries.len(), 15);
+    assert_eq!(first.entries.len(), 18);
     for e in &first.entries {
         match e.entity {
             Entity::Binding { .. } => assert!(matches!(e.status, ApplyStatus::Bound), "{e:?}"),
@@ -39,14 +42,14 @@ async fn apply_declares_everything_and_applying_again_changes_nothing() {
     assert!(
         first
             .to_string()
-            .ends_with("9 created, 0 already present, 6 bound, 0 unchecked, 0 missing, 0 failed")
+            .ends_with("12 created, 0 already present, 6 bound, 0 unchecked, 0 missing, 0 failed")
     );
 
     let conn = Connection::open(&config()).await.unwrap();
     for x in &t.exchanges {
         assert!(exchange_exists(&conn, &x.name).await, "{}", x.name);
     }
-    for q in &t.queues {
+    for q in t.queues.iter().chain(&t.retry_queues()) {
         assert!(queue_exists(&conn, &q.name).await, "{}", q.name);
     }
     // The bindings route: a topic match, a headers match, and the alternate exchange.
@@ -133,7 +136,7 @@ async fn verify_finds_a_queue_deleted_behind_our_back() {
     // Before apply, everything is missing, and verify creates nothing.
     let before = t.verify(&conn).await;
     assert!(!before.is_ok());
-    assert_eq!(before.failures().count(), 9, "{before}");
+    assert_eq!(before.failures().count(), 12, "{before}");
     assert!(!queue_exists(&conn, &parking).await);
     assert!(!exchange_exists(&conn, &t.exchanges[0].name).await);
 

@@ -46,8 +46,12 @@ pub(crate) async fn run(cmd: TopologyCommand, url: Option<&str>) -> Result<(), F
     match cmd {
         TopologyCommand::Check { file } => {
             let t = load(&file)?;
+            let retry = match t.retry_queues().len() {
+                0 => String::new(),
+                n => format!(" (and {n} for retries)"),
+            };
             println!(
-                "{}: ok: {} exchanges, {} queues, {} bindings",
+                "{}: ok: {} exchanges, {} queues{retry}, {} bindings",
                 file.display(),
                 t.exchanges.len(),
                 t.queues.len(),

@@ -128,7 +128,7 @@ fn check_accepts_the_example() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(
         stdout(&o),
-        "topology.toml: ok: 4 exchanges, 5 queues, 6 bindings\n"
+        "topology.toml: ok: 4 exchanges, 5 queues (and 3 for retries), 6 bindings\n"
     );
 }
 

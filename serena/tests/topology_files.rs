@@ -1,13 +1,17 @@
 //! Topology files: every file in `tests/topology/bad/` must fail with exactly the text in its
-//! sibling `.err` file, and the repository's example `topology.toml` must load.
+//! sibling `.err` file, every file in `tests/topology/good/` must load, and so must the
+//! repository's example `topology.toml`.
 //!
 //! To write the `.err` files after changing a message, run with `SERENA_BLESS=1` and review the
 //! diff.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serena::proto::FieldValue;
-use serena::topology::{Destination, ExchangeKind, Overflow, QueueType, Topology, TopologyError};
+use serena::topology::{
+    Destination, ExchangeKind, Location, Overflow, QueueType, Retry, Topology, TopologyError,
+};
 
 fn bad_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/topology/bad")
@@ -99,6 +103,101 @@ fn problems_come_in_file_order() {
     }
 }
 
+fn good_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/topology/good")
+}
+
+#[test]
+fn every_good_file_loads() {
+    let mut loaded = 0;
+    for entry in std::fs::read_dir(good_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            if let Err(e) = Topology::load(&path) {
+                panic!("{}:\n{e}", path.display());
+            }
+            loaded += 1;
+        }
+    }
+    assert!(loaded >= 1);
+}
+
+#[test]
+fn retry_schedules_load_both_ways_and_name_the_queues_apply_adds() {
+    let t = Topology::load(good_dir().join("retry.toml")).unwrap();
+    let ms =
+        |ms: &[u64]| -> Vec<Duration> { ms.iter().map(|&m| Duration::from_millis(m)).collect() };
+    assert_eq!(
+        t.queues[0].retry,
+        Some(Retry::new(ms(&[1_000, 10_000, 60_000, 10_000])))
+    );
+    assert_eq!(
+        t.queues[1].retry,
+        Some(Retry {
+            delays: ms(&[500, 90_000, 7_200_000]),
+            park: Some("payments.parked".into()),
+        })
+    );
+    assert_eq!(t.queues[2].retry, None);
+
+    let orders = t.retry_schedule("orders.work").unwrap();
+    assert_eq!(orders.attempts(), 5);
+    assert_eq!(orders.park, "orders.work.parked");
+    assert_eq!(
+        orders.after_failed(4).unwrap().queue,
+        "orders.work.retry.10s"
+    );
+    assert_eq!(t.retry_schedules().len(), 4);
+    assert_eq!(t.retry_schedule("payments.parked"), None);
+
+    let added = t.retry_queues();
+    let names: Vec<&str> = added.iter().map(|q| q.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "orders.work.retry.1s",
+            "orders.work.retry.10s",
+            "orders.work.retry.1m",
+            "orders.work.parked",
+            "payments.work.retry.500ms",
+            "payments.work.retry.90s",
+            "payments.work.retry.2h",
+            "legacy.work.retry.5m",
+            "shared.parked",
+            "reports.work.retry.1h",
+        ]
+    );
+    let minute = &added[2];
+    assert_eq!(minute.kind, QueueType::Quorum);
+    assert_eq!(minute.message_ttl, Some(60_000));
+    assert_eq!(minute.dead_letter_exchange.as_deref(), Some(""));
+    assert_eq!(
+        minute.dead_letter_routing_key.as_deref(),
+        Some("orders.work")
+    );
+    assert!(minute.durable && minute.declare);
+    let parked = &added[3];
+    assert_eq!((parked.kind, parked.message_ttl), (QueueType::Quorum, None));
+    assert!(!added[5].durable, "like payments.work");
+    assert!(!added[7].declare && !added[8].declare, "like legacy.work");
+
+    let origin = t.queues[1].origin.as_ref().unwrap();
+    assert_eq!(
+        origin.key_location("retry.delays[1]"),
+        Some(Location {
+            line: 14,
+            column: 20
+        })
+    );
+    assert_eq!(
+        origin.key_location("retry.park"),
+        Some(Location {
+            line: 15,
+            column: 1
+        })
+    );
+}
+
 #[test]
 fn a_missing_file_is_a_read_error_naming_it() {
     let err = Topology::load("/nonexistent/topology.toml").unwrap_err();
@@ -144,6 +243,18 @@ fn the_example_topology_loads() {
         Some("orders.parking")
     );
     assert_eq!(work.delivery_limit, Some(5));
+    let retry = t.retry_schedule("orders.work").unwrap();
+    let waits: Vec<&str> = retry.steps.iter().map(|s| s.queue.as_str()).collect();
+    assert_eq!(
+        waits,
+        [
+            "orders.work.retry.1s",
+            "orders.work.retry.10s",
+            "orders.work.retry.1m"
+        ]
+    );
+    assert_eq!(retry.park, "orders.parking");
+    assert_eq!(t.retry_queues().len(), 3, "orders.parking is listed");
     assert_eq!(t.queues[2].overflow, Some(Overflow::RejectPublish));
     assert_eq!(t.queues[2].max_priority, Some(10));
     assert_eq!(t.queues[4].kind, QueueType::Stream);

@@ -281,6 +281,25 @@ fn queue(name: String, exchanges: Vec<String>) -> impl Strategy<Value = Table> {
                     keys.push(("dead_letter_routing_key", quoted("dead")));
                 }
             }
+            // Retries, on the queues that take them. Names end in a digit, so the queues a
+            // schedule adds (ending in a unit, or in "parked" or "dead") are no other queue's.
+            let exclusive = keys.contains(&("exclusive", "true".into()));
+            if n(12) % 3 == 0 && kind != QueueType::Stream && !exclusive {
+                let delays: Vec<String> = (0..=n(13) % 3)
+                    .map(|i| {
+                        quoted(["500ms", "1s", "10s", "1m", "1h"][((n(13) >> i) % 5) as usize])
+                    })
+                    .collect();
+                let park = if n(12) % 2 == 0 {
+                    format!(", park = {}", quoted(&format!("{name}.dead")))
+                } else {
+                    String::new()
+                };
+                keys.push((
+                    "retry",
+                    format!("{{ delays = [{}]{park} }}", delays.join(", ")),
+                ));
+            }
             Table {
                 header: "[[queues]]",
                 keys,
@@ -346,6 +365,9 @@ const VALUES: &[&str] = &[
     "\"7Q\"",
     "\"amq.direct\"",
     "\"reject-publish-dlx\"",
+    "{ delays = [\"0s\", \"1d\", 5], park = \"\" }",
+    "{ delays = [] }",
+    "[\"50000h\", \"1 s\"]",
     "'''multi\nline'''",
     "",
     "\"unterminated",
@@ -473,11 +495,15 @@ fn noise_line() -> impl Strategy<Value = String> {
         "dead_letter_exchange",
         "overflow",
         "declare",
+        "retry",
+        "delays",
+        "park",
     ]);
     prop_oneof![
         1 => prop::sample::select(vec![
             "[[exchanges]]", "[[queues]]", "[[bindings]]", "[connection]", "[queues]",
-            "[[connection]]", "exchanges = 5", "[other]",
+            "[[connection]]", "exchanges = 5", "[other]", "[queues.retry]",
+            "retry = { delays = [\"1s\"] }",
         ])
         .prop_map(str::to_owned),
         4 => (keys, prop::sample::select(VALUES)).prop_map(|(k, v)| format!("{k} = {v}")),
@@ -519,6 +545,12 @@ proptest! {
         prop_assert_eq!(exchanges, doc.exchanges.iter().map(String::as_str).collect::<Vec<_>>());
         prop_assert_eq!(queues, doc.queues.iter().map(String::as_str).collect::<Vec<_>>());
         prop_assert_eq!(topology.bindings.len(), doc.bindings);
+        let retries = doc
+            .tables
+            .iter()
+            .filter(|t| t.keys.iter().any(|(k, _)| *k == "retry"))
+            .count();
+        prop_assert_eq!(topology.retry_schedules().len(), retries);
     }
 }
 

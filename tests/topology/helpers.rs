@@ -48,6 +48,9 @@ pub(crate) fn rename(mut t: Topology, prefix: &str) -> Topology {
         q(&mut queue.name);
         queue.dead_letter_exchange.as_mut().map(x);
         queue.dead_letter_routing_key.as_mut().map(q);
+        if let Some(retry) = &mut queue.retry {
+            retry.park.as_mut().map(q);
+        }
     }
     for b in &mut t.bindings {
         x(&mut b.source);
@@ -123,10 +126,11 @@ impl Drop for Cleanup {
     }
 }
 
-/// Deletes every queue and exchange of `t`, whatever state they are in.
+/// Deletes every queue and exchange of `t`, the queues its retry schedules add included,
+/// whatever state they are in.
 pub(crate) async fn cleanup(t: &Topology) {
     let conn = Connection::open(&config()).await.unwrap();
-    for q in &t.queues {
+    for q in t.queues.iter().chain(&t.retry_queues()) {
         let ch = conn.channel().await.unwrap();
         let _ = ch.queue_delete(&q.name, false, false).await;
     }

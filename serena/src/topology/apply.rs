@@ -8,6 +8,9 @@
 //!   verify: passive declare of every exchange and queue: Present or Missing; bindings Unchecked
 //! ```
 //!
+//! The queues a `retry` schedule adds (its delay queues and, unless listed, its park queue)
+//! come right after their work queue, in both, and are reported like any other queue.
+//!
 //! A 404 or 406 closes the channel, so each failure is followed by a fresh channel and the rest
 //! is still applied. An error that closes the connection (an unknown exchange type is a 503)
 //! leaves the remaining entities failed with that error.
@@ -133,7 +136,9 @@ fn verify_status(r: Result<bool>) -> VerifyStatus {
 }
 
 impl Topology {
-    /// Declares the exchanges, then the queues, then the bindings, on channels of `conn`.
+    /// Declares the exchanges, then the queues, then the bindings, on channels of `conn`. A
+    /// queue with [`retry`](Queue::retry) is followed by the queues its schedule adds
+    /// ([`Topology::retry_queues`]).
     ///
     /// Every exchange and queue is first checked with a passive declare, which tells
     /// [`Created`](ApplyStatus::Created) from [`Present`](ApplyStatus::Present); one that
@@ -175,12 +180,9 @@ impl Topology {
                 status,
             });
         }
-        for (i, q) in self.queues.iter().enumerate() {
-            let status = session.apply_queue(q).await;
-            report.entries.push(EntityReport {
-                entity: q.entity(i),
-                status,
-            });
+        for (entity, q) in self.queue_plan() {
+            let status = session.apply_queue(&q).await;
+            report.entries.push(EntityReport { entity, status });
         }
         for (i, b) in self.bindings.iter().enumerate() {
             let status = if b.declare {
@@ -213,8 +215,8 @@ impl Topology {
         report
     }
 
-    /// Checks, with passive declares only, that every exchange and queue exists; it never
-    /// changes the broker.
+    /// Checks, with passive declares only, that every exchange and queue exists, the queues
+    /// retry schedules add included; it never changes the broker.
     ///
     /// Passive declares check existence, not properties: a queue declared with other arguments
     /// counts as present (apply reports such a difference). Bindings are listed as
@@ -233,12 +235,9 @@ impl Topology {
                 status,
             });
         }
-        for (i, q) in self.queues.iter().enumerate() {
-            let status = verify_status(session.queue_exists(q).await);
-            report.entries.push(EntityReport {
-                entity: q.entity(i),
-                status,
-            });
+        for (entity, q) in self.queue_plan() {
+            let status = verify_status(session.queue_exists(&q).await);
+            report.entries.push(EntityReport { entity, status });
         }
         for (i, b) in self.bindings.iter().enumerate() {
             report.entries.push(EntityReport {

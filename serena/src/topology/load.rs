@@ -6,8 +6,9 @@ use std::sync::Arc;
 use toml::de::{DeTable, DeValue};
 
 use super::error::{Destination, Entity, EntityName, LineIndex, TopologyError};
-use super::model::{Binding, Exchange, ExchangeKind, Overflow, Queue, QueueType, Topology};
+use super::model::{Binding, Exchange, ExchangeKind, Overflow, Queue, QueueType, Retry, Topology};
 use super::reader::{Ctx, Reader, Span, a, array_of_tables, unknown_key};
+use super::retry::parse_delay;
 use super::settings::ConnectionSettings;
 use crate::config::ConnectionConfig;
 
@@ -43,7 +44,9 @@ const QUEUE_KEYS: &[&str] = &[
     "max_age",
     "max_priority",
     "arguments",
+    "retry",
 ];
+const RETRY_KEYS: &[&str] = &["delays", "park"];
 const BINDING_KEYS: &[&str] = &[
     "source",
     "queue",
@@ -171,7 +174,7 @@ fn read_exchange(ctx: &mut Ctx<'_>, span: Span, table: &DeTable<'_>, i: usize) -
                 "an exchange to declare needs a type: direct, fanout, topic, headers, or a \
                  plugin type starting with \"x-\"",
             );
-            r.origin.invalid_keys.push("type");
+            r.origin.invalid_keys.push("type".into());
             ExchangeKind::Direct
         }
         None => ExchangeKind::Direct,
@@ -202,7 +205,7 @@ fn read_queue(ctx: &mut Ctx<'_>, span: Span, table: &DeTable<'_>, i: usize) -> Q
                 v.span().start,
                 format!("unknown queue type {s:?}: expected classic, quorum or stream"),
             );
-            r.origin.invalid_keys.push("type");
+            r.origin.invalid_keys.push("type".into());
             QueueType::Classic
         }),
         _ => QueueType::Classic,
@@ -241,12 +244,49 @@ fn read_queue(ctx: &mut Ctx<'_>, span: Span, table: &DeTable<'_>, i: usize) -> Q
         max_age: r.string("max_age"),
         max_priority: r.int("max_priority", 1, 255, ""),
         arguments: r.arguments(),
+        retry: read_retry(&mut r),
         origin: None,
     };
     Queue {
         origin: Some(r.origin),
         ..q
     }
+}
+
+/// `retry = { delays = ["1s", "10s"], park = "..." }`, or the same as `[queues.retry]`. Delays
+/// that do not read are reported here, with `parse_delay`'s words; how many there are, the
+/// names they make and the park queue are [`validate`](super::validate)'s business.
+fn read_retry(r: &mut Reader<'_, '_, '_, '_>) -> Option<Retry> {
+    const EXAMPLE: &str = r#"retry = { delays = ["1s", "10s", "1m"] }"#;
+    r.table("retry", EXAMPLE, RETRY_KEYS, |t, at| {
+        let Some(written) = t.strings("delays", r#""10s""#) else {
+            if t.get("delays").is_none() {
+                t.report(
+                    at,
+                    r#"retry needs the delays before each retry, e.g. delays = ["1s", "10s", "1m"]"#,
+                );
+                t.origin.invalid_keys.push("delays".into());
+            }
+            return Retry {
+                park: t.string("park"),
+                ..Retry::default()
+            };
+        };
+        let mut delays = Vec::with_capacity(written.len());
+        for item in written {
+            match parse_delay(&item.text) {
+                Ok(delay) => delays.push(delay),
+                Err(e) => {
+                    t.report(item.offset, format!("retry.delays[{}]: {e}", item.index));
+                    t.origin.invalid_keys.push("delays".into());
+                }
+            }
+        }
+        Retry {
+            delays,
+            park: t.string("park"),
+        }
+    })
 }
 
 fn read_binding(ctx: &mut Ctx<'_>, span: Span, table: &DeTable<'_>, i: usize) -> Option<Binding> {
@@ -307,6 +347,8 @@ fn read_binding(ctx: &mut Ctx<'_>, span: Span, table: &DeTable<'_>, i: usize) ->
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::proto::FieldValue;
     use crate::topology::Location;
@@ -373,6 +415,48 @@ mod tests {
             err.to_string(),
             "t.toml:4:22: queue \"q\": initial_group_size must be between 1 and 4294967295 \
              (replicas), not 0"
+        );
+    }
+
+    #[test]
+    fn retry_reads_the_same_inline_and_as_a_sub_table() {
+        let inline = parse(
+            "[[queues]]\nname = \"q\"\nretry = { delays = [\"1s\", \"2m\"], park = \"q.dead\" }\n",
+            "t.toml",
+        )
+        .unwrap();
+        let table = parse(
+            "[[queues]]\nname = \"q\"\n[queues.retry]\ndelays = [\"1s\", \"2m\"]\npark = \"q.dead\"\n",
+            "t.toml",
+        )
+        .unwrap();
+        let expected = Retry {
+            delays: vec![Duration::from_secs(1), Duration::from_secs(120)],
+            park: Some("q.dead".into()),
+        };
+        assert_eq!(inline.queues[0].retry.as_ref(), Some(&expected));
+        assert_eq!(table.queues[0].retry.as_ref(), Some(&expected));
+        let at = |t: &Topology, key: &str| t.queues[0].origin.as_ref()?.key_location(key);
+        assert_eq!(
+            at(&inline, "retry.park"),
+            Some(Location {
+                line: 3,
+                column: 34
+            })
+        );
+        assert_eq!(
+            at(&table, "retry.delays[1]"),
+            Some(Location {
+                line: 4,
+                column: 17
+            })
+        );
+        assert_eq!(
+            parse("[[queues]]\nname = \"q\"\n", "t.toml")
+                .unwrap()
+                .queues[0]
+                .retry,
+            None
         );
     }
 

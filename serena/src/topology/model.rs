@@ -2,6 +2,7 @@
 //! AMQP declaration that creates it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::error::{Destination, Entity, EntityName, Location};
 pub use super::kinds::{ExchangeKind, Overflow, QueueType};
@@ -18,7 +19,7 @@ pub struct Origin {
     pub(crate) keys: Vec<(String, Location)>,
     /// Keys whose values were invalid (already reported): rules that depend on them are
     /// skipped, so one mistake gives one problem.
-    pub(crate) invalid_keys: Vec<&'static str>,
+    pub(crate) invalid_keys: Vec<String>,
 }
 
 impl Default for Location {
@@ -38,14 +39,15 @@ impl Origin {
         self.at
     }
 
-    /// Where `key` was written (`"max_priority"`, `"arguments.x-foo"`), if it was.
+    /// Where `key` was written (`"max_priority"`, `"arguments.x-foo"`, `"retry.delays[1]"`),
+    /// if it was.
     pub fn key_location(&self, key: &str) -> Option<Location> {
         self.keys.iter().find(|(k, _)| k == key).map(|(_, at)| *at)
     }
 
     /// True when `key`'s value was invalid and has been reported already.
     pub(crate) fn is_invalid(&self, key: &str) -> bool {
-        self.invalid_keys.contains(&key)
+        self.invalid_keys.iter().any(|k| k == key)
     }
 }
 
@@ -170,6 +172,9 @@ pub struct Queue {
     pub max_priority: Option<u8>,
     /// Any other arguments, sent as given.
     pub arguments: FieldTable,
+    /// Delayed retries of the messages its consumers fail (`retry`): apply declares the queues
+    /// they wait in and the queue they are parked in (see [`Retry`]).
+    pub retry: Option<Retry>,
     /// Where it was written, when loaded from a file.
     pub origin: Option<Origin>,
 }
@@ -196,7 +201,44 @@ impl Default for Queue {
             max_age: None,
             max_priority: None,
             arguments: FieldTable::new(),
+            retry: None,
             origin: None,
+        }
+    }
+}
+
+/// A queue's delayed retries, as `retry = { delays = ["1s", "10s", "1m"], park = "..." }` in its
+/// `[[queues]]` table.
+///
+/// A message whose handler fails waits out the next delay in a queue of its own and comes back;
+/// after the last delay it is parked. [`Topology::apply`](super::Topology::apply) declares,
+/// after the work queue, one queue per distinct delay (`<queue>.retry.<delay>`, see
+/// [`retry_queue_name`](super::retry_queue_name)), of the work queue's type and durability, whose
+/// messages expire after the delay (`x-message-ttl`) and are dead-lettered back to the work
+/// queue through the default exchange; then the park queue, unless `[[queues]]` lists it (then
+/// that declaration is used as it is). [`Queue::retry_schedule`] gives the worker the same
+/// names.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Retry {
+    /// The wait before each retry, in order (`delays`, written `"500ms"`, `"10s"`, `"5m"`,
+    /// `"1h"`): 1 to [`MAX_DELAYS`](Self::MAX_DELAYS) of them, each a whole number of
+    /// milliseconds up to [`MAX_RETRY_DELAY`](super::MAX_RETRY_DELAY).
+    pub delays: Vec<Duration>,
+    /// The queue a message goes to after its last attempt (`park`); `None` is
+    /// `<queue>.parked`.
+    pub park: Option<String>,
+}
+
+impl Retry {
+    /// The most delays a schedule may have. Each distinct delay is a queue on the broker, and
+    /// a schedule longer than this is more likely a mistake than a plan.
+    pub const MAX_DELAYS: usize = 32;
+
+    /// Retries after `delays`, parking in `<queue>.parked`.
+    pub fn new(delays: impl IntoIterator<Item = Duration>) -> Self {
+        Retry {
+            delays: delays.into_iter().collect(),
+            park: None,
         }
     }
 }

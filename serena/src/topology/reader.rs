@@ -80,6 +80,16 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 pub(crate) type Span = std::ops::Range<usize>;
 
+/// A string item of an array, as [`Reader::strings`] found it.
+pub(crate) struct Item {
+    /// Its position in the array, from 0.
+    pub(crate) index: usize,
+    /// What it says.
+    pub(crate) text: String,
+    /// Where its value starts in the file.
+    pub(crate) offset: usize,
+}
+
 /// The tables of `[[list]]` (or `list = [{...}]`), with their spans.
 pub(crate) fn array_of_tables<'d, 'i>(
     ctx: &mut Ctx<'_>,
@@ -116,6 +126,8 @@ pub(crate) struct Reader<'c, 't, 'd, 'i> {
     ctx: &'c mut Ctx<'t>,
     table: &'d DeTable<'i>,
     entity: Entity,
+    /// How messages name the table's keys: `""`, or `"retry."` inside a queue's `retry`.
+    path: String,
     pub(crate) origin: Origin,
 }
 
@@ -155,8 +167,77 @@ impl<'c, 't, 'd, 'i> Reader<'c, 't, 'd, 'i> {
             ctx,
             table,
             entity,
+            path: String::new(),
             origin,
         }
+    }
+
+    /// Reads the table at `key` with `read`, which gets a reader of it and where it starts: its
+    /// keys are checked against `known` and remembered as `key.name`. Another value is reported
+    /// (a table is expected, e.g. `example`) and `key` marked invalid.
+    pub(crate) fn table<T>(
+        &mut self,
+        key: &str,
+        example: &str,
+        known: &[&str],
+        read: impl FnOnce(&mut Reader<'_, 't, 'd, 'i>, usize) -> T,
+    ) -> Option<T> {
+        let v = self.get(key)?;
+        let DeValue::Table(t) = v.get_ref() else {
+            self.wrong_type(key, &format!("a table, e.g. {example}"), v);
+            self.origin.invalid_keys.push(key.to_owned());
+            return None;
+        };
+        let mut sub = Reader::new(self.ctx, v.span(), t, self.entity.clone(), known);
+        sub.path = format!("{}{key}.", self.path);
+        let out = read(&mut sub, v.span().start);
+        let Origin {
+            keys, invalid_keys, ..
+        } = sub.origin;
+        let inner = |k: String| format!("{key}.{k}");
+        self.origin
+            .keys
+            .extend(keys.into_iter().map(|(k, at)| (inner(k), at)));
+        self.origin
+            .invalid_keys
+            .extend(invalid_keys.into_iter().map(inner));
+        Some(out)
+    }
+
+    /// The strings of the array at `key`, each item remembered as `key[0]`, `key[1]`, ...
+    /// Another value, or an item that is not a string, is reported (a string is expected, e.g.
+    /// `example`) and `key` marked invalid.
+    pub(crate) fn strings(&mut self, key: &str, example: &str) -> Option<Vec<Item>> {
+        let v = self.get(key)?;
+        let DeValue::Array(items) = v.get_ref() else {
+            self.wrong_type(
+                key,
+                &format!("an array of strings, e.g. {key} = [{example}]"),
+                v,
+            );
+            self.origin.invalid_keys.push(key.to_owned());
+            return None;
+        };
+        let mut strings = Vec::with_capacity(items.len());
+        for (n, item) in items.iter().enumerate() {
+            let at = item.span().start;
+            let item_key = format!("{key}[{n}]");
+            self.origin
+                .keys
+                .push((item_key.clone(), self.ctx.location(at)));
+            match item.get_ref() {
+                DeValue::String(s) => strings.push(Item {
+                    index: n,
+                    text: s.to_string(),
+                    offset: at,
+                }),
+                _ => self.wrong_type(&item_key, &format!("a string, e.g. {example}"), item),
+            }
+        }
+        if strings.len() < items.len() {
+            self.origin.invalid_keys.push(key.to_owned());
+        }
+        Some(strings)
     }
 
     pub(crate) fn get(&self, key: &str) -> Option<&'d Spanned<DeValue<'i>>> {
@@ -168,7 +249,11 @@ impl<'c, 't, 'd, 'i> Reader<'c, 't, 'd, 'i> {
     }
 
     fn wrong_type(&mut self, key: &str, expected: &str, v: &Spanned<DeValue<'_>>) {
-        let message = format!("{key} must be {expected}, not {}", a(v.get_ref()));
+        let message = format!(
+            "{}{key} must be {expected}, not {}",
+            self.path,
+            a(v.get_ref())
+        );
         self.report(v.span().start, message);
     }
 
@@ -179,7 +264,7 @@ impl<'c, 't, 'd, 'i> Reader<'c, 't, 'd, 'i> {
             _ => {
                 if !self.origin.is_invalid(key) {
                     self.wrong_type(key, "a string", v);
-                    self.origin.invalid_keys.push(key);
+                    self.origin.invalid_keys.push(key.to_owned());
                 }
                 None
             }

@@ -13,7 +13,15 @@
 //!   `x-quorum-initial-group-size` only on quorum queues);
 //! - values: `expires`, `max_priority` and `initial_group_size` above zero, lengths that fit a signed 64-bit argument,
 //!   `max_age` a number and a unit, `x-match` one of RabbitMQ's four, no NaN or infinity in
-//!   arguments, no argument that a key of its own sets (`arguments.x-max-priority`).
+//!   arguments, no argument that a key of its own sets (`arguments.x-max-priority`);
+//! - retries (`retry`): 1 to [`Retry::MAX_DELAYS`](super::Retry::MAX_DELAYS) delays, each a
+//!   whole number of milliseconds from 1 ms to [`MAX_RETRY_DELAY`](super::MAX_RETRY_DELAY); not
+//!   on streams or exclusive queues; the names a schedule adds (`<queue>.retry.<delay>`, the park
+//!   queue) at most 255 bytes and no other queue's: a delay queue may not be listed in
+//!   `[[queues]]` nor be another schedule's park queue; the park queue may be listed (that
+//!   declaration is then used as it is), and schedules may share one they would declare alike.
+
+mod retry;
 
 use std::collections::HashMap;
 
@@ -268,6 +276,7 @@ fn problems(t: &Topology) -> Vec<Problem> {
         }
         c.arguments(&q.arguments, QUEUE_ARGUMENT_KEYS);
     }
+    retry::rules(&mut out, t, &queues);
 
     let mut seen: Vec<&Binding> = Vec::new();
     for (i, b) in t.bindings.iter().enumerate() {

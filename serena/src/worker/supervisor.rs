@@ -211,11 +211,15 @@ impl Supervisor {
         Ok(Supervisor::new(config).topology(topology))
     }
 
-    /// Applies `topology` on every (re)connection before the consumers start. A declaration
+    /// Applies `topology` on every (re)connection before the consumers start, and retries the
+    /// failed messages of every queue with a `retry` key by its schedule. A declaration
     /// the broker refuses (406: the entity exists with other properties) or an expected-only
     /// entity that is missing stops the supervisor; a lost connection restarts it.
     #[must_use]
-    pub fn topology(self, topology: crate::topology::Topology) -> Self {
+    pub fn topology(mut self, topology: crate::topology::Topology) -> Self {
+        for schedule in topology.retry_schedules() {
+            self = self.retry(schedule);
+        }
         let topology = Arc::new(topology);
         self.setup(move |conn| {
             let topology = topology.clone();
