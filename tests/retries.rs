@@ -368,3 +368,78 @@ fn futures_block<F: std::future::Future>(f: F) -> F::Output {
         std::task::Poll::Pending => panic!("a settle does not wait"),
     }
 }
+
+#[tokio::test]
+async fn a_topology_with_a_retry_key_is_applied_and_its_schedule_followed() {
+    let queue = unique_name("topo-retry");
+    let park = format!("{queue}.parked");
+    let toml = format!("[[queues]]\nname = \"{queue}\"\nretry = {{ delays = [\"300ms\"] }}\n");
+    let topology =
+        serena::topology::Topology::from_toml(&toml, "retries.toml").expect("a valid topology");
+    let calls: Calls = Arc::default();
+    let handler = Recorder {
+        spec: ConsumerSpec::new("fails_twice", leak(&queue)),
+        calls: calls.clone(),
+        decide: |attempt: &Attempt, _: &DeliveryContext| {
+            Outcome::retry(format!("attempt {} failed", attempt.number))
+        },
+    };
+    let supervisor = Supervisor::new(config())
+        .topology(topology)
+        .consumer(handler);
+    let publisher = async {
+        // The topology is applied when the supervisor starts: wait for the work queue.
+        open_connection(&config(), async |conn| {
+            for _ in 0..100 {
+                let ch = conn.channel().await?;
+                let passive = QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                };
+                if ch.queue_declare(&queue, passive).await.is_ok() {
+                    ch.basic_publish("", &queue, b"once", Default::default())
+                        .await?;
+                    return Ok::<_, serena::Error>(());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("the supervisor never applied the topology");
+        })
+        .await
+        .expect("connection")
+        .expect("publish");
+    };
+    let (stats, ()) = tokio::join!(
+        run_until(supervisor, Duration::from_secs(10), |s| s.parked == 1),
+        publisher
+    );
+    assert_eq!((stats.retried, stats.parked), (1, 1), "{stats:?}");
+    let numbers: Vec<u32> = calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(a, _)| a.number)
+        .collect();
+    assert_eq!(numbers, [1, 2]);
+    open_connection(&config(), async |conn| {
+        conn.open_channel(async |ch| {
+            let parked = ch.basic_get(&park, false).await?.expect("parked");
+            let reason = parked
+                .properties
+                .headers
+                .as_ref()
+                .and_then(|h| h.get(LAST_FAILURE_HEADER))
+                .and_then(FieldValue::as_str)
+                .map(str::to_owned);
+            assert_eq!(reason.as_deref(), Some("attempt 2 failed"));
+            parked.ack().await?;
+            let delay_queue =
+                serena::topology::retry_queue_name(&queue, Duration::from_millis(300));
+            delete_all(ch, &[&queue, &delay_queue, &park]).await
+        })
+        .await?
+    })
+    .await
+    .expect("connection")
+    .expect("cleanup");
+}
