@@ -329,3 +329,11 @@ fn the_topology_guide_shows_the_example_file_as_it_is() {
         "docs/topology.md must show topology.toml verbatim"
     );
 }
+
+#[test]
+fn frame_size_is_still_read_as_frame_max() {
+    let old = Topology::from_toml("[connection]\nframe_size = 8192\n", "t.toml").unwrap();
+    assert_eq!(old.connection.frame_max, Some(8192));
+    let new = Topology::from_toml("[connection]\nframe_max = 16384\n", "t.toml").unwrap();
+    assert_eq!(new.connection.frame_max, Some(16384));
+}

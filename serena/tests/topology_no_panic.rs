@@ -174,7 +174,7 @@ fn connection() -> impl Strategy<Value = Table> {
     (
         opt("url", Just(quoted("amqp://guest:guest@localhost:5672/%2f"))),
         opt("heartbeat", int(0..=65_535)),
-        opt("frame_size", int(4096..=i64::from(u32::MAX))),
+        opt("frame_max", int(4096..=i64::from(u32::MAX))),
         opt("channel_buffer_size", int(1..=65_535)),
     )
         .prop_map(|(a, b, c, d)| Table {
@@ -488,7 +488,7 @@ fn noise_line() -> impl Strategy<Value = String> {
         "max_priority",
         "url",
         "heartbeat",
-        "frame_size",
+        "frame_max",
         "nmae",
         "x-expires",
         "routing_key",

@@ -13,7 +13,14 @@ use super::settings::ConnectionSettings;
 use crate::config::ConnectionConfig;
 
 const TOP_KEYS: &[&str] = &["connection", "exchanges", "queues", "bindings"];
-const CONNECTION_KEYS: &[&str] = &["url", "heartbeat", "frame_size", "channel_buffer_size"];
+/// `frame_size` is `frame_max`'s old name: still read, with a warning.
+const CONNECTION_KEYS: &[&str] = &[
+    "url",
+    "heartbeat",
+    "frame_max",
+    "channel_buffer_size",
+    "frame_size",
+];
 const EXCHANGE_KEYS: &[&str] = &[
     "name",
     "type",
@@ -148,11 +155,17 @@ fn read_connection(ctx: &mut Ctx<'_>, table: &DeTable<'_>) -> ConnectionSettings
     {
         r.report(v.span().start, format!("url: {e}"));
     }
+    let frame_key = if r.get("frame_max").is_none() && r.get("frame_size").is_some() {
+        tracing::warn!("[connection] frame_size is deprecated: write frame_max");
+        "frame_size"
+    } else {
+        "frame_max"
+    };
     ConnectionSettings {
         url,
         heartbeat: r.int("heartbeat", 0, 65_535, "seconds"),
-        frame_size: r.int(
-            "frame_size",
+        frame_max: r.int(
+            frame_key,
             i64::from(crate::proto::FRAME_MIN_SIZE),
             i64::from(u32::MAX),
             "bytes",

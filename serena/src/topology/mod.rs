@@ -35,7 +35,7 @@
 //!
 //! | table | keys |
 //! |---|---|
-//! | `[connection]` | `url`, `heartbeat` (s), `frame_size` (bytes), `channel_buffer_size` ([`settings`]) |
+//! | `[connection]` | `url`, `heartbeat` (s), `frame_max` (bytes), `channel_buffer_size` ([`settings`]) |
 //! | `[[exchanges]]` | `name`, `type`, `declare`, `durable`, `auto_delete`, `internal`, `alternate_exchange`, `arguments` |
 //! | `[[queues]]` | `name`, `type`, `declare`, `durable`, `exclusive`, `auto_delete`, `dead_letter_exchange`, `dead_letter_routing_key`, `message_ttl` (ms), `expires` (ms), `max_length`, `max_length_bytes`, `overflow`, `single_active_consumer`, `delivery_limit`, `initial_group_size` (quorum replicas), `max_age`, `max_priority`, `arguments`, `retry` |
 //! | `retry` of a queue (inline, or `[queues.retry]`) | `delays` (1 to 32 of `"500ms"`, `"10s"`, `"5m"`, `"1h"`), `park` (a queue; default `<queue>.parked`) |

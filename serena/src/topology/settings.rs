@@ -43,8 +43,9 @@ pub struct ConnectionSettings {
     pub url: Option<String>,
     /// Heartbeat interval in seconds; 0 turns heartbeats off (`heartbeat`).
     pub heartbeat: Option<u16>,
-    /// Largest frame we ask for, in bytes, at least 4096 (`frame_size`).
-    pub frame_size: Option<u32>,
+    /// Largest frame we ask for, in bytes, at least 4096 (`frame_max`; `frame_size`, its old
+    /// name, is still read).
+    pub frame_max: Option<u32>,
     /// Deliveries buffered per channel (`channel_buffer_size`).
     pub channel_buffer_size: Option<u16>,
 }
@@ -54,7 +55,7 @@ impl fmt::Debug for ConnectionSettings {
         f.debug_struct("ConnectionSettings")
             .field("url", &self.url.as_deref().map(redact_uri))
             .field("heartbeat", &self.heartbeat)
-            .field("frame_size", &self.frame_size)
+            .field("frame_max", &self.frame_max)
             .field("channel_buffer_size", &self.channel_buffer_size)
             .finish()
     }
@@ -86,7 +87,7 @@ impl ConnectionSettings {
         if let Some(v) = self.heartbeat {
             cfg.heartbeat = Duration::from_secs(v.into());
         }
-        if let Some(v) = self.frame_size {
+        if let Some(v) = self.frame_max {
             cfg.frame_max = v;
         }
         if let Some(v) = self.channel_buffer_size {
@@ -170,7 +171,7 @@ mod tests {
         let file = ConnectionSettings {
             url: Some("amqp://app@rabbit.prod:5672/orders".into()),
             heartbeat: Some(30),
-            frame_size: Some(8192),
+            frame_max: Some(8192),
             channel_buffer_size: Some(30),
         };
         let cfg = file.resolve_with(None, env(&[])).unwrap();
