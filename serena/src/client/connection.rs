@@ -21,7 +21,8 @@ use tokio::task::JoinHandle;
 use super::channel::Channel;
 use crate::config::{ConnectionConfig, Endpoint};
 use crate::driver::shared::{ConnShared, lock};
-use crate::driver::{Reader, handshake, transport, write_loop};
+use crate::driver::transport::{self, Socket, Transport};
+use crate::driver::{Reader, handshake, write_loop};
 use crate::error::{ConnectAttempt, Error, Result};
 use crate::proto::connection::{Tuning, server_has_capability};
 use crate::proto::{FieldTable, LongString};
@@ -201,24 +202,40 @@ impl Connection {
         }
     }
 
-    /// Connects to one broker and performs the handshake, within `config.connection_timeout`.
+    /// Connects to one broker and performs the handshake, both within
+    /// `config.connection_timeout`, then starts the connection's tasks.
     async fn open_endpoint(config: &ConnectionConfig, endpoint: &Endpoint) -> Result<Connection> {
-        let addr = endpoint.to_string();
         let connect = async {
-            let mut stream = transport::connect(endpoint, config).await?;
-            let (tuning, props, buf) = handshake(&mut stream, config).await?;
-            Ok::<_, Error>((stream, tuning, props, buf))
+            // The one place that asks which kind of socket it is: from here on the code is
+            // generic, compiled once per kind.
+            match transport::connect(endpoint, config).await? {
+                Socket::Tcp(s) => Self::start(s, config, endpoint).await,
+                #[cfg(unix)]
+                Socket::Unix(s) => Self::start(s, config, endpoint).await,
+                #[cfg(feature = "tls")]
+                Socket::Tls(s) => Self::start(s, config, endpoint).await,
+            }
         };
-        let (stream, tuning, props, buf) = tokio::time::timeout(config.connection_timeout, connect)
+        tokio::time::timeout(config.connection_timeout, connect)
             .await
             .map_err(|_| Error::ConnectTimeout {
-                addr: addr.clone(),
+                addr: endpoint.to_string(),
                 after: config.connection_timeout,
             })?
-            .map_err(transport::classify)?;
-        tracing::debug!(%addr, ?tuning, "connection open");
+            .map_err(transport::classify)
+    }
+
+    /// Performs the handshake on a fresh `stream`, then starts the reader and writer tasks on
+    /// its halves.
+    async fn start(
+        mut stream: impl Transport,
+        config: &ConnectionConfig,
+        endpoint: &Endpoint,
+    ) -> Result<Connection> {
+        let (tuning, props, buf) = handshake(&mut stream, config).await?;
+        tracing::debug!(%endpoint, ?tuning, "connection open");
         let shared = Arc::new(ConnShared::new(tuning, props));
-        let (read_half, write_half) = stream.into_split();
+        let (read_half, write_half) = stream.into_halves();
 
         let reader = {
             let shared = shared.clone();

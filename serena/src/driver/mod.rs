@@ -33,7 +33,7 @@ pub(crate) fn now() -> std::time::Instant {
 
 /// Drains the machine's outgoing bytes to the socket until the connection ends. Heartbeats
 /// are the machine's to queue (the reader runs its timer); this only writes.
-pub(crate) async fn write_loop(mut socket: WriteHalf, shared: Arc<ConnShared>) -> Result<()> {
+pub(crate) async fn write_loop(mut socket: impl WriteHalf, shared: Arc<ConnShared>) -> Result<()> {
     lock(&shared.state).socket = socket.inline_writer();
     loop {
         let ready = shared.out_ready.notified();

@@ -6,10 +6,9 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::shared::{ConnShared, lock};
-use super::transport::ReadHalf;
 use crate::error::{Error, Result};
 use crate::proto::connection::Event;
 
@@ -35,8 +34,13 @@ impl Reader {
 
     /// Reads until the connection ends. `Ok` only after a clean close of ours. Also runs
     /// the connection's one timer, at the machine's [`poll_timeout`](crate::proto::connection::Connection::poll_timeout):
-    /// this task never waits on a full socket, so a dead server is noticed on time.
-    pub(crate) async fn run(mut self, mut socket: ReadHalf, mut buf: BytesMut) -> Result<()> {
+    /// this task never waits on a full socket, so a dead server is noticed on time. `buf`
+    /// holds what the handshake read past its last frame.
+    pub(crate) async fn run(
+        mut self,
+        mut socket: impl AsyncRead + Unpin,
+        mut buf: BytesMut,
+    ) -> Result<()> {
         let first = lock(&self.shared.state).machine.poll_timeout();
         // One timer for the connection's life, moved on only when it fires: cheaper than a
         // new timeout around every read.

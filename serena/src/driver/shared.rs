@@ -111,7 +111,7 @@ pub(crate) struct State {
     /// The socket's write half, for callers that write small urgent frames themselves
     /// instead of waking the writer task (see [`ConnShared::flush_inline`]). Never set for
     /// TLS, where only the writer task writes.
-    pub(crate) socket: Option<super::transport::InlineWriter>,
+    pub(crate) socket: Option<Arc<dyn super::transport::TryWrite>>,
     /// The writer task is writing bytes it took from the machine; nobody else may write.
     pub(crate) writing: bool,
 }
