@@ -250,7 +250,13 @@ impl ConnShared {
     /// Marks the connection dead with `error` (the first reason wins) and fails everything
     /// waiting on it: pending calls, confirms and consumers on every channel.
     pub(crate) fn fail(&self, error: Error) {
-        let first = lock(&self.state).machine.fail(error);
+        let first = {
+            let mut st = lock(&self.state);
+            // Nobody writes inline any more: the writer (if it runs) has the socket to itself,
+            // and once it is gone the socket closes even while handles live on.
+            st.socket = None;
+            st.machine.fail(error)
+        };
         self.closed.send_if_modified(|c| {
             if c.is_none() {
                 *c = Some(first.clone());

@@ -184,7 +184,8 @@ pub struct DeliveryContext {
     /// The queue's retry schedule, when it has one.
     pub(crate) schedule: Option<Arc<RetrySchedule>>,
     /// Attempts made at this message in this worker before this one (retries without a
-    /// schedule), and why the first and the latest of them failed (see [`Attempt`]).
+    /// schedule), and why the first and the latest of them failed (see
+    /// [`Attempt`](super::Attempt)).
     pub(crate) retried_here: u32,
     pub(crate) first_failure: Option<String>,
     pub(crate) last_failure: Option<String>,
