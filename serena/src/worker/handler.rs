@@ -315,8 +315,7 @@ impl Publisher {
         routing_key: &str,
         value: &T,
     ) -> Result<()> {
-        let body =
-            serde_json::to_vec(value).map_err(|e| Error::Config(format!("JSON encoding: {e}")))?;
+        let body = serde_json::to_vec(value)?;
         self.publish(
             exchange,
             routing_key,

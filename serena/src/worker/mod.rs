@@ -6,17 +6,19 @@
 //! ([`IntoOutcome`]).
 
 mod backoff;
+mod failure;
 mod handler;
 mod stats;
 mod supervisor;
 
 pub use backoff::Backoff;
+pub use failure::{Phase, TreeError, is_exclusive_use, is_permanent};
 pub use handler::{
     ConsumerSpec, DeliveryContext, ErrorPolicy, FromDelivery, Handler, HandlerFuture, Headers,
     IntoOutcome, Json, Outcome, Properties, Publisher, Rejection, State, StateMap,
 };
-pub use stats::{Stats, SupervisorHandle};
-pub use supervisor::{SetupFn, Supervisor, SupervisorError, is_permanent, shutdown_signal};
+pub use stats::{Readiness, Stats, SupervisorHandle};
+pub use supervisor::{SetupFn, Supervisor, SupervisorError, shutdown_signal};
 
 /// Items the `#[consumer]` expansion uses; not part of the public API.
 #[doc(hidden)]
