@@ -16,6 +16,7 @@ pub use failure::{Phase, TreeError, is_exclusive_use, is_permanent};
 pub use handler::{
     ConsumerSpec, DeliveryContext, ErrorPolicy, FromDelivery, Handler, HandlerFuture, Headers,
     IntoOutcome, Json, Outcome, Properties, Publisher, Rejection, State, StateMap,
+    StateRequirement,
 };
 pub use stats::{Readiness, Stats, SupervisorHandle};
 pub use supervisor::{SetupFn, Supervisor, SupervisorError, shutdown_signal};

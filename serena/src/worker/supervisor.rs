@@ -17,7 +17,9 @@
 //! refused login or virtual host, a refused server certificate, configuration errors, and the
 //! broker refusing the topology or a consumer at startup (403, 404, 406). An error of a
 //! running tree restarts it with backoff. Errors are judged by the [`Phase`] they happened
-//! in: the table is in [`is_permanent`](super::is_permanent)'s docs.
+//! in: the table is in [`is_permanent`](super::is_permanent)'s docs. A handler that takes
+//! `State<T>` is refused before connecting when no `T` was registered
+//! ([`SupervisorError::MissingState`]).
 //!
 //! An exclusive consumer (`exclusive = true`) whose queue another connection's consumer holds
 //! stands by: the broker refuses its `basic.consume` with 403 "in exclusive use", and it tries
@@ -83,6 +85,18 @@ pub enum SupervisorError {
     /// The supervisor was given no consumers.
     #[error("the supervisor has no consumers to run")]
     NoConsumers,
+    /// A handler takes `State<T>` and no `T` was registered with
+    /// [`Supervisor::state`]: every delivery would be rejected. Found before connecting.
+    #[error(
+        "consumer {handler:?} takes State<{type_name}>, but no {type_name} was registered: \
+         add .state(value) to the supervisor"
+    )]
+    MissingState {
+        /// The handler's name.
+        handler: &'static str,
+        /// The missing type.
+        type_name: &'static str,
+    },
 }
 
 /// Runs `#[consumer]` handlers, restarting the whole tree on failure.
@@ -219,7 +233,8 @@ impl Supervisor {
         }
     }
 
-    /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+    /// Runs until SIGINT or SIGTERM, then shuts down gracefully. Refuses to start without
+    /// consumers, or when a handler's state is missing ([`SupervisorError::MissingState`]).
     pub async fn run(self) -> Result<(), SupervisorError> {
         self.run_until(shutdown_signal()).await
     }
@@ -250,12 +265,22 @@ impl Supervisor {
         }
     }
 
-    /// What can be refused before connecting: no consumers.
+    /// What can be refused before connecting: no consumers, a handler's missing state.
     fn check_before_start(&self) -> Result<(), SupervisorError> {
-        let refused = self
-            .handlers
-            .is_empty()
-            .then_some(SupervisorError::NoConsumers);
+        let refused = if self.handlers.is_empty() {
+            Some(SupervisorError::NoConsumers)
+        } else {
+            self.handlers.iter().find_map(|handler| {
+                let missing = handler
+                    .required_state()
+                    .into_iter()
+                    .find(|r| !r.is_met_by(&self.state))?;
+                Some(SupervisorError::MissingState {
+                    handler: handler.spec().name,
+                    type_name: missing.type_name(),
+                })
+            })
+        };
         match refused {
             Some(e) => {
                 tracing::error!(error = %e, "worker not started");
