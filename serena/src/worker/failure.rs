@@ -180,7 +180,8 @@ mod tests {
         })
     }
 
-    /// The replies RabbitMQ 3.10 gave in each situation, word for word.
+    /// The replies RabbitMQ 3.10.8 gave in each situation, word for word (seen against the
+    /// broker), except the ack timeout's, whose text is RabbitMQ's documented one.
     fn bad_login() -> Error {
         close(
             CloseScope::Connection,
