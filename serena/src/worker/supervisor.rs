@@ -23,8 +23,8 @@
 //!
 //! An exclusive consumer (`exclusive = true`) whose queue another connection's consumer holds
 //! stands by: the broker refuses its `basic.consume` with 403 "in exclusive use", and it tries
-//! again every 2 to 4 s, logged at INFO and not counted as a restart, while the other
-//! consumers of the tree run. Only that consumer's channel is retried: restarting the tree
+//! again every 2 to 4 s (logged at INFO when it starts waiting and when it takes over, each
+//! try at DEBUG; not counted as a restart), while the other consumers of the tree run. Only that consumer's channel is retried: restarting the tree
 //! every few seconds, for as long as a standby waits (for ever, in a hot-standby pair), would
 //! cancel the other consumers each time and redeliver their prefetched messages.
 //!
@@ -51,8 +51,8 @@ use crate::config::{ConnectionConfig, Endpoint};
 use crate::error::{Error, Result};
 use crate::proto::FieldTable;
 
-/// How long a tree must have been up (every consumer consuming) for its failure to start
-/// the restart backoff over.
+/// How long a tree must have been up (every consumer consuming or standing by) for its
+/// failure to start the restart backoff over.
 const UP_RESETS_BACKOFF: Duration = Duration::from_secs(1);
 
 /// How often an exclusive consumer on standby asks for its queue again: this, times 2/3 to
