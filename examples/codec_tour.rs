@@ -11,6 +11,15 @@ use serena::proto::{
 };
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Log to stderr, filtered by RUST_LOG (without it: warnings and errors).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::builder()
+                .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
+                .from_env_lossy(),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let frame_max = 4096;
     let channel = 1;
 

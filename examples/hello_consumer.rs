@@ -7,6 +7,15 @@ use serena::{ConnectionConfig, Error, open_connection};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    // Log to stderr, filtered by RUST_LOG (without it: warnings and errors).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::builder()
+                .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
+                .from_env_lossy(),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://127.0.0.1".into());
     let config = ConnectionConfig::from_uri(&url)?;
     let limit: Option<u64> = std::env::args()

@@ -172,6 +172,15 @@ impl Summary {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // Log to stderr, filtered by RUST_LOG (without it: errors only: the faults it injects make warnings expected).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::builder()
+                .with_default_directive(tracing_subscriber::filter::LevelFilter::ERROR.into())
+                .from_env_lossy(),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let opts = match parse_args() {
         Ok(o) => o,
         Err(e) => {

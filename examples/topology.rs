@@ -15,6 +15,15 @@ use serena::topology::{Destination, Topology};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
+    // Log to stderr, filtered by RUST_LOG (without it: warnings and errors).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::builder()
+                .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
+                .from_env_lossy(),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let path = std::env::args_os().nth(1).map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../topology.toml"),
         PathBuf::from,

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serena::proto::{BasicProperties, FieldTable};
 use serena::topology::Topology;
-use serena::worker::{Headers, Json, State, Supervisor, shutdown_signal};
+use serena::worker::{Headers, Json, Readiness, State, Supervisor, shutdown_signal};
 use serena::{Error, consumer, open_connection};
 use tokio::sync::Notify;
 
@@ -102,6 +102,15 @@ async fn park(body: bytes::Bytes, State(tally): State<Arc<Tally>>) {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Log to stderr, filtered by RUST_LOG (without it: info and up: connected, ready, restarts and why).
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::builder()
+                .with_default_directive(tracing_subscriber::filter::LevelFilter::INFO.into())
+                .from_env_lossy(),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let demo: Option<u64> = match std::env::args().nth(1).as_deref() {
         Some("--demo") => Some(
             std::env::args()
@@ -140,9 +149,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         })
     });
-    tokio::time::timeout(Duration::from_secs(30), handle.ready())
-        .await
-        .map_err(|_| "the worker did not become ready within 30 s")?;
+    // `ready` also returns when the supervisor gave up; either way, say why it is not ready.
+    let _ = tokio::time::timeout(Duration::from_secs(30), handle.ready()).await;
+    if !handle.is_ready() {
+        let why = match handle.readiness() {
+            Readiness::Restarting { error, .. } => {
+                format!("not ready within 30 s, still retrying: {error}")
+            }
+            Readiness::Stopped => match run.await? {
+                Err(e) => format!("the worker gave up: {e}"),
+                Ok(()) => "the worker was stopped".to_owned(),
+            },
+            other => format!("not ready within 30 s: {other:?}"),
+        };
+        done.notify_one();
+        return Err(why.into());
+    }
     let expected = publish_demo(orders).await?;
     println!(
         "published {orders} orders and one poison message; expecting {} processed, {} parked, {} urgent",

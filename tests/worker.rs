@@ -1,6 +1,7 @@
 //! The supervisor against the real RabbitMQ: acks, dead-lettering, panics, the concurrency
-//! limit, restarts after forced closes without losing a message, graceful shutdown, and the
-//! errors it must stop on instead of looping.
+//! limit, restarts after forced closes without losing a message, graceful shutdown, the
+//! errors it must stop on instead of looping and those it restarts on, an exclusive consumer
+//! standing by for its turn, and readiness that says why a worker is not ready.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serena::proto::FieldTable;
-use serena::worker::{Backoff, ConsumerSpec, ErrorPolicy, Outcome, Supervisor, SupervisorError};
+use serena::worker::{
+    Backoff, ConsumerSpec, ErrorPolicy, Outcome, Phase, Readiness, Supervisor, SupervisorError,
+};
 use serena::{ConnectionConfig, Error, QueueDeclareOptions, open_connection};
 use serena_tests::handlers::handler_fn;
 use serena_tests::{publish_ids, unique_name};
@@ -404,7 +407,10 @@ async fn errors_a_restart_cannot_fix_stop_the_supervisor() {
     let SupervisorError::Permanent(e) = err else {
         panic!("expected Permanent, got {err:?}")
     };
-    assert_eq!(e.reply_code(), Some(404));
+    assert_eq!(
+        (e.phase, e.error.reply_code()),
+        (Phase::StartConsumers, Some(404))
+    );
 
     let bad_login = ConnectionConfig {
         password: serena::Password::new("wrong"),
@@ -423,7 +429,301 @@ async fn errors_a_restart_cannot_fix_stop_the_supervisor() {
     .expect("stops instead of looping")
     .expect_err("access refused is permanent");
     assert!(
-        matches!(&err, SupervisorError::Permanent(e) if e.reply_code() == Some(403)),
+        matches!(&err, SupervisorError::Permanent(e)
+            if e.phase == Phase::Connect && e.error.reply_code() == Some(403)),
         "{err:?}"
     );
+}
+
+/// Waits until `done` holds, polling; panics naming `what` after `within`.
+async fn wait_until(what: &str, within: Duration, done: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_acks_its_own_delivery_is_not_acked_again() {
+    // A handler that acks its own delivery, and returns Ack too. A second ack of the tag
+    // would be a channel error, 406 PRECONDITION_FAILED - unknown delivery tag, which used to
+    // stop the worker for good; now the message is settled once (the supervisor sees it was)
+    // and nothing restarts. (A 406 of a running consumer restarting the tree instead of
+    // stopping it is held by the unit tests of worker::failure.)
+    const TOTAL: u32 = 5;
+    let q = leak(unique_name("double-ack"));
+    fill(q, FieldTable::new(), TOTAL).await;
+    let seen: Arc<Mutex<HashMap<u32, u32>>> = Arc::default();
+    let done = Arc::new(Notify::new());
+    let handler = {
+        let (seen, done) = (seen.clone(), done.clone());
+        handler_fn(ConsumerSpec::new("double-ack", q), move |d| {
+            let (seen, done) = (seen.clone(), done.clone());
+            async move {
+                let acked = d.ack().await;
+                let mut s = seen.lock().expect("lock");
+                if acked.is_ok() {
+                    *s.entry(body_number(&d)).or_default() += 1;
+                }
+                if s.len() == TOTAL as usize {
+                    done.notify_one();
+                }
+                Outcome::Ack
+            }
+        })
+    };
+    let sup = Supervisor::new(config(&unique_name("sup")))
+        .consumer(handler)
+        .backoff(fast_backoff());
+    let handle = sup.handle();
+    let waited = done.clone();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        sup.run_until(async move { waited.notified().await }),
+    )
+    .await
+    .expect("every message handled")
+    .expect("the worker runs until told to stop");
+    assert_eq!(seen.lock().expect("lock").len(), TOTAL as usize);
+    let stats = handle.stats();
+    assert_eq!(
+        (stats.settled_by_handler, stats.acked, stats.restarts),
+        (u64::from(TOTAL), 0, 0),
+        "settled once each, by the handler; no 406, no restart: {stats:?}"
+    );
+    assert!(handle.last_error().is_none(), "{:?}", handle.last_error());
+    assert_eq!(depth_and_delete(q).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervisor_that_cannot_connect_says_why() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    drop(listener);
+    let sup = Supervisor::new(ConnectionConfig {
+        host: "127.0.0.1".into(),
+        port,
+        ..Default::default()
+    })
+    .consumer(handler_fn(
+        ConsumerSpec::new("nowhere", "nowhere"),
+        |_| async { Outcome::Ack },
+    ))
+    .backoff(fast_backoff());
+    let handle = sup.handle();
+    assert!(matches!(handle.readiness(), Readiness::Starting));
+    assert!(handle.last_error().is_none());
+    let stop = Arc::new(Notify::new());
+    let run = tokio::spawn({
+        let stop = stop.clone();
+        sup.run_until(async move { stop.notified().await })
+    });
+    wait_until(
+        "a failed connection attempt",
+        Duration::from_secs(10),
+        || matches!(handle.readiness(), Readiness::Restarting { .. }),
+    )
+    .await;
+    let Readiness::Restarting {
+        error,
+        next_attempt,
+    } = handle.readiness()
+    else {
+        unreachable!("just seen")
+    };
+    assert!(!handle.is_ready());
+    assert_eq!(error.phase, Phase::Connect);
+    assert!(
+        matches!(&error.error, Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+        "{error:?}"
+    );
+    assert!(next_attempt <= Instant::now() + fast_backoff().max);
+    let last = handle.last_error().expect("the last error is kept");
+    assert_eq!(last.phase, Phase::Connect);
+    assert!(
+        last.to_string()
+            .starts_with("while connecting: I/O error: "),
+        "{last}"
+    );
+    // It keeps trying: a refused socket may be a broker still starting.
+    wait_until("a second attempt", Duration::from_secs(10), || {
+        handle.stats().restarts >= 2
+    })
+    .await;
+    stop.notify_one();
+    run.await.expect("join").expect("a clean stop");
+    assert!(matches!(handle.readiness(), Readiness::Stopped));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exclusive_standby_takes_over_when_the_active_connection_closes() {
+    const TOTAL: u32 = 300;
+    let q = leak(unique_name("exclusive"));
+    let side = leak(unique_name("side"));
+    fill(q, FieldTable::new(), 0).await;
+    fill(side, FieldTable::new(), 0).await;
+    let active_name = unique_name("active");
+    // (which supervisor, message number) of every handled delivery, in order.
+    let handled: Arc<Mutex<Vec<(&'static str, u32)>>> = Arc::default();
+    let consumer = |who: &'static str| {
+        let handled = handled.clone();
+        let spec = ConsumerSpec {
+            exclusive: true,
+            prefetch: Some(10),
+            ..ConsumerSpec::new("exclusive", q)
+        };
+        handler_fn(spec, move |d| {
+            let handled = handled.clone();
+            async move {
+                // Slow enough that the close lands mid-stream, with messages unacked.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                handled.lock().expect("lock").push((who, body_number(&d)));
+                Outcome::Ack
+            }
+        })
+    };
+    let side_seen = Arc::new(AtomicUsize::new(0));
+    let side_consumer = {
+        let side_seen = side_seen.clone();
+        handler_fn(ConsumerSpec::new("side", side), move |_| {
+            let side_seen = side_seen.clone();
+            async move {
+                side_seen.fetch_add(1, Ordering::SeqCst);
+                Outcome::Ack
+            }
+        })
+    };
+
+    // The active worker. After its connection is closed it waits 30 s before coming back, so
+    // the standby's turn is not raced.
+    let active = Supervisor::new(config(&active_name))
+        .consumer(consumer("active"))
+        .backoff(Backoff {
+            initial: Duration::from_secs(30),
+            max: Duration::from_secs(30),
+            ..Default::default()
+        });
+    let mut active_handle = active.handle();
+    let stop_active = Arc::new(Notify::new());
+    let active_run = tokio::spawn({
+        let stop = stop_active.clone();
+        active.run_until(async move { stop.notified().await })
+    });
+    tokio::time::timeout(Duration::from_secs(10), active_handle.ready())
+        .await
+        .expect("the active worker is ready");
+
+    // The standby, with a second consumer that runs while the first waits.
+    let standby = Supervisor::new(config(&unique_name("standby")))
+        .consumer(consumer("standby"))
+        .consumer(side_consumer)
+        .backoff(fast_backoff());
+    let standby_handle = standby.handle();
+    let stop_standby = Arc::new(Notify::new());
+    let standby_run = tokio::spawn({
+        let stop = stop_standby.clone();
+        standby.run_until(async move { stop.notified().await })
+    });
+    wait_until("the standby waits", Duration::from_secs(10), || {
+        matches!(standby_handle.readiness(), Readiness::Standby { waiting } if waiting == ["exclusive"])
+    })
+    .await;
+    assert!(!standby_handle.is_ready());
+
+    // Its other consumer runs meanwhile.
+    open_connection(&ConnectionConfig::default(), async |conn| {
+        conn.open_channel(async |ch| publish_ids(ch, "", side, 0..5, 5).await)
+            .await?
+    })
+    .await
+    .expect("connection")
+    .expect("publish to the side queue");
+    wait_until("the side consumer runs", Duration::from_secs(10), || {
+        side_seen.load(Ordering::SeqCst) == 5
+    })
+    .await;
+
+    open_connection(&ConnectionConfig::default(), async |conn| {
+        conn.open_channel(async |ch| publish_ids(ch, "", q, 0..u64::from(TOTAL), 100).await)
+            .await?
+    })
+    .await
+    .expect("connection")
+    .expect("publish");
+    wait_until(
+        "the active worker consumes",
+        Duration::from_secs(20),
+        || handled.lock().expect("lock").len() >= 50,
+    )
+    .await;
+    serena_tests::rabbitmqctl::close_connection_async(
+        &active_name,
+        "test: the active worker goes away",
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("close the active worker's connection");
+    let closed_at = Instant::now();
+    let before_close = handled.lock().expect("lock").len();
+    assert!(
+        before_close < TOTAL as usize,
+        "the close landed mid-stream ({before_close} handled)"
+    );
+    wait_until("the standby takes over", Duration::from_secs(8), || {
+        standby_handle.is_ready()
+    })
+    .await;
+    let took_over_after = closed_at.elapsed();
+
+    wait_until("every message handled", Duration::from_secs(30), || {
+        let handled = handled.lock().expect("lock");
+        let distinct: std::collections::HashSet<u32> = handled.iter().map(|(_, n)| *n).collect();
+        distinct.len() == TOTAL as usize
+    })
+    .await;
+    let handled = handled.lock().expect("lock").clone();
+    // Only one of them consumed at a time: the standby's first message came after every one
+    // the active worker handled before its connection was closed.
+    let first_by_standby = handled
+        .iter()
+        .position(|(who, _)| *who == "standby")
+        .expect("the standby consumed");
+    assert!(
+        handled[..first_by_standby]
+            .iter()
+            .all(|(who, _)| *who == "active"),
+        "{handled:?}"
+    );
+    assert!(
+        handled[first_by_standby..]
+            .iter()
+            .all(|(who, _)| *who == "standby"),
+        "the active worker consumed nothing after its connection closed"
+    );
+    let duplicates = handled.len() - TOTAL as usize;
+    // At most the active worker's unacked window comes again.
+    assert!(duplicates <= 11, "{duplicates} duplicates");
+    let stats = standby_handle.stats();
+    assert_eq!(
+        stats.restarts, 0,
+        "standing by is not restarting: {stats:?}"
+    );
+    println!(
+        "standby test: {before_close} handled by the active worker before the close, standby \
+         ready {took_over_after:?} after it, {duplicates} duplicates"
+    );
+
+    // The old active worker is waiting for its restart, not stopped.
+    assert!(!active_run.is_finished());
+    assert!(matches!(
+        active_handle.readiness(),
+        Readiness::Restarting { .. }
+    ));
+    stop_active.notify_one();
+    stop_standby.notify_one();
+    active_run.await.expect("join").expect("a clean stop");
+    standby_run.await.expect("join").expect("a clean stop");
+    assert_eq!(depth_and_delete(q).await, 0);
+    assert_eq!(depth_and_delete(side).await, 0);
 }

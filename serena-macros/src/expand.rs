@@ -263,11 +263,17 @@ fn expand(args: &ConsumerArgs, func: ItemFn, topology_file: Option<LitStr>) -> T
     let rejection = Ident::new("rejection", Span::mixed_site());
     let mut extractions = Vec::new();
     let mut vars = Vec::new();
+    let mut required_state = Vec::new();
     for (i, input) in sig.inputs.iter().enumerate() {
         let FnArg::Typed(arg) = input else {
             unreachable!("receivers were refused by check_signature")
         };
         let ty: &Type = &arg.ty;
+        if let Some(inner) = state_type(ty) {
+            required_state.push(quote_spanned! {inner.span()=>
+                ::serena::worker::StateRequirement::of::<#inner>()
+            });
+        }
         let var = format_ident!("arg{}", i, span = Span::mixed_site());
         // Spanned at the type, so "not an extractor" points at the argument's type.
         let extract = quote_spanned! {ty.span()=>
@@ -318,6 +324,15 @@ fn expand(args: &ConsumerArgs, func: ItemFn, topology_file: Option<LitStr>) -> T
         .iter()
         .any(|a| a.path().is_ident("deprecated"))
         .then(|| quote!(#[allow(deprecated)]));
+    // Listed so the supervisor can refuse to start without them; without any, the trait's
+    // default (none) stands.
+    let required_state = (!required_state.is_empty()).then(|| {
+        quote! {
+            fn required_state(&self) -> ::std::vec::Vec<::serena::worker::StateRequirement> {
+                ::std::vec![#(#required_state),*]
+            }
+        }
+    });
     let track = topology_file.map(|path| {
         quote! {
             #(#on_all)*
@@ -358,9 +373,42 @@ fn expand(args: &ConsumerArgs, func: ItemFn, topology_file: Option<LitStr>) -> T
             ) -> ::serena::worker::HandlerFuture<'a> {
                 #boxed
             }
+
+            #required_state
         }
 
         #track
+    }
+}
+
+/// `T` of an argument written `State<T>` (any path ending in `State`, such as
+/// `serena::worker::State<T>`). Recognised by its name: the macro sees tokens, not types, so a
+/// type alias of `State<T>` is not recognised (its state is then only checked per delivery).
+fn state_type(ty: &Type) -> Option<&Type> {
+    let path = match ty {
+        Type::Path(path) => path,
+        // A type passed through a `macro_rules!` fragment, or in parentheses.
+        Type::Group(group) => return state_type(&group.elem),
+        Type::Paren(paren) => return state_type(&paren.elem),
+        _ => return None,
+    };
+    if path.qself.is_some() {
+        return None;
+    }
+    let last = path.path.segments.last()?;
+    if last.ident != "State" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    let mut types = args.args.iter().filter_map(|a| match a {
+        syn::GenericArgument::Type(t) => Some(t),
+        _ => None,
+    });
+    match (types.next(), types.next()) {
+        (Some(inner), None) => Some(inner),
+        _ => None,
     }
 }
 
@@ -401,5 +449,42 @@ fn spec_tokens(args: &ConsumerArgs, name: &Ident) -> TokenStream {
         new
     } else {
         quote!(::serena::worker::ConsumerSpec { #(#fields,)* ..#new })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::state_type;
+    use quote::ToTokens;
+    use syn::Type;
+
+    fn inner(ty: &str) -> Option<String> {
+        let ty: Type = syn::parse_str(ty).expect("a type");
+        state_type(&ty).map(|t| t.to_token_stream().to_string())
+    }
+
+    #[test]
+    fn state_arguments_are_found_by_their_last_segment() {
+        assert_eq!(inner("State<Arc<Books>>").as_deref(), Some("Arc < Books >"));
+        assert_eq!(
+            inner("serena::worker::State<AppState>").as_deref(),
+            Some("AppState")
+        );
+        assert_eq!(inner("(State<u8>)").as_deref(), Some("u8"));
+    }
+
+    #[test]
+    fn other_arguments_need_no_state() {
+        for ty in [
+            "Json<State<u8>>",
+            "MyState<u8>",
+            "State",
+            "State<'a, u8, u16>",
+            "<X as Trait>::State<u8>",
+            "&State<u8>",
+            "Bytes",
+        ] {
+            assert_eq!(inner(ty), None, "{ty}");
+        }
     }
 }

@@ -159,6 +159,24 @@ pub enum Error {
     /// The configuration or URI is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A topology entity declared with `declare = false` (expected to exist) is not on the
+    /// broker.
+    #[error("{0} is declared with declare = false but does not exist on the broker")]
+    MissingEntity(Box<crate::topology::Entity>),
+    /// A task of the worker ended without returning: it panicked (a bug) or was cancelled.
+    #[error("{task} {}", display_task_end(*.panicked, .message.as_deref()))]
+    TaskFailed {
+        /// Which task, such as `the consume loop of consumer "orders"`.
+        task: String,
+        /// True for a panic, false for a cancellation.
+        panicked: bool,
+        /// The panic's message, when it had one.
+        message: Option<String>,
+    },
+    /// A value could not be encoded as JSON (a map with non-string keys, a `Serialize` impl
+    /// that failed, ...); nothing was sent.
+    #[error("JSON encoding failed: {0}")]
+    Json(#[source] Arc<serde_json::Error>),
     /// The operation did not finish within the time the caller set.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
@@ -186,6 +204,14 @@ fn display_attempts(attempts: &[ConnectAttempt]) -> String {
         s.push_str(&format!("; {}: {}", a.endpoint, a.error));
     }
     s
+}
+
+fn display_task_end(panicked: bool, message: Option<&str>) -> String {
+    match (panicked, message) {
+        (true, Some(m)) => format!("panicked: {m}"),
+        (true, None) => "panicked".to_owned(),
+        (false, _) => "was cancelled".to_owned(),
+    }
 }
 
 /// What was wrong with the server's certificate.
@@ -249,6 +275,12 @@ pub enum TlsError {
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {
         Error::Io(Arc::new(e))
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Json(Arc::new(e))
     }
 }
 

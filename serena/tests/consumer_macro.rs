@@ -246,3 +246,106 @@ async fn call_runs_extraction_the_function_and_the_policy_end_to_end() {
             .is_err()
     );
 }
+
+/// A library's books, shared with handlers as `State<Arc<Books>>`.
+#[derive(Default)]
+pub struct Books {
+    lent: AtomicUsize,
+}
+
+/// Lends a book: needs the shared `Books`.
+#[consumer(queue = "loans")]
+async fn lend_book(body: Bytes, State(books): State<Arc<Books>>) {
+    let _ = body;
+    books.lent.fetch_add(1, Ordering::SeqCst);
+}
+
+#[test]
+fn handlers_list_the_state_they_take() {
+    use serena::worker::StateRequirement;
+    assert_eq!(
+        lend_book.required_state(),
+        [StateRequirement::of::<Arc<Books>>()]
+    );
+    assert_eq!(
+        record_order.required_state(),
+        [StateRequirement::of::<App>()]
+    );
+    assert!(route.required_state().is_empty());
+    assert!(ping.required_state().is_empty());
+    assert_eq!(
+        lend_book.required_state()[0].type_name(),
+        "alloc::sync::Arc<consumer_macro::Books>"
+    );
+}
+
+/// A broker address where nothing listens: a port the system just gave out and took back.
+fn closed_port() -> serena::ConnectionConfig {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    drop(listener);
+    serena::ConnectionConfig {
+        host: "127.0.0.1".into(),
+        port,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_missing_state_is_refused_before_connecting() {
+    use serena::worker::{Supervisor, SupervisorError};
+    // Nothing listens on the port: a supervisor that tried to connect would retry for ever,
+    // so an error at once shows the check came first.
+    let err = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        Supervisor::new(closed_port())
+            .consumer(ping)
+            .consumer(lend_book)
+            .run_until(std::future::pending()),
+    )
+    .await
+    .expect("refused at once")
+    .expect_err("State<Arc<Books>> has no value");
+    let SupervisorError::MissingState { handler, type_name } = &err else {
+        panic!("expected MissingState, got {err:?}")
+    };
+    assert_eq!(
+        (*handler, *type_name),
+        ("lend_book", "alloc::sync::Arc<consumer_macro::Books>")
+    );
+    assert_eq!(
+        err.to_string(),
+        "consumer \"lend_book\" takes State<alloc::sync::Arc<consumer_macro::Books>>, but no \
+         alloc::sync::Arc<consumer_macro::Books> was registered: add .state(value) to the \
+         supervisor"
+    );
+}
+
+#[tokio::test]
+async fn with_its_state_registered_the_supervisor_starts() {
+    use serena::worker::{Phase, Readiness, Supervisor};
+    let supervisor = Supervisor::new(closed_port())
+        .consumer(lend_book)
+        .state(Arc::new(Books::default()));
+    let handle = supervisor.handle();
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let run = tokio::spawn({
+        let stop = stop.clone();
+        supervisor.run_until(async move { stop.notified().await })
+    });
+    // It got past the check and tried to connect: the refused connection is why it is not
+    // ready.
+    let error = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            if let Readiness::Restarting { error, .. } = handle.readiness() {
+                return error;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("tries to connect");
+    assert_eq!(error.phase, Phase::Connect);
+    stop.notify_one();
+    run.await.expect("join").expect("a clean stop");
+}

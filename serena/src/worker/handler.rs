@@ -139,6 +139,43 @@ pub trait Handler: Send + Sync + 'static {
     fn spec(&self) -> ConsumerSpec;
     /// Handles one delivery.
     fn call<'a>(&'a self, ctx: &'a DeliveryContext) -> HandlerFuture<'a>;
+    /// The shared state the handler takes as [`State<T>`] arguments: the supervisor refuses to
+    /// start (before it connects) when one of these types was not registered with its
+    /// `state(..)`, instead of rejecting every delivery as poison. `#[consumer]` lists every
+    /// argument written `State<T>`; a hand-written handler that reads state lists it here.
+    ///
+    /// The check cannot happen at compile time: state is registered on the supervisor at run
+    /// time, after the handlers are written, and any code path may register it.
+    fn required_state(&self) -> Vec<StateRequirement> {
+        Vec::new()
+    }
+}
+
+/// A type of shared state a handler needs: see [`Handler::required_state`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StateRequirement {
+    type_id: TypeId,
+    type_name: &'static str,
+}
+
+impl StateRequirement {
+    /// The requirement of a `State<S>` argument.
+    pub fn of<S: Clone + Send + Sync + 'static>() -> Self {
+        StateRequirement {
+            type_id: TypeId::of::<S>(),
+            type_name: std::any::type_name::<S>(),
+        }
+    }
+
+    /// The type's name, as `std::any::type_name` gives it.
+    pub fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+
+    /// True when `state` holds a value of the type.
+    pub fn is_met_by(&self, state: &StateMap) -> bool {
+        state.values.contains_key(&self.type_id)
+    }
 }
 
 /// Shared values handlers receive through [`State`], keyed by type.
@@ -314,7 +351,8 @@ pub struct State<S>(pub S);
 impl<S: Clone + Send + Sync + 'static> FromDelivery for State<S> {
     fn from_delivery(ctx: &DeliveryContext) -> Result<Self, Rejection> {
         // A missing state is a wiring mistake, not a bad message; the supervisor checks
-        // every handler's state at start, so this only guards hand-written handlers.
+        // every handler's `required_state` before it connects, so this only guards
+        // hand-written handlers that do not list theirs.
         ctx.state.get::<S>().map(State).ok_or_else(|| Rejection {
             reason: format!(
                 "no state of type {} was registered with the supervisor",
@@ -365,8 +403,7 @@ impl Publisher {
         routing_key: &str,
         value: &T,
     ) -> Result<()> {
-        let body =
-            serde_json::to_vec(value).map_err(|e| Error::Config(format!("JSON encoding: {e}")))?;
+        let body = serde_json::to_vec(value)?;
         self.publish(
             exchange,
             routing_key,

@@ -38,21 +38,24 @@
 //! message in the management UI.
 
 mod backoff;
+mod failure;
 mod handler;
 mod retry;
 mod stats;
 mod supervisor;
 
 pub use backoff::Backoff;
+pub use failure::{Phase, TreeError, is_exclusive_use, is_permanent};
 pub use handler::{
     ConsumerSpec, DeliveryContext, ErrorPolicy, FromDelivery, Handler, HandlerFuture, Headers,
     IntoOutcome, Json, Outcome, Properties, Publisher, Rejection, State, StateMap,
+    StateRequirement,
 };
 pub use retry::{
     ATTEMPT_HEADER, Attempt, FIRST_FAILURE_HEADER, LAST_FAILURE_HEADER, LocalRetry, QUEUE_HEADER,
 };
-pub use stats::{Stats, SupervisorHandle};
-pub use supervisor::{SetupFn, Supervisor, SupervisorError, is_permanent, shutdown_signal};
+pub use stats::{Readiness, Stats, SupervisorHandle};
+pub use supervisor::{SetupFn, Supervisor, SupervisorError, shutdown_signal};
 
 /// Items the `#[consumer]` expansion uses; not part of the public API.
 #[doc(hidden)]

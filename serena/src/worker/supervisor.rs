@@ -13,9 +13,20 @@
 //!                                              (bounded), requeue the rest, close cleanly
 //! ```
 //!
-//! What restarting cannot fix stops the supervisor with an error instead of looping:
-//! access refused (403), not allowed (530), a missing entity (404), a mismatched declaration
-//! (406), a refused server certificate, and configuration errors.
+//! What restarting cannot fix stops the supervisor with an error instead of looping: a
+//! refused login or virtual host, a refused server certificate, configuration errors, and the
+//! broker refusing the topology or a consumer at startup (403, 404, 406). An error of a
+//! running tree restarts it with backoff. Errors are judged by the [`Phase`] they happened
+//! in: the table is in [`is_permanent`](super::is_permanent)'s docs. A handler that takes
+//! `State<T>` is refused before connecting when no `T` was registered
+//! ([`SupervisorError::MissingState`]).
+//!
+//! An exclusive consumer (`exclusive = true`) whose queue another connection's consumer holds
+//! stands by: the broker refuses its `basic.consume` with 403 "in exclusive use", and it tries
+//! again every 2 to 4 s (logged at INFO when it starts waiting and when it takes over, each
+//! try at DEBUG; not counted as a restart), while the other consumers of the tree run. Only that consumer's channel is retried: restarting the tree
+//! every few seconds, for as long as a standby waits (for ever, in a hot-standby pair), would
+//! cancel the other consumers each time and redeliver their prefetched messages.
 //!
 //! With several brokers in the configuration (`more_hosts`, a host list in the URI), each
 //! restart starts at the broker after the one that failed or died, and goes on round the
@@ -33,18 +44,23 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::backoff::{Backoff, jitter_unit};
+use super::failure::{Phase, TreeError, is_exclusive_use};
 use super::handler::{DeliveryContext, Handler, Outcome, Publisher, StateMap};
 use super::retry::{self, LocalRetry};
-use super::stats::{Counters, SupervisorHandle};
+use super::stats::{Counters, Status, SupervisorHandle};
 use crate::client::{Channel, Connection, ConsumeOptions, Consumer, Delivery, run_scope, shuffle};
 use crate::config::{ConnectionConfig, Endpoint};
-use crate::error::{Error, Result, TlsError};
+use crate::error::{Error, Result};
 use crate::proto::FieldTable;
 use crate::topology::RetrySchedule;
 
-/// How long a tree must have been up (every consumer consuming) for its failure to start
-/// the restart backoff over.
+/// How long a tree must have been up (every consumer consuming or standing by) for its
+/// failure to start the restart backoff over.
 const UP_RESETS_BACKOFF: Duration = Duration::from_secs(1);
+
+/// How often an exclusive consumer on standby asks for its queue again: this, times 2/3 to
+/// 4/3 (2 to 4 s), so standbys of several workers do not ask in step.
+const STANDBY_RETRY: Duration = Duration::from_secs(3);
 
 /// A setup step run on every (re)connection before the consumers start, such as applying a
 /// topology.
@@ -55,36 +71,35 @@ pub type SetupFn =
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum SupervisorError {
-    /// An error restarting cannot fix (403, 404, 406, 530, bad configuration).
-    #[error("stopped on an error a restart cannot fix: {0}")]
-    Permanent(#[source] Error),
+    /// An error a restart cannot fix, at startup: a refused login or virtual host, a refused
+    /// certificate, a declaration or consumer the broker refuses (403, 404, 406), bad
+    /// configuration. See [`is_permanent`](super::is_permanent).
+    #[error("stopped on an error a restart cannot fix, {0}")]
+    Permanent(#[source] TreeError),
     /// More restarts in a row than `Backoff::max_restarts` allows.
-    #[error("gave up after {restarts} restarts in a row; last error: {last}")]
+    #[error("gave up after {restarts} restarts in a row; last error {last}")]
     TooManyRestarts {
         /// Restarts made.
         restarts: u32,
         /// The error that ended the last run.
         #[source]
-        last: Error,
+        last: TreeError,
     },
     /// The supervisor was given no consumers.
     #[error("the supervisor has no consumers to run")]
     NoConsumers,
-}
-
-/// True for errors that a restart cannot fix.
-pub fn is_permanent(error: &Error) -> bool {
-    match error {
-        Error::UnexpectedClose(c) => matches!(c.reply_code, 403 | 404 | 406 | 530),
-        Error::ConfirmsNotSupported
-        | Error::NoCommonMechanism { .. }
-        | Error::Config(_)
-        | Error::Encode(_) => true,
-        Error::Tls(tls) => !matches!(tls, TlsError::AlertReceived(_) | TlsError::Handshake(_)),
-        // Every broker of the list refused for good.
-        Error::AllHostsFailed(attempts) => attempts.iter().all(|a| is_permanent(&a.error)),
-        _ => false,
-    }
+    /// A handler takes `State<T>` and no `T` was registered with
+    /// [`Supervisor::state`]: every delivery would be rejected. Found before connecting.
+    #[error(
+        "consumer {handler:?} takes State<{type_name}>, but no {type_name} was registered: \
+         add .state(value) to the supervisor"
+    )]
+    MissingState {
+        /// The handler's name.
+        handler: &'static str,
+        /// The missing type.
+        type_name: &'static str,
+    },
 }
 
 /// Runs `#[consumer]` handlers, restarting the whole tree on failure.
@@ -118,7 +133,7 @@ pub struct Supervisor {
     shutdown_timeout: Duration,
     publisher_channels: usize,
     counters: Arc<Counters>,
-    ready: watch::Sender<bool>,
+    status: Arc<watch::Sender<Status>>,
     /// Retry schedules by work queue.
     schedules: HashMap<String, Arc<RetrySchedule>>,
     local_retry: LocalRetry,
@@ -153,7 +168,7 @@ impl Supervisor {
             shutdown_timeout: Duration::from_secs(30),
             publisher_channels: 4,
             counters: Arc::new(Counters::default()),
-            ready: watch::channel(false).0,
+            status: Arc::new(watch::channel(Status::default()).0),
             schedules: HashMap::new(),
             local_retry: LocalRetry::default(),
         }
@@ -245,11 +260,12 @@ impl Supervisor {
     pub fn handle(&self) -> SupervisorHandle {
         SupervisorHandle {
             counters: self.counters.clone(),
-            ready: self.ready.subscribe(),
+            status: self.status.subscribe(),
         }
     }
 
-    /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+    /// Runs until SIGINT or SIGTERM, then shuts down gracefully. Refuses to start without
+    /// consumers, or when a handler's state is missing ([`SupervisorError::MissingState`]).
     pub async fn run(self) -> Result<(), SupervisorError> {
         self.run_until(shutdown_signal()).await
     }
@@ -259,9 +275,7 @@ impl Supervisor {
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), SupervisorError> {
-        if self.handlers.is_empty() {
-            return Err(SupervisorError::NoConsumers);
-        }
+        self.check_before_start()?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let stop_tx = Arc::new(stop_tx);
         let signal = {
@@ -282,7 +296,44 @@ impl Supervisor {
         }
     }
 
+    /// What can be refused before connecting: no consumers, a handler's missing state.
+    fn check_before_start(&self) -> Result<(), SupervisorError> {
+        let refused = if self.handlers.is_empty() {
+            Some(SupervisorError::NoConsumers)
+        } else {
+            self.handlers.iter().find_map(|handler| {
+                let missing = handler
+                    .required_state()
+                    .into_iter()
+                    .find(|r| !r.is_met_by(&self.state))?;
+                Some(SupervisorError::MissingState {
+                    handler: handler.spec().name,
+                    type_name: missing.type_name(),
+                })
+            })
+        };
+        match refused {
+            Some(e) => {
+                tracing::error!(error = %e, "worker not started");
+                self.status.send_modify(|s| s.stopped(None));
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    }
+
     async fn supervise(&self, stop: watch::Receiver<bool>) -> Result<(), SupervisorError> {
+        let result = self.restart_loop(stop).await;
+        let error = match &result {
+            Err(SupervisorError::Permanent(e))
+            | Err(SupervisorError::TooManyRestarts { last: e, .. }) => Some(e.clone()),
+            _ => None,
+        };
+        self.status.send_modify(|s| s.stopped(error));
+        result
+    }
+
+    async fn restart_loop(&self, stop: watch::Receiver<bool>) -> Result<(), SupervisorError> {
         let mut attempt: u32 = 0;
         let mut endpoints = self.config.endpoints();
         if self.config.shuffle_hosts {
@@ -305,7 +356,6 @@ impl Supervisor {
             // Next time, start after the broker that died (or after the first one tried, when
             // none answered).
             first = (first + reached.unwrap_or(0) + 1) % endpoints.len();
-            let _ = self.ready.send(false);
             let error = match outcome {
                 Ok(()) => {
                     let s = self.counters.snapshot();
@@ -318,8 +368,12 @@ impl Supervisor {
                 tracing::info!(error = %error, "worker stopped during shutdown");
                 return Ok(());
             }
-            if is_permanent(&error) {
-                tracing::error!(error = %error, "worker stopped: a restart cannot fix this");
+            if error.is_permanent() {
+                tracing::error!(
+                    phase = %error.phase,
+                    error = %error.error,
+                    "worker stopped: a restart cannot fix this"
+                );
                 return Err(SupervisorError::Permanent(error));
             }
             // The backoff grows over failures in a row. A tree that was up (every consumer
@@ -332,13 +386,38 @@ impl Supervisor {
             if let Some(max) = self.backoff.max_restarts
                 && attempt >= max
             {
+                tracing::error!(
+                    phase = %error.phase,
+                    error = %error.error,
+                    restarts = attempt,
+                    "worker stopped: too many restarts in a row"
+                );
                 return Err(SupervisorError::TooManyRestarts {
                     restarts: attempt,
                     last: error,
                 });
             }
             let delay = self.backoff.delay(attempt, jitter_unit());
-            tracing::warn!(error = %error, ?delay, attempt, "worker tree failed; restarting");
+            if error.phase == Phase::Connect {
+                // With one broker, the error does not say which; with several, it lists each.
+                tracing::warn!(
+                    broker = %order[0],
+                    error = %error.error,
+                    retry_in = ?delay,
+                    attempt,
+                    "could not connect; retrying"
+                );
+            } else {
+                tracing::warn!(
+                    phase = %error.phase,
+                    error = %error.error,
+                    retry_in = ?delay,
+                    attempt,
+                    "worker tree failed; restarting"
+                );
+            }
+            self.status
+                .send_modify(|s| s.tree_failed(error, Instant::now() + delay));
             let mut stop_wait = stop.clone();
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
@@ -351,75 +430,208 @@ impl Supervisor {
 
     /// One life of the tree: connect to the first broker of `order` that answers (its index
     /// goes to `reached`), set up, consume until an error or the stop signal. `ready_at` is
-    /// set when every consumer is consuming.
+    /// set when the tree is up: every consumer consuming, or standing by for its exclusive
+    /// turn. Errors carry the phase they happened in.
     async fn run_tree(
         &self,
         order: &[Endpoint],
         reached: &mut Option<usize>,
         stop: watch::Receiver<bool>,
         ready_at: &mut Option<Instant>,
-    ) -> Result<()> {
-        let (conn, index) = Connection::open_first(&self.config, order).await?;
+    ) -> Result<(), TreeError> {
+        let at = |phase| move |error| TreeError::new(phase, error);
+        let (conn, index) = Connection::open_first(&self.config, order)
+            .await
+            .map_err(at(Phase::Connect))?;
         *reached = Some(index);
         tracing::info!(endpoint = %conn.endpoint(), "connected");
+        // The phase a close of the whole connection happened in: the scope reports it
+        // instead of the step that was waiting.
+        let mut phase = Phase::Setup;
         let outcome = run_scope(conn, async |conn| {
             for step in &self.setup {
-                step(conn.clone()).await?;
+                step(conn.clone()).await.map_err(at(Phase::Setup))?;
             }
-            let publisher = Publisher::new(conn.channel_pool(self.publisher_channels).await?);
+            let pool = conn.channel_pool(self.publisher_channels).await;
+            let publisher = Publisher::new(pool.map_err(at(Phase::Setup))?);
+            phase = Phase::StartConsumers;
             let state = Arc::new(self.state.clone());
             let mut loops = JoinSet::new();
+            let mut names = HashMap::new();
             for handler in &self.handlers {
                 let spec = handler.spec();
-                let ch = conn.channel().await?;
-                if let Some(prefetch) = spec.prefetch {
-                    ch.basic_qos(prefetch, false).await?;
-                }
-                let mut arguments = FieldTable::new();
-                if let Some(p) = spec.priority {
-                    arguments.insert("x-priority", p);
-                }
-                let consumer = ch
-                    .basic_consume(
-                        spec.queue,
-                        ConsumeOptions {
-                            consumer_tag: spec.consumer_tag.unwrap_or_default().to_owned(),
-                            exclusive: spec.exclusive,
-                            arguments,
-                            ..Default::default()
-                        },
-                    )
-                    .await?;
-                let run = ConsumeLoop {
-                    schedule: self.schedules.get(spec.queue).cloned(),
-                    local_retry: self.local_retry,
-                    handler: handler.clone(),
-                    channel: ch,
-                    consumer,
-                    state: state.clone(),
-                    publisher: publisher.clone(),
-                    counters: self.counters.clone(),
-                    shutdown_timeout: self.shutdown_timeout,
+                let started = match start_consumer(conn, handler.as_ref()).await {
+                    Ok(started) => Some(started),
+                    Err(e) if spec.exclusive && is_exclusive_use(&e) => {
+                        self.status.send_modify(|s| s.standby(spec.name, true));
+                        None
+                    }
+                    Err(e) => return Err(TreeError::new(Phase::StartConsumers, e)),
                 };
-                loops.spawn(run.run(stop.clone()));
+                let consume = {
+                    let (handler, state, publisher, counters) = (
+                        handler.clone(),
+                        state.clone(),
+                        publisher.clone(),
+                        self.counters.clone(),
+                    );
+                    let shutdown_timeout = self.shutdown_timeout;
+                    let schedule = self.schedules.get(spec.queue).cloned();
+                    let local_retry = self.local_retry;
+                    move |channel, consumer| ConsumeLoop {
+                        schedule,
+                        local_retry,
+                        handler,
+                        channel,
+                        consumer,
+                        state,
+                        publisher,
+                        counters,
+                        shutdown_timeout,
+                    }
+                };
+                let task = consume_or_stand_by(
+                    conn.clone(),
+                    handler.clone(),
+                    started,
+                    consume,
+                    stop.clone(),
+                    self.status.clone(),
+                );
+                names.insert(loops.spawn(task).id(), spec.name);
             }
+            phase = Phase::Running;
             *ready_at = Some(Instant::now());
-            let _ = self.ready.send(true);
+            self.status.send_modify(Status::tree_up);
             tracing::info!(consumers = self.handlers.len(), "worker ready");
             // The group ends when every loop has stopped; the first error ends it early.
-            while let Some(joined) = loops.join_next().await {
-                match joined {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(e),
-                    Err(e) => {
-                        return Err(Error::Config(format!("a consume loop failed: {e}")));
-                    }
-                }
+            while let Some(joined) = loops.join_next_with_id().await {
+                let failed = match joined {
+                    Ok((_, Ok(()))) => continue,
+                    Ok((_, Err(e))) => e,
+                    Err(e) => task_failed(&names, e),
+                };
+                return Err(TreeError::new(Phase::Running, failed));
             }
             Ok(())
         })
         .await;
-        outcome?
+        outcome.map_err(|e| TreeError::new(phase, e))?
+    }
+}
+
+/// A consume loop's task that ended without returning, as an error naming its consumer.
+fn task_failed(names: &HashMap<tokio::task::Id, &'static str>, e: tokio::task::JoinError) -> Error {
+    let task = format!(
+        "the consume loop of consumer {:?}",
+        names.get(&e.id()).copied().unwrap_or("?")
+    );
+    if !e.is_panic() {
+        return Error::TaskFailed {
+            task,
+            panicked: false,
+            message: None,
+        };
+    }
+    let payload = e.into_panic();
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|m| (*m).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned());
+    Error::TaskFailed {
+        task,
+        panicked: true,
+        message,
+    }
+}
+
+/// Opens `handler`'s channel, sets its QoS and starts its consumer.
+async fn start_consumer(conn: &Connection, handler: &dyn Handler) -> Result<(Channel, Consumer)> {
+    let spec = handler.spec();
+    let ch = conn.channel().await?;
+    if let Some(prefetch) = spec.prefetch {
+        ch.basic_qos(prefetch, false).await?;
+    }
+    let mut arguments = FieldTable::new();
+    if let Some(p) = spec.priority {
+        arguments.insert("x-priority", p);
+    }
+    let consumer = ch
+        .basic_consume(
+            spec.queue,
+            ConsumeOptions {
+                consumer_tag: spec.consumer_tag.unwrap_or_default().to_owned(),
+                exclusive: spec.exclusive,
+                arguments,
+                ..Default::default()
+            },
+        )
+        .await?;
+    Ok((ch, consumer))
+}
+
+/// One consumer's task: its consume loop, after standing by for its turn when it started
+/// without (`started` is `None`: the queue was in exclusive use).
+async fn consume_or_stand_by(
+    conn: Connection,
+    handler: Arc<dyn Handler>,
+    started: Option<(Channel, Consumer)>,
+    consume: impl FnOnce(Channel, Consumer) -> ConsumeLoop,
+    stop: watch::Receiver<bool>,
+    status: Arc<watch::Sender<Status>>,
+) -> Result<()> {
+    let (channel, consumer) = match started {
+        Some(started) => started,
+        None => {
+            let took_over = stand_by(&conn, handler.as_ref(), stop.clone()).await;
+            status.send_modify(|s| s.standby(handler.spec().name, false));
+            match took_over? {
+                Some(started) => started,
+                // Stopped while waiting.
+                None => return Ok(()),
+            }
+        }
+    };
+    consume(channel, consumer).run(stop).await
+}
+
+/// Waits for an exclusive consumer's turn: asks for the queue again every 2 to 4 s until the
+/// broker grants it (`Some`) or the stop signal (`None`). Each try is a new channel, since the
+/// refusal closed the last one. Not a restart: no backoff growth, not counted.
+async fn stand_by(
+    conn: &Connection,
+    handler: &dyn Handler,
+    mut stop: watch::Receiver<bool>,
+) -> Result<Option<(Channel, Consumer)>> {
+    let spec = handler.spec();
+    tracing::info!(
+        consumer = spec.name,
+        queue = spec.queue,
+        "queue in exclusive use by another consumer; standing by"
+    );
+    let mut tries: u64 = 0;
+    loop {
+        let delay = STANDBY_RETRY.mul_f64(2.0 / 3.0 + 2.0 / 3.0 * jitter_unit());
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = stopped(&mut stop) => return Ok(None),
+        }
+        tries += 1;
+        match start_consumer(conn, handler).await {
+            Ok(started) => {
+                tracing::info!(
+                    consumer = spec.name,
+                    queue = spec.queue,
+                    tries,
+                    "took over the queue from the other consumer"
+                );
+                return Ok(Some(started));
+            }
+            Err(e) if is_exclusive_use(&e) => {
+                tracing::debug!(consumer = spec.name, tries, "queue still in exclusive use");
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -435,10 +647,7 @@ async fn apply_topology(topology: &crate::topology::Topology, conn: &Connection)
                 return Err(f.error.clone());
             }
             ApplyStatus::Missing => {
-                return Err(Error::Config(format!(
-                    "{} is declared with declare = false but does not exist on the broker",
-                    entry.entity
-                )));
+                return Err(Error::MissingEntity(Box::new(entry.entity.clone())));
             }
             _ => {}
         }
@@ -702,53 +911,5 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::error::{CertificateProblem, ConnectAttempt, UnexpectedCloseError};
-
-    fn refused() -> Error {
-        Error::UnexpectedClose(UnexpectedCloseError {
-            scope: crate::CloseScope::Connection,
-            reply_code: 403,
-            reply_text: "ACCESS_REFUSED".into(),
-            class_id: 0,
-            method_id: 0,
-        })
-    }
-
-    fn attempt(error: Error) -> ConnectAttempt {
-        ConnectAttempt {
-            endpoint: "h:5672".into(),
-            error,
-        }
-    }
-
-    #[test]
-    fn a_host_list_is_given_up_only_when_every_broker_refused_for_good() {
-        let unreachable = Error::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
-        assert!(is_permanent(&Error::AllHostsFailed(vec![
-            attempt(refused()),
-            attempt(refused()),
-        ])));
-        assert!(!is_permanent(&Error::AllHostsFailed(vec![
-            attempt(refused()),
-            attempt(unreachable),
-        ])));
-    }
-
-    #[test]
-    fn a_refused_certificate_is_permanent_and_an_alert_is_not() {
-        assert!(is_permanent(&Error::Tls(TlsError::InvalidCertificate {
-            problem: CertificateProblem::UnknownIssuer,
-            detail: "UnknownIssuer".into(),
-        })));
-        assert!(is_permanent(&Error::Tls(TlsError::NotCompiled)));
-        assert!(!is_permanent(&Error::Tls(TlsError::AlertReceived(
-            "InternalError".into()
-        ))));
     }
 }
