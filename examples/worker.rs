@@ -7,10 +7,12 @@
 //! ```
 //!
 //! The broker comes from `topology.toml`'s `[connection]` block, overridden by `SERENA_URL`.
-//! In the demo, one order in ten is invalid: its handler fails, the message is requeued until
-//! the quorum queue's delivery limit (5) dead-letters it to `orders.parking`; one message is
-//! not even JSON, a poison message rejected straight to the parking queue; urgent orders also
-//! reach `orders.urgent` through the headers exchange.
+//! In the demo, one order in ten is invalid: retrying cannot fix it, so its handler parks it in
+//! `orders.parking` at once; one order in ten meets a flaky payment service on its first
+//! attempt: the handler asks for a retry, `orders.work`'s retry schedule (`retry` in
+//! `topology.toml`) holds it 1 s in `orders.work.retry.1s`, and it succeeds on attempt 2; one
+//! message is not even JSON, a poison message parked at once; urgent orders also reach
+//! `orders.urgent` through the headers exchange.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +21,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serena::proto::{BasicProperties, FieldTable};
 use serena::topology::Topology;
-use serena::worker::{Headers, Json, Readiness, State, Supervisor, shutdown_signal};
+use serena::worker::{
+    Attempt, Headers, Json, Outcome, Readiness, State, Supervisor, shutdown_signal,
+};
 use serena::{Error, consumer, open_connection};
 use tokio::sync::Notify;
 
@@ -29,16 +33,6 @@ struct Order {
     id: u64,
     customer: String,
     amount_cents: i64,
-}
-
-/// Why an order cannot be processed.
-#[derive(Debug)]
-struct InvalidOrder(String);
-
-impl std::fmt::Display for InvalidOrder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 /// What the demo counts, shared with the handlers as `State<Arc<Tally>>`.
@@ -51,7 +45,14 @@ struct Tally {
     changed: Notify,
 }
 
-/// Processes an order; an invalid one fails and is retried until the queue parks it.
+/// Whether the demo's payment service fails for this order on this attempt: one order in ten,
+/// on its first attempt only.
+fn payment_fails(order: &Order, attempt: &Attempt) -> bool {
+    order.id % 10 == 3 && attempt.number == 1
+}
+
+/// Processes an order: an invalid one is parked at once (no retry can fix it); one that meets
+/// a failing payment service is retried later by `orders.work`'s retry schedule.
 #[consumer(
     queue = "orders.work",
     prefetch = 50,
@@ -61,19 +62,26 @@ struct Tally {
 async fn process_order(
     Json(order): Json<Order>,
     State(tally): State<Arc<Tally>>,
-) -> Result<(), InvalidOrder> {
+    attempt: Attempt,
+) -> Outcome {
     if order.amount_cents <= 0 {
-        return Err(InvalidOrder(format!(
+        return Outcome::park(format!(
             "order {} has amount {}",
             order.id, order.amount_cents
-        )));
+        ));
+    }
+    if payment_fails(&order, &attempt) {
+        return Outcome::retry(format!(
+            "payment service timed out for order {} (attempt {})",
+            order.id, attempt.number
+        ));
     }
     tally.processed.fetch_add(1, Ordering::Relaxed);
     tally
         .revenue_cents
         .fetch_add(order.amount_cents as u64, Ordering::Relaxed);
     tally.changed.notify_one();
-    Ok(())
+    Outcome::Ack
 }
 
 /// Urgent orders arrive here too, through the headers exchange.
@@ -167,8 +175,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let expected = publish_demo(orders).await?;
     println!(
-        "published {orders} orders and one poison message; expecting {} processed, {} parked, {} urgent",
-        expected.processed, expected.parked, expected.urgent
+        "published {orders} orders and one poison message; expecting {} processed ({} after a retry), {} parked, {} urgent",
+        expected.processed, expected.retried, expected.parked, expected.urgent
     );
 
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -200,9 +208,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tally.urgent.load(Ordering::Relaxed),
     );
     println!(
-        "supervisor: delivered {}, acked {}, requeued {}, rejected {}, panicked {}, restarts {}",
+        "supervisor: delivered {}, acked {}, retried {}, parked {}, requeued {}, rejected {}, panicked {}, restarts {}",
         stats.delivered,
         stats.acked,
+        stats.retried,
+        stats.parked,
         stats.requeued,
         stats.rejected,
         stats.panicked,
@@ -214,12 +224,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// How many outcomes the demo batch should produce.
 struct Expected {
     processed: u64,
+    retried: u64,
     parked: u64,
     urgent: u64,
 }
 
-/// Publishes `orders` demo orders to the `orders` exchange (every tenth invalid, every
-/// seventh urgent) plus one message that is not JSON, all with confirms.
+/// Publishes `orders` demo orders to the `orders` exchange (every tenth invalid, every tenth
+/// meeting the flaky payment service, every seventh urgent) plus one message that is not
+/// JSON, all with confirms.
 async fn publish_demo(orders: u64) -> Result<Expected, Error> {
     let config = Topology::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../topology.toml"))
         .map_err(|e| Error::Config(e.to_string()))?
@@ -227,6 +239,7 @@ async fn publish_demo(orders: u64) -> Result<Expected, Error> {
         .resolve()?;
     let mut expected = Expected {
         processed: 0,
+        retried: 0,
         parked: 1,
         urgent: 0,
     };
@@ -250,6 +263,9 @@ async fn publish_demo(orders: u64) -> Result<Expected, Error> {
                     expected.parked += 1;
                 } else {
                     expected.processed += 1;
+                    if id % 10 == 3 {
+                        expected.retried += 1;
+                    }
                 }
                 let props = BasicProperties::default()
                     .with_content_type("application/json")
