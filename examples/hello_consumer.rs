@@ -1,7 +1,7 @@
 //! Hello world, the consumer: receives messages from the `hello` queue and acknowledges each.
 //!
 //! `cargo run --example hello_consumer -- [count]` stops after `count` messages, or runs until
-//! Ctrl-C without one. Broker from `AMQP_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f`.
+//! Ctrl-C without one. Broker from `SERENA_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f`.
 
 use serena::{ConnectionConfig, Error, open_connection};
 
@@ -16,7 +16,7 @@ async fn main() -> Result<(), Error> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://127.0.0.1".into());
+    let url = std::env::var("SERENA_URL").unwrap_or_else(|_| serena::topology::DEFAULT_URL.into());
     let config = ConnectionConfig::from_uri(&url)?;
     let limit: Option<u64> = std::env::args()
         .nth(1)

@@ -2,7 +2,7 @@
 //! confirmed by the broker.
 //!
 //! `cargo run --example hello_producer -- [count]` (default 1), against the broker in
-//! `AMQP_URL` or `amqp://guest:guest@127.0.0.1:5672/%2f`.
+//! `SERENA_URL` or `amqp://guest:guest@127.0.0.1:5672/%2f`.
 
 use serena::proto::BasicProperties;
 use serena::{ConnectionConfig, Error, open_connection};
@@ -18,7 +18,7 @@ async fn main() -> Result<(), Error> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://127.0.0.1".into());
+    let url = std::env::var("SERENA_URL").unwrap_or_else(|_| serena::topology::DEFAULT_URL.into());
     let config = ConnectionConfig::from_uri(&url)?;
     let count: u32 = std::env::args()
         .nth(1)

@@ -18,7 +18,7 @@ async fn main() -> Result<(), Error> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://127.0.0.1".into());
+    let url = std::env::var("SERENA_URL").unwrap_or_else(|_| serena::topology::DEFAULT_URL.into());
     let config = ConnectionConfig::from_uri(&url)?;
     let mut args = std::env::args().skip(1);
     let count: usize = args.next().map_or(100_000, |s| s.parse().expect("count"));

@@ -322,11 +322,11 @@ async fn soak(
     mut interrupt: watch::Receiver<bool>,
 ) -> Summary {
     let mut summary = Summary::default();
-    let url = std::env::var("AMQP_URL").unwrap_or_else(|_| "amqp://127.0.0.1".into());
+    let url = std::env::var("SERENA_URL").unwrap_or_else(|_| serena::topology::DEFAULT_URL.into());
     let config = match ConnectionConfig::from_uri(&url) {
         Ok(c) => c,
         Err(e) => {
-            summary.failures.push(format!("AMQP_URL {url:?}: {e}"));
+            summary.failures.push(format!("SERENA_URL {url:?}: {e}"));
             return summary;
         }
     };
