@@ -7,7 +7,7 @@ use toml::de::{DeTable, DeValue};
 use super::error::{Entity, LineIndex, Location, Problem, TopologyError};
 use super::model::{Origin, QUEUE_ARGUMENT_KEYS};
 use super::validate::sort_problems;
-use crate::proto::{FieldTable, FieldValue, ShortString};
+use serena_proto::{FieldTable, FieldValue, ShortString};
 
 pub(crate) struct Ctx<'t> {
     pub(crate) text: &'t str,
