@@ -12,10 +12,8 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use proc_macro2::Span;
-use serena_topology::{Topology, TopologyError};
+use serena_topology::{Topology, TopologyError, suggest};
 use syn::LitStr;
-
-use crate::attr::edit_distance;
 
 /// The file looked for when the attribute names none.
 const DEFAULT_FILE: &str = "topology.toml";
@@ -115,35 +113,30 @@ pub(crate) fn check_queue(queue: &str, topology: &Topology, file: &str) -> Resul
              `[[queues]]` table with `name = {queue:?}`"
         ));
     }
-    let ranked = |added: bool| -> Vec<(usize, &str)> {
-        let mut ranked: Vec<(usize, &str)> = plan
-            .iter()
-            .filter(|(_, q)| matches!(q, Cow::Owned(_)) == added)
-            .map(|(_, q)| (edit_distance(queue, &q.name), q.name.as_str()))
-            .collect();
-        ranked.sort_by_key(|&(d, _)| d);
-        ranked
+    let names = |added: bool| {
+        suggest::rank(
+            queue,
+            plan.iter()
+                .filter(|(_, q)| matches!(q, Cow::Owned(_)) == added)
+                .map(|(_, q)| q.name.as_str()),
+        )
     };
-    let (listed, added) = (ranked(false), ranked(true));
-    let names = |ranked: &[(usize, &str)]| {
-        ranked
+    let (listed, added) = (names(false), names(true));
+    let quoted = |names: &[&str]| {
+        names
             .iter()
-            .map(|(_, q)| format!("`{q}`"))
+            .map(|q| format!("`{q}`"))
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let guess = listed
-        .iter()
-        .chain(&added)
-        .min_by_key(|&&(d, _)| d)
-        .filter(|&&(d, best)| d <= (best.chars().count() / 3).max(1))
-        .map_or_else(String::new, |(_, best)| format!("did you mean `{best}`? "));
+    let guess = suggest::closest(queue, listed.iter().chain(&added).copied())
+        .map_or_else(String::new, |best| format!("did you mean `{best}`? "));
     let mut message = format!(
         "queue `{queue}` is not declared in `{file}`; {guess}declared queues: {}",
-        names(&listed)
+        quoted(&listed)
     );
     if !added.is_empty() {
-        message.push_str(&format!("; added by retry schedules: {}", names(&added)));
+        message.push_str(&format!("; added by retry schedules: {}", quoted(&added)));
     }
     Err(message)
 }

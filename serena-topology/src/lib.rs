@@ -17,7 +17,7 @@
 //! - `retry` and `retry_queues`: [`RetrySchedule`], the names of delay and park queues, and
 //!   the queues they add ([`Topology::queue_plan`]).
 //! - `connection`: the `[connection]` block as written ([`ConnectionSettings`]).
-//! - `suggest`: "did you mean" for mistyped names.
+//! - [`suggest`]: "did you mean" for mistyped names, shared with the macro.
 
 mod connection;
 mod error;
@@ -27,6 +27,7 @@ mod model;
 mod reader;
 mod retry;
 mod retry_queues;
+pub mod suggest;
 pub mod validate;
 
 use std::path::Path;
