@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use serena::Connection;
 use serena::proto::BasicProperties;
-use serena::topology::{Destination, Topology};
+use serena::topology::{ConnectionSettingsExt, Destination, Topology, TopologyExt};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {

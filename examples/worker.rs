@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use serena::proto::{BasicProperties, FieldTable};
-use serena::topology::Topology;
+use serena::topology::{ConnectionSettingsExt, Topology};
 use serena::worker::{
     Attempt, Headers, Json, Outcome, Readiness, State, Supervisor, shutdown_signal,
 };

@@ -17,7 +17,7 @@ use helpers::{
 use serena::proto::{BasicProperties, FieldTable};
 use serena::topology::{
     ApplyStatus, Binding, Destination, Entity, Exchange, ExchangeKind, Queue, Topology,
-    VerifyStatus,
+    TopologyExt, VerifyStatus,
 };
 use serena::{Connection, QueueDeclareOptions, UnexpectedCloseError};
 use serena_tests::unique_name;

@@ -20,7 +20,7 @@ mod topology;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use serena::topology::ConnectionSettings;
+use serena::topology::{ConnectionSettings, ConnectionSettingsExt};
 use serena::{Connection, ConnectionConfig, Error};
 
 /// Declarative RabbitMQ topology, publishing and consuming, over AMQP 0-9-1.

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use serena::topology::{Topology, TopologyError};
+use serena::topology::{Topology, TopologyError, TopologyExt};
 
 use crate::{Failure, connection_config, with_connection};
 
@@ -46,6 +46,8 @@ pub(crate) async fn run(cmd: TopologyCommand, url: Option<&str>) -> Result<(), F
     match cmd {
         TopologyCommand::Check { file } => {
             let t = load(&file)?;
+            // The broker URI (`--url`, SERENA_URL or the file's) is parsed here, not by load.
+            connection_config(url, &t.connection)?;
             let retry = match t.retry_queues().len() {
                 0 => String::new(),
                 n => format!(" (and {n} for retries)"),

@@ -5,6 +5,7 @@
 //! at its second use, a wrong value at the value, a missing queue at the whole attribute.
 
 use proc_macro2::{Span, TokenStream};
+use serena_topology::suggest::closest;
 use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
 use syn::spanned::Spanned;
@@ -376,34 +377,6 @@ fn check_short_string(lit: &LitStr, what: &str) -> syn::Result<()> {
     Ok(())
 }
 
-/// The candidate nearest to `name`, if it is near enough to be a likely typo.
-pub(crate) fn closest<'a>(
-    name: &str,
-    candidates: impl Iterator<Item = &'a str>,
-) -> Option<&'a str> {
-    candidates
-        .map(|c| (edit_distance(name, c), c))
-        .filter(|&(d, c)| d <= (c.chars().count().max(name.chars().count()) / 3).max(1))
-        .min_by_key(|&(d, _)| d)
-        .map(|(_, c)| c)
-}
-
-/// Levenshtein distance over chars.
-pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut row = vec![0; b.len() + 1];
-    for (i, ca) in a.chars().enumerate() {
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let substitute = prev[j] + usize::from(ca != cb);
-            row[j + 1] = substitute.min(prev[j + 1] + 1).min(row[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut row);
-    }
-    prev[b.len()]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -495,8 +468,6 @@ mod tests {
 
     #[test]
     fn suggestions() {
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(edit_distance("", "abc"), 3);
         assert_eq!(
             closest("on_eror", OPTIONS.iter().copied()),
             Some("on_error")

@@ -5,7 +5,8 @@
 //!
 //! - `attr`: parsing the attribute's options into a config struct, every error on its token.
 //! - `expand`: checking the function and generating the handler struct.
-//! - `topology`: checking the queue against `topology.toml` at compile time.
+//! - `topology`: loading `topology.toml` at compile time with `serena-topology` (the runtime's
+//!   loader and rules) and checking the queue against it.
 
 mod attr;
 mod expand;
@@ -57,7 +58,7 @@ use proc_macro::TokenStream;
 /// | `exclusive` or `exclusive = true` | be the queue's only consumer | `exclusive` |
 /// | `priority = 10` | `i32`, sent as `x-priority` | `priority` |
 /// | `on_error = "retry"`, `"requeue"`, `"park"` or `"reject"` | what an `Err` does to the message (default retry: later by the queue's retry schedule, never at once; see `serena::worker`) | `on_error` |
-/// | `topology = "path"` | the topology file to check the queue against | |
+/// | `topology = "path"` | the topology file to check, and the queue against | |
 ///
 /// # The handler
 ///
@@ -73,19 +74,26 @@ use proc_macro::TokenStream;
 /// function `name::handler`, with its other attributes (`#[allow]`, ...). It must be a free,
 /// non-generic `async fn`, and its future must be `Send`.
 ///
-/// # Checking the queue against the topology
+/// # Checking against the topology
 ///
 /// With `topology = "path"`, relative to the directory of the crate's `Cargo.toml`, or when
-/// a `topology.toml` sits there, the queue must be the `name` of one of the file's
-/// `[[queues]]` tables, or the build fails listing the declared queues. Cargo rebuilds the
-/// crate when the file changes. (A default `topology.toml` created after the last build is
-/// only noticed on the next rebuild.)
+/// a `topology.toml` sits there, the file is loaded at compile time by the loader serena runs
+/// (`serena::topology::Topology::load`, every rule of `serena::topology::validate`): a file
+/// with any problem fails the build, listing every problem with its line and column, on the
+/// `topology` value (on the queue when the file was found by convention). The queue must then
+/// be one of the file's queues: the `name` of a `[[queues]]` table, or a queue a retry
+/// schedule adds (a delay queue `<queue>.retry.<delay>`, the park queue, `<queue>.parked`
+/// unless named), or the build fails listing them. The `[connection]` block's `url` is not
+/// parsed here: serena does that when it resolves the settings, where `SERENA_URL` may
+/// replace it. Cargo rebuilds the crate when the file changes. (A default `topology.toml`
+/// created after the last build is only noticed on the next rebuild.)
 ///
 /// # Errors
 ///
 /// Each mistake is a compile error on the token at fault: an unknown option (with the valid
 /// ones listed), a repeated option, a value of the wrong type, a missing `queue`, a function
-/// that is not `async`, is generic or takes `self`, and a queue the topology does not declare.
+/// that is not `async`, is generic or takes `self`, a topology file with problems, and a queue
+/// the topology does not have.
 /// An argument type that is no extractor, or a return type that is no outcome, is reported by
 /// the trait bound on that type.
 #[proc_macro_attribute]

@@ -1,17 +1,19 @@
-//! The compile-time queue check: the consumer's queue must be declared in the topology file.
+//! The compile-time topology check: the file must be a valid topology, and the consumer's
+//! queue one of its queues.
 //!
 //! The file is `topology = "..."` (relative to the crate's `CARGO_MANIFEST_DIR`), or else
-//! `topology.toml` beside the crate's `Cargo.toml` when that exists. Only one thing is read from
-//! it: the `name` of every `[[queues]]` table. Everything else is the topology loader's business
-//! at run time.
+//! `topology.toml` beside the crate's `Cargo.toml` when that exists. It is loaded by
+//! `serena-topology`, the loader and rules serena runs (`serena::topology::Topology::load`), so
+//! a file the build accepts is one the worker accepts, and every problem it has is a compile
+//! error. The queue may be one the file lists or one a retry schedule adds (a delay queue
+//! `<queue>.retry.<delay>`, a park queue).
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use proc_macro2::Span;
+use serena_topology::{Topology, TopologyError, suggest};
 use syn::LitStr;
-use toml::de::{DeTable, DeValue};
-
-use crate::attr::edit_distance;
 
 /// The file looked for when the attribute names none.
 const DEFAULT_FILE: &str = "topology.toml";
@@ -22,10 +24,11 @@ pub(crate) struct Checked {
     pub(crate) path: PathBuf,
 }
 
-/// Checks `queue` against the topology the attribute names, or the default one.
+/// Checks the topology the attribute names, or the default one, and `queue` against it.
 ///
 /// `Ok(None)` when there is no topology to check against. Errors point at the `topology` value
-/// for a file that cannot be read or parsed, and at the queue for a queue it does not declare.
+/// for a file that cannot be read or is not a valid topology (at the queue when the file was
+/// found by convention), and at the queue for a queue the topology does not have.
 pub(crate) fn check(queue: &LitStr, topology: Option<&LitStr>) -> syn::Result<Option<Checked>> {
     let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
     check_in(manifest_dir.as_deref(), queue, topology)
@@ -70,87 +73,72 @@ fn check_in(
             ),
         )
     })?;
-    let queues = declared_queues(&text).map_err(|e| {
-        syn::Error::new(
-            blame,
-            format!("the topology file `{shown}` is not valid TOML: {e}"),
-        )
-    })?;
-    check_queue(&queue.value(), &queues, &shown).map_err(|m| syn::Error::new(queue.span(), m))?;
+    let topology = load(&text, &shown).map_err(|m| syn::Error::new(blame, m))?;
+    check_queue(&queue.value(), &topology, &shown).map_err(|m| syn::Error::new(queue.span(), m))?;
     Ok(Some(Checked { path }))
 }
 
-/// The names of the `[[queues]]` tables in a topology document. Entries without a string
-/// `name` are skipped: the topology loader reports those.
-pub(crate) fn declared_queues(text: &str) -> Result<Vec<String>, String> {
-    let doc = DeTable::parse(text).map_err(|e| {
-        let message = e.message().trim();
-        match e.span() {
-            Some(span) => {
-                let (line, column) = line_column(text, span.start);
-                format!("line {line}, column {column}: {message}")
-            }
-            None => message.to_owned(),
+/// The topology in `text` (the file shown as `file`), or a message listing every problem it
+/// has, one per line, as `serena topology check` prints them.
+pub(crate) fn load(text: &str, file: &str) -> Result<Topology, String> {
+    Topology::from_toml(text, file).map_err(|e| {
+        let problems = match &e {
+            TopologyError::Invalid { problems } => problems.as_slice(),
+            TopologyError::Read { .. } => return format!("the topology file `{file}`: {e}"),
+        };
+        let n = problems.len();
+        let mut message = format!(
+            "the topology file `{file}` is not valid ({n} problem{}):",
+            if n == 1 { "" } else { "s" }
+        );
+        for p in problems {
+            message.push_str("\n  ");
+            message.push_str(&p.to_string());
         }
-    })?;
-    let Some(queues) = doc.get_ref().get("queues") else {
-        return Ok(Vec::new());
-    };
-    let DeValue::Array(entries) = queues.get_ref() else {
-        return Err("`queues` must be an array of tables, written `[[queues]]`".to_owned());
-    };
-    Ok(entries
-        .iter()
-        .filter_map(|entry| match entry.get_ref() {
-            DeValue::Table(table) => match table.get("name").map(|n| n.get_ref()) {
-                Some(DeValue::String(name)) => Some(name.to_string()),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect())
+        message
+    })
 }
 
-/// The 1-based line and column (in chars) of byte offset `at`.
-fn line_column(text: &str, at: usize) -> (usize, usize) {
-    let before = &text[..at.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
-}
-
-/// `Err(message)` when `queue` is not among `declared` (from the file shown as `file`). The
-/// message lists the declared queues, closest to `queue` first.
-pub(crate) fn check_queue(queue: &str, declared: &[String], file: &str) -> Result<(), String> {
-    if declared.iter().any(|q| q == queue) {
+/// `Err(message)` when `queue` is none of the queues of `topology` (from the file shown as
+/// `file`): neither listed in `[[queues]]` nor added by a retry schedule. The message lists
+/// them, closest to `queue` first.
+pub(crate) fn check_queue(queue: &str, topology: &Topology, file: &str) -> Result<(), String> {
+    let plan = topology.queue_plan();
+    if plan.iter().any(|(_, q)| q.name == queue) {
         return Ok(());
     }
-    if declared.is_empty() {
+    if plan.is_empty() {
         return Err(format!(
             "queue `{queue}` is not declared in `{file}`, which declares no queues; add a \
              `[[queues]]` table with `name = {queue:?}`"
         ));
     }
-    let mut ranked: Vec<(usize, &str)> = declared
-        .iter()
-        .map(|q| (edit_distance(queue, q), q.as_str()))
-        .collect();
-    ranked.sort_by_key(|&(d, _)| d);
-    ranked.dedup_by_key(|&mut (_, q)| q);
-    let listed = ranked
-        .iter()
-        .map(|(_, q)| format!("`{q}`"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let (best_distance, best) = ranked[0];
-    let guess = if best_distance <= (best.chars().count() / 3).max(1) {
-        format!("did you mean `{best}`? ")
-    } else {
-        String::new()
+    let names = |added: bool| {
+        suggest::rank(
+            queue,
+            plan.iter()
+                .filter(|(_, q)| matches!(q, Cow::Owned(_)) == added)
+                .map(|(_, q)| q.name.as_str()),
+        )
     };
-    Err(format!(
-        "queue `{queue}` is not declared in `{file}`; {guess}declared queues: {listed}"
-    ))
+    let (listed, added) = (names(false), names(true));
+    let quoted = |names: &[&str]| {
+        names
+            .iter()
+            .map(|q| format!("`{q}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let guess = suggest::closest(queue, listed.iter().chain(&added).copied())
+        .map_or_else(String::new, |best| format!("did you mean `{best}`? "));
+    let mut message = format!(
+        "queue `{queue}` is not declared in `{file}`; {guess}declared queues: {}",
+        quoted(&listed)
+    );
+    if !added.is_empty() {
+        message.push_str(&format!("; added by retry schedules: {}", quoted(&added)));
+    }
+    Err(message)
 }
 
 /// `const _: &[u8] = include_bytes!("<path>");` makes cargo rebuild the crate when the file
@@ -172,49 +160,82 @@ type = "topic"
 [[queues]]
 name = "orders"
 durable = true
+retry = { delays = ["1s", "1m"] }
 
 [[queues]]
 name = "payments"
-
-[[queues]]
-type = "quorum"   # no name: skipped here, reported by the loader
+retry = { delays = ["10s"], park = "payments.dead" }
 
 [[bindings]]
 source = "shop"
-queue = "ghost"
+queue = "orders"
 "#;
 
-    #[test]
-    fn reads_queue_names_only() {
-        assert_eq!(declared_queues(TOPOLOGY).unwrap(), ["orders", "payments"]);
-        assert_eq!(declared_queues("").unwrap(), Vec::<String>::new());
+    fn topology() -> Topology {
+        load(TOPOLOGY, "t.toml").unwrap()
     }
 
     #[test]
-    fn a_declared_queue_passes() {
-        let declared = declared_queues(TOPOLOGY).unwrap();
-        check_queue("orders", &declared, "topology.toml").unwrap();
-        // A binding's queue is not a declaration.
-        assert!(check_queue("ghost", &declared, "topology.toml").is_err());
+    fn a_listed_queue_passes_and_so_does_one_a_retry_schedule_adds() {
+        let t = topology();
+        for queue in [
+            "orders",
+            "payments",
+            "orders.retry.1s",
+            "orders.retry.1m",
+            "orders.parked",
+            "payments.retry.10s",
+            "payments.dead",
+        ] {
+            check_queue(queue, &t, "t.toml").unwrap_or_else(|e| panic!("{queue}: {e}"));
+        }
+        assert!(check_queue("payments.parked", &t, "t.toml").is_err());
     }
 
     #[test]
     fn an_unknown_queue_lists_the_closest_first() {
-        let declared = declared_queues(TOPOLOGY).unwrap();
-        let message = check_queue("payment", &declared, "t.toml").unwrap_err();
+        let t = topology();
+        let message = check_queue("payment", &t, "t.toml").unwrap_err();
         assert_eq!(
             message,
             "queue `payment` is not declared in `t.toml`; did you mean `payments`? \
-             declared queues: `payments`, `orders`"
+             declared queues: `payments`, `orders`; added by retry schedules: \
+             `payments.dead`, `orders.parked`, `payments.retry.10s`, `orders.retry.1s`, \
+             `orders.retry.1m`"
         );
-        let message = check_queue("zzzzzzzzzz", &declared, "t.toml").unwrap_err();
+        let message = check_queue("orders.parkd", &t, "t.toml").unwrap_err();
+        assert!(
+            message.contains("did you mean `orders.parked`?"),
+            "{message}"
+        );
+        let message = check_queue("zzzzzzzzzz", &t, "t.toml").unwrap_err();
         assert!(!message.contains("did you mean"), "{message}");
     }
 
     #[test]
     fn no_queues_says_so() {
-        let message = check_queue("orders", &[], "t.toml").unwrap_err();
+        let message = check_queue("orders", &Topology::default(), "t.toml").unwrap_err();
         assert!(message.contains("declares no queues"), "{message}");
+        let message = check_queue("orders", &load("", "t.toml").unwrap(), "t.toml").unwrap_err();
+        assert!(!message.contains("added by"), "{message}");
+    }
+
+    #[test]
+    fn every_problem_of_the_file_is_listed() {
+        let text = "[[queues]]\nname = \"q\"\ntype = \"quorum\"\nmax_priority = 5\n\n\
+                    [[bindings]]\nsource = \"nowhere\"\nqueue = \"q\"\n";
+        let message = load(text, "t.toml").unwrap_err();
+        let lines: Vec<&str> = message.lines().collect();
+        assert_eq!(
+            lines[0],
+            "the topology file `t.toml` is not valid (2 problems):"
+        );
+        assert!(
+            lines[1].starts_with("  t.toml:4:1: queue \"q\": "),
+            "{message}"
+        );
+        assert!(lines[2].starts_with("  t.toml:7:1: binding "), "{message}");
+        assert_eq!(lines.len(), 3, "{message}");
     }
 
     /// A fresh directory standing for a crate's CARGO_MANIFEST_DIR.
@@ -259,7 +280,7 @@ queue = "ghost"
     }
 
     #[test]
-    fn a_named_file_must_exist_and_parse() {
+    fn a_named_file_must_exist_and_be_valid() {
         let dir = crate_dir("named", Some("[[queues]\n"));
         std::fs::create_dir_all(dir.join("config")).unwrap();
         std::fs::write(dir.join("config/topo.toml"), TOPOLOGY).unwrap();
@@ -280,19 +301,13 @@ queue = "ghost"
         // The default file is broken, but a named file replaces it.
         let error = check_in(Some(&dir), &lit("orders"), None).unwrap_err();
         assert!(
-            error
-                .to_string()
-                .contains("`topology.toml` is not valid TOML"),
+            error.to_string().starts_with(
+                "the topology file `topology.toml` is not valid (1 problem):\n  \
+                 topology.toml:1:"
+            ),
             "{error}"
         );
+        assert!(error.to_string().contains("TOML syntax"), "{error}");
         std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn syntax_errors_carry_line_and_column() {
-        let message = declared_queues("[[queues]]\nname = \n").unwrap_err();
-        assert!(message.starts_with("line 2, column 8: "), "{message}");
-        let message = declared_queues("queues = \"orders\"\n").unwrap_err();
-        assert!(message.contains("`[[queues]]`"), "{message}");
     }
 }

@@ -206,12 +206,6 @@ impl Default for ConnectionConfig {
     }
 }
 
-/// `uri` (one or a list, parsable or not) with every password replaced by `***`, for messages
-/// and `Debug` output that show a URI.
-pub(crate) fn redact_uri(uri: &str) -> String {
-    uri::redact(uri)
-}
-
 impl fmt::Debug for ConnectionConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnectionConfig")

@@ -45,8 +45,10 @@
 //! - [`config`]: [`ConnectionConfig`], from code or an `amqp://` / `amqps://` URI: TLS,
 //!   host lists, Unix sockets.
 //! - [`error`]: [`Error`] and [`UnexpectedCloseError`].
-//! - [`topology`]: declarative exchanges, queues and bindings from `topology.toml`: model and
-//!   validation (pure), TOML loading with line and column in every error, apply and verify.
+//! - [`topology`]: declarative exchanges, queues and bindings from `topology.toml`. The model,
+//!   the TOML loading with line and column in every error and the validation are the crate
+//!   `serena-topology` (pure, shared with `#[consumer]`, which loads the file at compile time);
+//!   apply, verify and resolving the `[connection]` settings are here.
 //! - [`worker`]: `#[consumer]` handlers, extractors, outcomes and the supervisor.
 
 pub mod client;

@@ -16,7 +16,11 @@ fn mirror_topology_files() {
         .to_owned();
     let mirror = target.join("tests/trybuild/serena/tests/ui");
     std::fs::create_dir_all(&mirror).expect("create the trybuild project's tests/ui");
-    for file in ["topology.toml", "broken-topology.toml"] {
+    for file in [
+        "topology.toml",
+        "broken-topology.toml",
+        "invalid-topology.toml",
+    ] {
         let from = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/ui")
             .join(file);

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serena::proto::FieldValue;
 use serena::topology::{
-    Destination, ExchangeKind, Location, Overflow, QueueType, Retry, Topology, TopologyError,
+    ConnectionSettingsExt, Destination, ExchangeKind, Location, Overflow, QueueType, Retry,
+    Topology, TopologyError,
 };
 
 fn bad_dir() -> PathBuf {
@@ -286,24 +287,48 @@ fn neither_debug_output_nor_a_problem_shows_the_password() {
         shown.contains("amqp://app:***@rabbit.internal/orders"),
         "{shown}"
     );
+}
 
-    for (url, secrets) in [
-        ("amqp//user:s3cret@host", &["s3cret"][..]),
-        ("amqp://user:s3c/ret@host", &["s3c", "ret"]),
-        ("amqp://user:s3c?ret@host", &["s3c", "ret"]),
+/// The file's `url` is parsed when the settings are resolved (where `SERENA_URL` may replace
+/// it), and a bad one is reported there at its place in the file, never with its password.
+#[test]
+fn a_bad_url_is_reported_at_its_place_when_resolved() {
+    let no_env = |_: &str| None;
+    for (url, secrets, why) in [
+        (
+            "http://guest:s3cret@rabbit.example:15672/",
+            &["s3cret"][..],
+            "the scheme must be amqp:// or amqps://",
+        ),
+        ("amqp//user:s3cret@host", &["s3cret"], "the scheme must be"),
+        (
+            "amqp://user:s3c/ret@host",
+            &["s3c", "ret"],
+            "an @ after the host",
+        ),
+        (
+            "amqp://user:s3c?ret@host",
+            &["s3c", "ret"],
+            "an @ after the host",
+        ),
     ] {
-        let text = format!("[connection]\nurl = {url:?}\n");
-        let err = Topology::from_toml(&text, "t.toml").expect_err(url);
+        let text = format!("# the broker\n[connection]\nurl = {url:?}\n");
+        let t = Topology::from_toml(&text, "t.toml").expect(url);
+        let err = t.connection.resolve_with(None, no_env).expect_err(url);
         assert!(
             err.to_string()
-                .starts_with("t.toml:2:7: [connection]: url: "),
+                .starts_with("invalid configuration: t.toml:3:1: [connection]: url: "),
             "{err}"
         );
-        for shown in [err.to_string(), format!("{err:?}")] {
+        assert!(err.to_string().contains(why), "{err}");
+        for shown in [err.to_string(), format!("{err:?}"), format!("{t:?}")] {
             for secret in secrets {
                 assert!(!shown.contains(secret), "{url}: {shown}");
             }
         }
+        // Replaced by SERENA_URL, the file's url does not matter.
+        let env = |name: &str| (name == "SERENA_URL").then(|| "amqp://127.0.0.1".to_owned());
+        assert!(t.connection.resolve_with(None, env).is_ok(), "{url}");
     }
 }
 

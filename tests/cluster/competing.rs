@@ -8,6 +8,7 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use serena::topology::TopologyExt;
 use serena::{Error, QueueDeclareOptions, open_connection};
 
 use crate::harness::{self, CaseFuture, config, consumers, eventually, url};

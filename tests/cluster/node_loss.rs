@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serena::proto::BasicProperties;
+use serena::topology::{ConnectionSettingsExt, TopologyExt};
 use serena::worker::{Backoff, ConsumerSpec, Outcome, Supervisor};
 use serena::{Confirmation, Connection, ConnectionConfig, Error, PublishOptions, open_connection};
 use serena_tests::handlers::handler_fn;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serena::proto::BasicProperties;
-use serena::topology::{ApplyStatus, Entity, EntityName, Topology, VerifyStatus};
+use serena::topology::{ApplyStatus, Entity, EntityName, Topology, TopologyExt, VerifyStatus};
 use serena::{Connection, Error, open_connection};
 
 use crate::harness::{

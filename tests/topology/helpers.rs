@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use serena::topology::{ApplyReport, Destination, Entity, EntityName, Topology};
+use serena::topology::{ApplyReport, Destination, Entity, EntityName, Topology, TopologyExt};
 use serena::{Connection, ConnectionConfig, QueueDeclareOptions, UnexpectedCloseError};
 use serena_tests::broker_addr;
 

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serena::proto::{BasicProperties, FieldTable, FieldValue};
-use serena::topology::{ApplyStatus, Topology, VerifyStatus};
+use serena::topology::{ApplyStatus, Topology, TopologyExt, VerifyStatus};
 use serena::{Connection, ConsumeOptions, Consumer, QueueDeclareOptions, UnexpectedCloseError};
 use serena_tests::unique_name;
 

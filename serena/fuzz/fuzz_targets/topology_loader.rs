@@ -14,6 +14,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use serena::topology::{Topology, TopologyError};
+use serena::{ExchangeDeclareOptions, QueueDeclareOptions};
 
 const FILE: &str = "fuzz.toml";
 
@@ -31,12 +32,12 @@ fn check_loaded(topology: &Topology) {
     }
     for (i, x) in topology.exchanges.iter().enumerate() {
         let _ = x.declare_arguments();
-        let _ = x.declare_options(true);
+        let _ = ExchangeDeclareOptions::from(x);
         let _ = x.entity(i).to_string();
     }
     for (i, q) in topology.queues.iter().enumerate() {
         let _ = q.declare_arguments();
-        let _ = q.declare_options(false);
+        let _ = QueueDeclareOptions::from(q);
         let _ = q.entity(i).to_string();
     }
     for (i, b) in topology.bindings.iter().enumerate() {

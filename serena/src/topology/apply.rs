@@ -15,8 +15,9 @@
 //! is still applied. An error that closes the connection (an unknown exchange type is a 503)
 //! leaves the remaining entities failed with that error.
 
-use super::error::Destination;
-use super::model::{Exchange, Queue, Topology};
+use serena_topology::{Destination, Exchange, Queue, Topology};
+
+use super::declare::{exchange_options, queue_options};
 use super::report::{ApplyReport, ApplyStatus, EntityReport, Failure, VerifyReport, VerifyStatus};
 use crate::UnexpectedCloseError;
 use crate::client::{Channel, Connection};
@@ -52,7 +53,7 @@ impl Session<'_> {
     async fn exchange_exists(&mut self, x: &Exchange) -> Result<bool> {
         let ch = self.channel().await?;
         absent_on_404(
-            ch.exchange_declare(&x.name, x.kind.as_str(), x.declare_options(true))
+            ch.exchange_declare(&x.name, x.kind.as_str(), exchange_options(x, true))
                 .await,
         )
     }
@@ -60,7 +61,7 @@ impl Session<'_> {
     async fn queue_exists(&mut self, q: &Queue) -> Result<bool> {
         let ch = self.channel().await?;
         // An exclusive queue of another connection answers 405: it exists.
-        match ch.queue_declare(&q.name, q.declare_options(true)).await {
+        match ch.queue_declare(&q.name, queue_options(q, true)).await {
             Err(e) if e.reply_code() == Some(UnexpectedCloseError::RESOURCE_LOCKED) => Ok(true),
             other => absent_on_404(other),
         }
@@ -80,7 +81,7 @@ impl Session<'_> {
         }
         let declared = match self.channel().await {
             Ok(ch) => {
-                ch.exchange_declare(&x.name, x.kind.as_str(), x.declare_options(false))
+                ch.exchange_declare(&x.name, x.kind.as_str(), exchange_options(x, false))
                     .await
             }
             Err(e) => Err(e),
@@ -102,7 +103,7 @@ impl Session<'_> {
         }
         let declared = match self.channel().await {
             Ok(ch) => ch
-                .queue_declare(&q.name, q.declare_options(false))
+                .queue_declare(&q.name, queue_options(q, false))
                 .await
                 .map(drop),
             Err(e) => Err(e),
@@ -135,7 +136,10 @@ fn verify_status(r: Result<bool>) -> VerifyStatus {
     }
 }
 
-impl Topology {
+/// Applying a [`Topology`] to a broker and verifying it there: the part of a topology that
+/// needs a connection. Bring it into scope to call `topology.apply(&conn)` and
+/// `topology.verify(&conn)`.
+pub trait TopologyExt {
     /// Declares the exchanges, then the queues, then the bindings, on channels of `conn`. A
     /// queue with [`retry`](Queue::retry) is followed by the queues its schedule adds
     /// ([`Topology::retry_queues`]).
@@ -153,7 +157,8 @@ impl Topology {
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-    /// use serena::{Connection, topology::Topology};
+    /// use serena::Connection;
+    /// use serena::topology::{ConnectionSettingsExt, Topology, TopologyExt};
     ///
     /// let topology = Topology::load("topology.toml")?;
     /// let conn = Connection::open(&topology.connection.resolve()?).await?;
@@ -167,7 +172,20 @@ impl Topology {
     /// Inside [`open_connection`](crate::open_connection) an error that closes the connection
     /// cancels the scope, report and all; with a plain [`Connection`] as here, apply still
     /// returns the report, with the rest of the entities failed.
-    pub async fn apply(&self, conn: &Connection) -> ApplyReport {
+    fn apply(&self, conn: &Connection) -> impl Future<Output = ApplyReport> + Send;
+
+    /// Checks, with passive declares only, that every exchange and queue exists, the queues
+    /// retry schedules add included; it never changes the broker.
+    ///
+    /// Passive declares check existence, not properties: a queue declared with other arguments
+    /// counts as present (apply reports such a difference). Bindings are listed as
+    /// [`Unchecked`](VerifyStatus::Unchecked): AMQP 0-9-1 has no passive bind, and binding to
+    /// find out would change the broker.
+    fn verify(&self, conn: &Connection) -> impl Future<Output = VerifyReport> + Send;
+}
+
+impl TopologyExt for Topology {
+    async fn apply(&self, conn: &Connection) -> ApplyReport {
         let mut session = Session {
             conn,
             channel: None,
@@ -215,14 +233,7 @@ impl Topology {
         report
     }
 
-    /// Checks, with passive declares only, that every exchange and queue exists, the queues
-    /// retry schedules add included; it never changes the broker.
-    ///
-    /// Passive declares check existence, not properties: a queue declared with other arguments
-    /// counts as present (apply reports such a difference). Bindings are listed as
-    /// [`Unchecked`](VerifyStatus::Unchecked): AMQP 0-9-1 has no passive bind, and binding to
-    /// find out would change the broker.
-    pub async fn verify(&self, conn: &Connection) -> VerifyReport {
+    async fn verify(&self, conn: &Connection) -> VerifyReport {
         let mut session = Session {
             conn,
             channel: None,

@@ -73,55 +73,40 @@
 //! # Checking, applying, verifying
 //!
 //! [`Topology::load`] parses the file and runs every rule of [`validate`]; the
-//! [`TopologyError`] lists every problem as `file:line:column: entity: message`.
-//! [`Topology::apply`] declares exchanges, then queues (each followed by the queues its retry
+//! [`TopologyError`] lists every problem as `file:line:column: entity: message`. The
+//! `[connection]` block's `url` is parsed when the settings are resolved
+//! ([`ConnectionSettingsExt::resolve`]), where `SERENA_URL` may replace it; a bad one is
+//! reported there with its place in the file.
+//! [`TopologyExt::apply`] declares exchanges, then queues (each followed by the queues its retry
 //! schedule adds), then bindings and reports each as created, already present or failed (with
-//! the property that differs, for a 406). [`Topology::verify`] checks with passive declares that
+//! the property that differs, for a 406). [`TopologyExt::verify`] checks with passive declares that
 //! every exchange and queue exists, the added ones included.
 //! Bindings cannot be checked over AMQP 0-9-1 without creating them, so verify lists them as
 //! not checked.
 
+//!
+//! # Where it lives
+//!
+//! The model, the loader and the rules are the crate `serena-topology`, re-exported here:
+//! `#[consumer]` loads the same file with the same code at compile time, so a topology that
+//! builds is one the worker accepts. Applying, verifying and resolving the connection settings
+//! ([`ConnectionSettingsExt`]) need a connection or the client's configuration, and are
+//! serena's.
+
 mod apply;
-mod error;
-mod kinds;
-mod load;
-mod model;
-mod reader;
+mod declare;
 mod report;
-mod retry;
-mod retry_queues;
 pub mod settings;
-pub mod validate;
 
-use std::path::Path;
-use std::sync::Arc;
-
-pub use error::{Destination, Entity, EntityName, Location, Problem, TopologyError};
-pub use model::{
-    Binding, Exchange, ExchangeKind, Origin, Overflow, Queue, QueueType, Retry, STANDARD_EXCHANGES,
-    Topology,
-};
+pub use apply::TopologyExt;
 pub use report::{
     ApplyReport, ApplyStatus, Difference, EntityReport, Failure, VerifyReport, VerifyStatus,
 };
-pub use retry::{
-    DelayText, MAX_RETRY_DELAY, RetrySchedule, RetryStep, parse_delay, retry_queue_name,
+pub use serena_topology::validate;
+pub use serena_topology::{
+    Binding, ConnectionSettings, DelayText, Destination, Entity, EntityName, Exchange,
+    ExchangeKind, Location, MAX_RETRY_DELAY, Origin, Overflow, Problem, Queue, QueueType, Retry,
+    RetrySchedule, RetryStep, STANDARD_EXCHANGES, Topology, TopologyError, parse_delay,
+    retry_queue_name,
 };
-pub use settings::{ConnectionSettings, DEFAULT_URL};
-
-impl Topology {
-    /// Reads, parses and validates the topology file at `path`.
-    pub fn load(path: impl AsRef<Path>) -> Result<Topology, TopologyError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|e| TopologyError::Read {
-            path: path.to_owned(),
-            source: Arc::new(e),
-        })?;
-        Topology::from_toml(&text, &path.display().to_string())
-    }
-
-    /// Parses and validates a topology from TOML text; `file` names it in problems.
-    pub fn from_toml(text: &str, file: &str) -> Result<Topology, TopologyError> {
-        load::parse(text, file)
-    }
-}
+pub use settings::{ConnectionSettingsExt, DEFAULT_URL};

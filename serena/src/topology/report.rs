@@ -1,10 +1,10 @@
-//! What [`apply`](super::Topology::apply) and [`verify`](super::Topology::verify) found, entity
+//! What [`apply`](super::TopologyExt::apply) and [`verify`](super::TopologyExt::verify) found, entity
 //! by entity.
 
 use std::fmt;
 
-use super::error::Entity;
 use crate::error::Error;
+use serena_topology::Entity;
 
 /// A property whose value on the broker differs from the topology's, read back from RabbitMQ's
 /// 406 reply (`inequivalent arg 'durable' for queue 'q' in vhost '/': received 'false' but
@@ -90,7 +90,7 @@ impl fmt::Display for Failure {
     }
 }
 
-/// What [`apply`](super::Topology::apply) did with one entity.
+/// What [`apply`](super::TopologyExt::apply) did with one entity.
 #[derive(Debug, Clone)]
 pub enum ApplyStatus {
     /// It did not exist and was declared.
@@ -130,7 +130,7 @@ impl fmt::Display for ApplyStatus {
     }
 }
 
-/// What [`verify`](super::Topology::verify) found for one entity.
+/// What [`verify`](super::TopologyExt::verify) found for one entity.
 #[derive(Debug, Clone)]
 pub enum VerifyStatus {
     /// It exists.
@@ -172,7 +172,7 @@ pub struct EntityReport<S> {
     pub status: S,
 }
 
-/// The result of [`apply`](super::Topology::apply): exchanges, then queues, then bindings, in
+/// The result of [`apply`](super::TopologyExt::apply): exchanges, then queues, then bindings, in
 /// the topology's order. Displayed one line per entity, then a summary line.
 #[derive(Debug, Clone, Default)]
 pub struct ApplyReport {
@@ -222,7 +222,7 @@ impl fmt::Display for ApplyReport {
     }
 }
 
-/// The result of [`verify`](super::Topology::verify). Displayed one line per entity, then a
+/// The result of [`verify`](super::TopologyExt::verify). Displayed one line per entity, then a
 /// summary line.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyReport {

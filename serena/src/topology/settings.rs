@@ -14,11 +14,16 @@
 //!
 //! With neither the file nor `SERENA_URL` naming one, the broker is the local one,
 //! [`DEFAULT_URL`].
+//!
+//! The file's `url` is parsed here, when the settings are resolved, not when the file is
+//! loaded: whether a URI is good depends on the client (`amqps://` needs the `tls` feature),
+//! and `SERENA_URL` may replace it. A bad one is reported with its place in the file.
 
-use std::fmt;
 use std::time::Duration;
 
-use crate::config::{ConnectionConfig, Password, redact_uri};
+use serena_topology::{ConnectionSettings, Entity, Problem};
+
+use crate::config::{ConnectionConfig, Password};
 use crate::error::{Error, Result};
 
 /// The broker used when nothing names one.
@@ -35,55 +40,52 @@ pub const ENV_VARS: &[&str] = &[
     "SERENA_CHANNEL_BUFFER_SIZE",
 ];
 
-/// The `[connection]` block of a topology file. Every field is optional. `Debug` shows the
-/// `url` with its password replaced by `***`.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct ConnectionSettings {
-    /// The broker, as an `amqp://` or `amqps://` URI, or a list of brokers (`url`).
-    pub url: Option<String>,
-    /// Heartbeat interval in seconds; 0 turns heartbeats off (`heartbeat`).
-    pub heartbeat: Option<u16>,
-    /// Largest frame we ask for, in bytes, at least 4096 (`frame_max`; `frame_size`, its old
-    /// name, is still read).
-    pub frame_max: Option<u32>,
-    /// Deliveries buffered per channel (`channel_buffer_size`).
-    pub channel_buffer_size: Option<u16>,
-}
-
-impl fmt::Debug for ConnectionSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConnectionSettings")
-            .field("url", &self.url.as_deref().map(redact_uri))
-            .field("heartbeat", &self.heartbeat)
-            .field("frame_max", &self.frame_max)
-            .field("channel_buffer_size", &self.channel_buffer_size)
-            .finish()
-    }
-}
-
-impl ConnectionSettings {
+/// Turns the `[connection]` block of a topology file ([`ConnectionSettings`]) into a
+/// [`ConnectionConfig`], with the environment's overrides.
+///
+/// ```no_run
+/// use serena::topology::{ConnectionSettingsExt, Topology};
+///
+/// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let topology = Topology::load("topology.toml")?;
+/// let config = topology.connection.resolve()?;
+/// # drop(config); Ok(()) }
+/// ```
+pub trait ConnectionSettingsExt {
     /// The connection configuration from these settings with the process environment's
     /// overrides.
-    pub fn resolve(&self) -> Result<ConnectionConfig> {
-        self.resolve_with(None, |name| std::env::var(name).ok())
-    }
+    fn resolve(&self) -> Result<ConnectionConfig>;
 
     /// The connection configuration, from (weakest first): the defaults, these settings, the
     /// variables `env` gives (see the [module docs](self)), and `url` when given (a command
     /// line's `--url`). `SERENA_USERNAME` and `SERENA_PASSWORD` replace the credentials of
     /// whichever URI wins.
-    pub fn resolve_with(
+    fn resolve_with(
+        &self,
+        url: Option<&str>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<ConnectionConfig>;
+}
+
+impl ConnectionSettingsExt for ConnectionSettings {
+    fn resolve(&self) -> Result<ConnectionConfig> {
+        self.resolve_with(None, |name| std::env::var(name).ok())
+    }
+
+    fn resolve_with(
         &self,
         url: Option<&str>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<ConnectionConfig> {
         let env = |name: &str| env(name).filter(|v| !v.is_empty());
         let env_url = env("SERENA_URL");
-        let uri = url
-            .or(env_url.as_deref())
-            .or(self.url.as_deref())
-            .unwrap_or(DEFAULT_URL);
-        let mut cfg = ConnectionConfig::from_uri(uri)?;
+        let mut cfg = match url.or(env_url.as_deref()) {
+            Some(uri) => ConnectionConfig::from_uri(uri)?,
+            None => match &self.url {
+                Some(uri) => ConnectionConfig::from_uri(uri).map_err(|e| bad_url(self, e))?,
+                None => ConnectionConfig::from_uri(DEFAULT_URL)?,
+            },
+        };
         if let Some(v) = self.heartbeat {
             cfg.heartbeat = Duration::from_secs(v.into());
         }
@@ -133,6 +135,25 @@ impl ConnectionSettings {
     }
 }
 
+/// `error`, from parsing the `url` of `settings`, with the place in the file it was written
+/// in (`topology.toml:2:1: [connection]: url: ...`), when they were loaded from one.
+fn bad_url(settings: &ConnectionSettings, error: Error) -> Error {
+    let Some(origin) = &settings.origin else {
+        return error;
+    };
+    let message = match error {
+        Error::Config(message) => message,
+        other => other.to_string(),
+    };
+    let problem = Problem {
+        file: Some(origin.file().to_owned()),
+        location: origin.key_location("url"),
+        entity: Entity::Connection,
+        message: format!("url: {message}"),
+    };
+    Error::Config(problem.to_string())
+}
+
 fn parse_env<T: std::str::FromStr>(name: &str, value: &str, expected: &str) -> Result<T> {
     value
         .trim()
@@ -173,6 +194,7 @@ mod tests {
             heartbeat: Some(30),
             frame_max: Some(8192),
             channel_buffer_size: Some(30),
+            ..ConnectionSettings::default()
         };
         let cfg = file.resolve_with(None, env(&[])).unwrap();
         assert_eq!(

@@ -52,7 +52,7 @@ use crate::client::{Channel, Connection, ConsumeOptions, Consumer, Delivery, run
 use crate::config::{ConnectionConfig, Endpoint};
 use crate::error::{Error, Result};
 use crate::proto::FieldTable;
-use crate::topology::RetrySchedule;
+use crate::topology::{ConnectionSettingsExt, RetrySchedule, TopologyExt};
 
 /// How long a tree must have been up (every consumer consuming or standing by) for its
 /// failure to start the restart backoff over.

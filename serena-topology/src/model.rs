@@ -4,11 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::connection::ConnectionSettings;
 use super::error::{Destination, Entity, EntityName, Location};
 pub use super::kinds::{ExchangeKind, Overflow, QueueType};
-use super::settings::ConnectionSettings;
-use crate::client::{ExchangeDeclareOptions, QueueDeclareOptions};
-use crate::proto::FieldTable;
+use serena_proto::FieldTable;
 
 /// Where an entity was written, when it was loaded from a file: the file, the entity's table and
 /// each of its keys. Entities built in code have none.
@@ -110,17 +109,6 @@ impl Exchange {
         args
     }
 
-    /// The options of the `exchange.declare` that creates it (or, `passive`, checks it).
-    pub fn declare_options(&self, passive: bool) -> ExchangeDeclareOptions {
-        ExchangeDeclareOptions {
-            passive,
-            durable: self.durable,
-            auto_delete: self.auto_delete,
-            internal: self.internal,
-            arguments: self.declare_arguments(),
-        }
-    }
-
     /// How reports and problems name it.
     pub fn entity(&self, index: usize) -> Entity {
         Entity::Exchange(entity_name(&self.name, index))
@@ -211,7 +199,7 @@ impl Default for Queue {
 /// `[[queues]]` table.
 ///
 /// A message whose handler fails waits out the next delay in a queue of its own and comes back;
-/// after the last delay it is parked. [`Topology::apply`](super::Topology::apply) declares,
+/// after the last delay it is parked. serena's `TopologyExt::apply` declares,
 /// after the work queue, one queue per distinct delay (`<queue>.retry.<delay>`, see
 /// [`retry_queue_name`](super::retry_queue_name)), of the work queue's type and durability, whose
 /// messages expire after the delay (`x-message-ttl`) and are dead-lettered back to the work
@@ -316,17 +304,6 @@ impl Queue {
         args
     }
 
-    /// The options of the `queue.declare` that creates it (or, `passive`, checks it).
-    pub fn declare_options(&self, passive: bool) -> QueueDeclareOptions {
-        QueueDeclareOptions {
-            passive,
-            durable: self.durable,
-            exclusive: self.exclusive,
-            auto_delete: self.auto_delete,
-            arguments: self.declare_arguments(),
-        }
-    }
-
     /// How reports and problems name it.
     pub fn entity(&self, index: usize) -> Entity {
         Entity::Queue(entity_name(&self.name, index))
@@ -414,7 +391,7 @@ pub const STANDARD_EXCHANGES: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::FieldValue;
+    use serena_proto::FieldValue;
 
     #[test]
     fn queue_arguments_follow_the_properties() {
@@ -458,8 +435,6 @@ mod tests {
         );
         assert!(args.contains_key("x-queue-leader-locator"));
         assert!(!args.contains_key("x-message-ttl"));
-        let opts = q.declare_options(true);
-        assert!(opts.passive && opts.durable && !opts.exclusive);
     }
 
     #[test]
@@ -469,14 +444,12 @@ mod tests {
             internal: true,
             ..Exchange::new("orders", ExchangeKind::Topic)
         };
-        let opts = x.declare_options(false);
         assert_eq!(
-            opts.arguments
+            x.declare_arguments()
                 .get("alternate-exchange")
                 .and_then(FieldValue::as_str),
             Some("unrouted")
         );
-        assert!(opts.internal && opts.durable && !opts.passive);
         assert_eq!(
             ExchangeKind::from_name("x-delayed-message").as_str(),
             "x-delayed-message"

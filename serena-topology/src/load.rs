@@ -5,12 +5,11 @@ use std::sync::Arc;
 
 use toml::de::{DeTable, DeValue};
 
+use super::connection::ConnectionSettings;
 use super::error::{Destination, Entity, EntityName, LineIndex, TopologyError};
 use super::model::{Binding, Exchange, ExchangeKind, Overflow, Queue, QueueType, Retry, Topology};
 use super::reader::{Ctx, Reader, Span, a, array_of_tables, unknown_key};
 use super::retry::parse_delay;
-use super::settings::ConnectionSettings;
-use crate::config::ConnectionConfig;
 
 const TOP_KEYS: &[&str] = &["connection", "exchanges", "queues", "bindings"];
 /// `frame_size` is `frame_max`'s old name: still read, with a warning.
@@ -87,7 +86,9 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Topology, TopologyError> {
     for (key, value) in doc.get_ref() {
         match key.get_ref().as_ref() {
             "connection" => match value.get_ref() {
-                DeValue::Table(t) => topology.connection = read_connection(&mut ctx, t),
+                DeValue::Table(t) => {
+                    topology.connection = read_connection(&mut ctx, value.span(), t);
+                }
                 other => ctx.report(
                     value.span().start,
                     Entity::Connection,
@@ -146,31 +147,32 @@ fn entity_name(table: &DeTable<'_>, index: usize) -> EntityName {
     }
 }
 
-fn read_connection(ctx: &mut Ctx<'_>, table: &DeTable<'_>) -> ConnectionSettings {
-    let span = 0..0;
+/// The `url` is kept as text: serena parses it when it resolves the settings, where the
+/// environment may replace it, and names this place in the file when it is bad.
+fn read_connection(ctx: &mut Ctx<'_>, span: Span, table: &DeTable<'_>) -> ConnectionSettings {
     let mut r = Reader::new(ctx, span, table, Entity::Connection, CONNECTION_KEYS);
     let url = r.string("url");
-    if let (Some(u), Some(v)) = (&url, r.get("url"))
-        && let Err(e) = ConnectionConfig::from_uri(u)
-    {
-        r.report(v.span().start, format!("url: {e}"));
-    }
     let frame_key = if r.get("frame_max").is_none() && r.get("frame_size").is_some() {
         tracing::warn!("[connection] frame_size is deprecated: write frame_max");
         "frame_size"
     } else {
         "frame_max"
     };
-    ConnectionSettings {
+    let settings = ConnectionSettings {
         url,
         heartbeat: r.int("heartbeat", 0, 65_535, "seconds"),
         frame_max: r.int(
             frame_key,
-            i64::from(crate::proto::FRAME_MIN_SIZE),
+            i64::from(serena_proto::FRAME_MIN_SIZE),
             i64::from(u32::MAX),
             "bytes",
         ),
         channel_buffer_size: r.int("channel_buffer_size", 1, 65_535, ""),
+        origin: None,
+    };
+    ConnectionSettings {
+        origin: Some(r.origin),
+        ..settings
     }
 }
 
@@ -363,8 +365,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::proto::FieldValue;
-    use crate::topology::Location;
+    use crate::Location;
+    use serena_proto::FieldValue;
 
     #[test]
     fn arguments_keep_their_toml_types() {

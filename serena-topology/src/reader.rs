@@ -7,7 +7,7 @@ use toml::de::{DeTable, DeValue};
 use super::error::{Entity, LineIndex, Location, Problem, TopologyError};
 use super::model::{Origin, QUEUE_ARGUMENT_KEYS};
 use super::validate::sort_problems;
-use crate::proto::{FieldTable, FieldValue, ShortString};
+use serena_proto::{FieldTable, FieldValue, ShortString};
 
 pub(crate) struct Ctx<'t> {
     pub(crate) text: &'t str,
@@ -52,30 +52,10 @@ pub(crate) fn a(v: &DeValue<'_>) -> &'static str {
 }
 
 pub(crate) fn unknown_key(key: &str, known: &[&str]) -> String {
-    match known.iter().find(|k| edit_distance(k, key) <= 2) {
+    match crate::suggest::closest(key, known.iter().copied()) {
         Some(close) => format!("unknown key {key:?}; did you mean {close:?}?"),
         None => format!("unknown key {key:?}; expected one of: {}", known.join(", ")),
     }
-}
-
-/// Levenshtein distance, for "did you mean".
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = if ca == *cb {
-                prev
-            } else {
-                1 + prev.min(cur).min(row[j])
-            };
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 pub(crate) type Span = std::ops::Range<usize>;
@@ -384,18 +364,5 @@ impl<'c, 't, 'd, 'i> Reader<'c, 't, 'd, 'i> {
                 return None;
             }
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn edit_distance_counts_edits() {
-        assert_eq!(edit_distance("durable", "durable"), 0);
-        assert_eq!(edit_distance("durable", "durabel"), 2);
-        assert_eq!(edit_distance("queue", "queu"), 1);
-        assert_eq!(edit_distance("", "abc"), 3);
     }
 }

@@ -4,10 +4,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use super::{Checker, invalid};
-use crate::proto::ShortString;
-use crate::topology::error::Problem;
-use crate::topology::model::{Queue, QueueType, Retry, Topology};
-use crate::topology::retry::{DelayText, MAX_RETRY_DELAY, RetrySchedule};
+use crate::error::Problem;
+use crate::model::{Queue, QueueType, Retry, Topology};
+use crate::retry::{DelayText, MAX_RETRY_DELAY, RetrySchedule};
+use serena_proto::ShortString;
 
 /// A queue a retry schedule adds, by what it is to the queue whose schedule it is.
 enum Added<'a> {

@@ -98,9 +98,10 @@ impl Topology {
             .collect()
     }
 
-    /// Every queue apply declares and verify checks, in order, with the name reports give it:
-    /// each listed queue, followed by the queues its retry schedule adds.
-    pub(crate) fn queue_plan(&self) -> Vec<(Entity, Cow<'_, Queue>)> {
+    /// Every queue serena's apply declares and verify checks, in order, with the name reports
+    /// give it: each listed queue (borrowed), followed by the queues its retry schedule adds
+    /// (owned; see [`retry_queues`](Self::retry_queues)).
+    pub fn queue_plan(&self) -> Vec<(Entity, Cow<'_, Queue>)> {
         let listed: HashSet<&str> = self.queues.iter().map(|q| q.name.as_str()).collect();
         let mut added = HashSet::new();
         let mut plan = Vec::with_capacity(self.queues.len());
@@ -121,8 +122,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::proto::FieldValue;
-    use crate::topology::{QueueType, Retry};
+    use crate::{QueueType, Retry};
+    use serena_proto::FieldValue;
 
     fn secs(s: &[u64]) -> Vec<Duration> {
         s.iter().map(|&s| Duration::from_secs(s)).collect()

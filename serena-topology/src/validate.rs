@@ -30,7 +30,7 @@ use super::model::{
     Binding, Exchange, ExchangeKind, Origin, Overflow, QUEUE_ARGUMENT_KEYS, Queue, QueueType,
     STANDARD_EXCHANGES, Topology,
 };
-use crate::proto::{FieldTable, FieldValue, ShortString};
+use serena_proto::{FieldTable, FieldValue, ShortString};
 
 impl Topology {
     /// Checks every rule (see [`validate`](super::validate)) and reports every problem at once.
@@ -443,7 +443,7 @@ fn queue_type_rules(c: &mut Checker<'_>, q: &Queue) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::Destination;
+    use crate::Destination;
 
     fn messages(t: &Topology) -> Vec<String> {
         match t.validate() {
