@@ -4,6 +4,9 @@
 //!
 //! Run it with `cargo run --example codec_tour`.
 
+#[path = "shared/logs.rs"]
+mod logs;
+
 use bytes::BytesMut;
 use serena::proto::{
     Assembled, BasicProperties, ContentAssembler, Decimal, FieldTable, FieldValue, Frame,
@@ -12,14 +15,7 @@ use serena::proto::{
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Log to stderr, filtered by RUST_LOG (without it: warnings and errors).
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::builder()
-                .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
-                .from_env_lossy(),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logs::init(tracing_subscriber::filter::LevelFilter::WARN);
     let frame_max = 4096;
     let channel = 1;
 

@@ -4,20 +4,16 @@
 //! `cargo run --example hello_producer -- [count]` (default 1), against the broker in
 //! `SERENA_URL` or `amqp://guest:guest@127.0.0.1:5672/%2f`.
 
+#[path = "shared/logs.rs"]
+mod logs;
+
 use serena::proto::BasicProperties;
 use serena::{ConnectionConfig, Error, open_connection};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     // Log to stderr, filtered by RUST_LOG (without it: warnings and errors).
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::builder()
-                .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
-                .from_env_lossy(),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logs::init(tracing_subscriber::filter::LevelFilter::WARN);
     let url = std::env::var("SERENA_URL").unwrap_or_else(|_| serena::topology::DEFAULT_URL.into());
     let config = ConnectionConfig::from_uri(&url)?;
     let count: u32 = std::env::args()

@@ -2,6 +2,9 @@
 //! and prints the rate: `cargo run --release --example publish_rate -- [count] [window]`
 //! (defaults 100000 and 1000). The queue it fills is deleted at the end.
 
+#[path = "shared/logs.rs"]
+mod logs;
+
 use std::collections::VecDeque;
 use std::time::Instant;
 
@@ -10,14 +13,7 @@ use serena::{ConnectionConfig, Error, PublishOptions, QueueDeclareOptions, open_
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     // Log to stderr, filtered by RUST_LOG (without it: warnings and errors).
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::builder()
-                .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
-                .from_env_lossy(),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logs::init(tracing_subscriber::filter::LevelFilter::WARN);
     let url = std::env::var("SERENA_URL").unwrap_or_else(|_| serena::topology::DEFAULT_URL.into());
     let config = ConnectionConfig::from_uri(&url)?;
     let mut args = std::env::args().skip(1);

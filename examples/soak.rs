@@ -52,6 +52,9 @@
 //! message, at the default 3,000 messages/s for the 90 s after the warm-up of a 100 s run,
 //! would cross it.
 
+#[path = "shared/logs.rs"]
+mod logs;
+
 use std::collections::VecDeque;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -173,14 +176,7 @@ impl Summary {
 #[tokio::main]
 async fn main() -> ExitCode {
     // Log to stderr, filtered by RUST_LOG (without it: errors only: the faults it injects make warnings expected).
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::builder()
-                .with_default_directive(tracing_subscriber::filter::LevelFilter::ERROR.into())
-                .from_env_lossy(),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logs::init(tracing_subscriber::filter::LevelFilter::ERROR);
     let opts = match parse_args() {
         Ok(o) => o,
         Err(e) => {

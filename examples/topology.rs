@@ -6,6 +6,9 @@
 //! SERENA_URL=amqp://app@rabbit:5672/prod SERENA_PASSWORD=... cargo run --example topology
 //! ```
 
+#[path = "shared/logs.rs"]
+mod logs;
+
 use std::error::Error;
 use std::path::PathBuf;
 
@@ -16,14 +19,7 @@ use serena::topology::{ConnectionSettingsExt, Destination, Topology, TopologyExt
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {
     // Log to stderr, filtered by RUST_LOG (without it: warnings and errors).
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::builder()
-                .with_default_directive(tracing_subscriber::filter::LevelFilter::WARN.into())
-                .from_env_lossy(),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logs::init(tracing_subscriber::filter::LevelFilter::WARN);
     let path = std::env::args_os().nth(1).map_or_else(
         || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../topology.toml"),
         PathBuf::from,

@@ -14,6 +14,9 @@
 //! message is not even JSON, a poison message parked at once; urgent orders also reach
 //! `orders.urgent` through the headers exchange.
 
+#[path = "shared/logs.rs"]
+mod logs;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -111,14 +114,7 @@ async fn park(body: bytes::Bytes, State(tally): State<Arc<Tally>>) {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Log to stderr, filtered by RUST_LOG (without it: info and up: connected, ready, restarts and why).
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::builder()
-                .with_default_directive(tracing_subscriber::filter::LevelFilter::INFO.into())
-                .from_env_lossy(),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    logs::init(tracing_subscriber::filter::LevelFilter::INFO);
     let demo: Option<u64> = match std::env::args().nth(1).as_deref() {
         Some("--demo") => Some(
             std::env::args()
