@@ -419,36 +419,32 @@ fn spec_tokens(args: &ConsumerArgs, name: &Ident) -> TokenStream {
         .queue
         .clone()
         .unwrap_or_else(|| LitStr::new("", Span::call_site()));
-    let mut fields = Vec::new();
-    if let Some(prefetch) = args.prefetch {
-        fields.push(quote!(prefetch: ::core::option::Option::Some(#prefetch)));
-    }
-    if let Some(concurrency) = args.concurrency {
-        fields.push(quote!(concurrency: ::core::option::Option::Some(#concurrency)));
-    }
-    if let Some(tag) = &args.tag {
-        fields.push(quote!(consumer_tag: ::core::option::Option::Some(#tag)));
-    }
-    if let Some(exclusive) = args.exclusive {
-        fields.push(quote!(exclusive: #exclusive));
-    }
-    if let Some(priority) = args.priority {
-        fields.push(quote!(priority: ::core::option::Option::Some(#priority)));
-    }
-    let policy = match args.on_error {
-        Some(OnError::Retry) | None => None,
-        Some(OnError::Requeue) => Some(quote!(Requeue)),
-        Some(OnError::Park) => Some(quote!(Park)),
-        Some(OnError::Reject) => Some(quote!(Reject)),
+    let some = |value: Option<TokenStream>| match value {
+        Some(value) => quote!(::core::option::Option::Some(#value)),
+        None => quote!(::core::option::Option::None),
     };
-    if let Some(policy) = policy {
-        fields.push(quote!(on_error: ::serena::worker::ErrorPolicy::#policy));
-    }
-    let new = quote!(::serena::worker::ConsumerSpec::new(#name, #queue));
-    if fields.is_empty() {
-        new
-    } else {
-        quote!(::serena::worker::ConsumerSpec { #(#fields,)* ..#new })
+    let prefetch = some(args.prefetch.map(|n| quote!(#n)));
+    let concurrency = some(args.concurrency.map(|n| quote!(#n)));
+    let tag = some(args.tag.as_ref().map(|t| quote!(#t)));
+    let exclusive = args.exclusive.unwrap_or(false);
+    let priority = some(args.priority.map(|n| quote!(#n)));
+    let policy = match args.on_error {
+        Some(OnError::Retry) | None => quote!(Retry),
+        Some(OnError::Requeue) => quote!(Requeue),
+        Some(OnError::Park) => quote!(Park),
+        Some(OnError::Reject) => quote!(Reject),
+    };
+    quote! {
+        ::serena::worker::__private::spec(
+            #name,
+            #queue,
+            #prefetch,
+            #concurrency,
+            #tag,
+            #exclusive,
+            #priority,
+            ::serena::worker::ErrorPolicy::#policy,
+        )
     }
 }
 

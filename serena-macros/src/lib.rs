@@ -40,7 +40,7 @@ use proc_macro::TokenStream;
 ///
 /// // `handle_order` is now a unit struct implementing `Handler` ...
 /// let spec = handle_order.spec();
-/// assert_eq!((spec.name, spec.queue, spec.prefetch), ("handle_order", "orders", Some(20)));
+/// assert_eq!((&*spec.name, &*spec.queue, spec.prefetch), ("handle_order", "orders", Some(20)));
 /// assert_eq!(spec.on_error, ErrorPolicy::Reject);
 /// // ... and the function is still there, as `handle_order::handler`.
 /// let run = handle_order::handler(Json(Order { id: 0 }), State(App { shop: "main" }));
