@@ -59,6 +59,7 @@ use proc_macro::TokenStream;
 /// | `priority = 10` | `i32`, sent as `x-priority` | `priority` |
 /// | `on_error = "retry"`, `"requeue"`, `"park"` or `"reject"` | what an `Err` does to the message (default retry: later by the queue's retry schedule, never at once; see `serena::worker`) | `on_error` |
 /// | `topology = "path"` | the topology file to check, and the queue against | |
+/// | `crate = "path"` | where serena is, for a crate that re-exports it (default `::serena`) | |
 ///
 /// # The handler
 ///
