@@ -190,7 +190,8 @@ async fn on_broker<T: std::fmt::Debug>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_supervisor_and_publishers_ride_out_a_broker_restart_losing_nothing() {
-    let q: &'static str = Box::leak(unique_name("restart").into_boxed_str());
+    let q_name = unique_name("restart");
+    let q = q_name.as_str();
     let durable = QueueDeclareOptions {
         durable: true,
         ..Default::default()
@@ -201,7 +202,7 @@ async fn a_supervisor_and_publishers_ride_out_a_broker_restart_losing_nothing() 
     let spec = ConsumerSpec {
         prefetch: Some(50),
         concurrency: Some(4),
-        ..ConsumerSpec::new("restart", q)
+        ..ConsumerSpec::new("restart", q.to_owned())
     };
     let handler = {
         let seen = seen.clone();

@@ -46,10 +46,6 @@ where
     }
 }
 
-fn leak(s: &str) -> &'static str {
-    Box::leak(s.to_owned().into_boxed_str())
-}
-
 fn durable_with(arguments: FieldTable) -> QueueDeclareOptions {
     QueueDeclareOptions {
         durable: true,
@@ -118,7 +114,7 @@ async fn a_failing_message_comes_back_after_each_delay_and_is_parked_after_the_l
     let schedule = RetrySchedule::new(&queue, &delays, None);
     let calls: Calls = Arc::default();
     let handler = Recorder {
-        spec: ConsumerSpec::new("always_fails", leak(&queue)),
+        spec: ConsumerSpec::new("always_fails", queue.clone()),
         calls: calls.clone(),
         decide: |_: &Attempt, _: &DeliveryContext| Outcome::retry("the database is down"),
     };
@@ -202,7 +198,7 @@ async fn without_a_schedule_a_failure_is_retried_in_the_worker_then_dead_lettere
     let dlq = format!("{queue}.dlq");
     let calls: Calls = Arc::default();
     let handler = Recorder {
-        spec: ConsumerSpec::new("fails_locally", leak(&queue)),
+        spec: ConsumerSpec::new("fails_locally", queue.clone()),
         calls: calls.clone(),
         decide: |_: &Attempt, _: &DeliveryContext| Outcome::retry("still broken"),
     };
@@ -264,7 +260,7 @@ async fn a_poison_message_is_parked_at_once_with_its_reason() {
     let schedule = RetrySchedule::new(&queue, &[Duration::from_secs(60)], None);
     let calls: Calls = Arc::default();
     let handler = Recorder {
-        spec: ConsumerSpec::new("takes_json", leak(&queue)),
+        spec: ConsumerSpec::new("takes_json", queue.clone()),
         calls: calls.clone(),
         decide: |_: &Attempt, ctx: &DeliveryContext| {
             match serena::worker::Json::<Order>::from_delivery(ctx) {
@@ -315,7 +311,7 @@ async fn a_handler_that_settles_its_own_delivery_is_not_settled_again() {
     let queue = unique_name("selfack");
     let calls: Calls = Arc::default();
     let handler = Recorder {
-        spec: ConsumerSpec::new("acks_itself", leak(&queue)),
+        spec: ConsumerSpec::new("acks_itself", queue.clone()),
         calls: calls.clone(),
         decide: |_: &Attempt, ctx: &DeliveryContext| {
             // What a handler taking `Delivery` may do: settle it itself, then return Ack.
@@ -378,7 +374,7 @@ async fn a_topology_with_a_retry_key_is_applied_and_its_schedule_followed() {
         serena::topology::Topology::from_toml(&toml, "retries.toml").expect("a valid topology");
     let calls: Calls = Arc::default();
     let handler = Recorder {
-        spec: ConsumerSpec::new("fails_twice", leak(&queue)),
+        spec: ConsumerSpec::new("fails_twice", queue.clone()),
         calls: calls.clone(),
         decide: |attempt: &Attempt, _: &DeliveryContext| {
             Outcome::retry(format!("attempt {} failed", attempt.number))

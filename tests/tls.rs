@@ -418,7 +418,8 @@ async fn the_supervisor_fails_over_to_the_next_broker(ctx: &Ctx) {
         .expect("addr")
         .port();
     let (a, b) = (Relay::start().await, Relay::start().await);
-    let queue: &'static str = Box::leak(unique_name("tls-failover").into_boxed_str());
+    let queue_name = unique_name("tls-failover");
+    let queue = queue_name.as_str();
     let uri = format!(
         "amqps://guest:guest@127.0.0.1:{dead},127.0.0.1:{},127.0.0.1:{}/%2f?cacertfile={}&connection_timeout=2000",
         a.port,
@@ -445,7 +446,7 @@ async fn the_supervisor_fails_over_to_the_next_broker(ctx: &Ctx) {
     let seen = Arc::new(Mutex::new(std::collections::HashSet::new()));
     let handler = {
         let seen = seen.clone();
-        handler_fn(ConsumerSpec::new("failover", queue), move |d| {
+        handler_fn(ConsumerSpec::new("failover", queue.to_owned()), move |d| {
             let seen = seen.clone();
             async move {
                 let n: u32 = std::str::from_utf8(&d.body)

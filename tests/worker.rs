@@ -17,10 +17,6 @@ use serena_tests::handlers::handler_fn;
 use serena_tests::{publish_ids, unique_name};
 use tokio::sync::Notify;
 
-fn leak(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
-}
-
 fn config(name: &str) -> ConnectionConfig {
     ConnectionConfig {
         connection_name: Some(name.to_owned()),
@@ -90,7 +86,8 @@ fn body_number(d: &serena::Delivery) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handlers_ack_and_errors_go_to_the_dead_letter_queue() {
-    let q = leak(unique_name("work"));
+    let q_name = unique_name("work");
+    let q = q_name.as_str();
     let dlq = unique_name("dead");
     fill(&dlq, FieldTable::new(), 0).await;
     let args = FieldTable::new()
@@ -102,7 +99,7 @@ async fn handlers_ack_and_errors_go_to_the_dead_letter_queue() {
     let seen = Arc::new(AtomicUsize::new(0));
     let spec = ConsumerSpec {
         on_error: ErrorPolicy::Reject,
-        ..ConsumerSpec::new("work", q)
+        ..ConsumerSpec::new("work", q.to_owned())
     };
     let handler = {
         let (done, seen) = (done.clone(), seen.clone());
@@ -144,13 +141,14 @@ async fn handlers_ack_and_errors_go_to_the_dead_letter_queue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_is_a_handler_error_and_the_rest_keep_flowing() {
-    let q = leak(unique_name("panic"));
+    let q_name = unique_name("panic");
+    let q = q_name.as_str();
     fill(q, FieldTable::new(), 20).await;
     let done = Arc::new(Notify::new());
     let acked = Arc::new(AtomicUsize::new(0));
     let spec = ConsumerSpec {
         on_error: ErrorPolicy::Reject,
-        ..ConsumerSpec::new("panicky", q)
+        ..ConsumerSpec::new("panicky", q.to_owned())
     };
     let handler = {
         let (done, acked) = (done.clone(), acked.clone());
@@ -187,7 +185,8 @@ async fn a_panicking_handler_is_a_handler_error_and_the_rest_keep_flowing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_limit_is_respected_independently_of_prefetch() {
-    let q = leak(unique_name("conc"));
+    let q_name = unique_name("conc");
+    let q = q_name.as_str();
     fill(q, FieldTable::new(), 30).await;
     let running = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));
@@ -196,7 +195,7 @@ async fn concurrency_limit_is_respected_independently_of_prefetch() {
     let spec = ConsumerSpec {
         prefetch: Some(20),
         concurrency: Some(3),
-        ..ConsumerSpec::new("conc", q)
+        ..ConsumerSpec::new("conc", q.to_owned())
     };
     let handler = {
         let (running, peak, finished, done) = (
@@ -245,7 +244,8 @@ async fn concurrency_limit_is_respected_independently_of_prefetch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forced_closes_restart_the_tree_and_lose_nothing() {
     const TOTAL: u32 = 10_000;
-    let q = leak(unique_name("restart"));
+    let q_name = unique_name("restart");
+    let q = q_name.as_str();
     let conn_name = unique_name("restart-sup");
     fill(q, FieldTable::new(), TOTAL).await;
     let seen: Arc<Mutex<HashMap<u32, u32>>> = Arc::default();
@@ -253,7 +253,7 @@ async fn forced_closes_restart_the_tree_and_lose_nothing() {
     let spec = ConsumerSpec {
         prefetch: Some(50),
         concurrency: Some(4),
-        ..ConsumerSpec::new("restart", q)
+        ..ConsumerSpec::new("restart", q.to_owned())
     };
     let handler = {
         let (seen, done) = (seen.clone(), done.clone());
@@ -339,14 +339,15 @@ async fn forced_closes_restart_the_tree_and_lose_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_finishes_in_flight_handlers_and_requeues_the_rest() {
-    let q = leak(unique_name("graceful"));
+    let q_name = unique_name("graceful");
+    let q = q_name.as_str();
     fill(q, FieldTable::new(), 10).await;
     let started = Arc::new(AtomicUsize::new(0));
     let both_started = Arc::new(Notify::new());
     let spec = ConsumerSpec {
         prefetch: Some(10),
         concurrency: Some(2),
-        ..ConsumerSpec::new("graceful", q)
+        ..ConsumerSpec::new("graceful", q.to_owned())
     };
     let handler = {
         let (started, both_started) = (started.clone(), both_started.clone());
@@ -391,13 +392,15 @@ async fn graceful_shutdown_finishes_in_flight_handlers_and_requeues_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_a_restart_cannot_fix_stop_the_supervisor() {
-    let missing = leak(unique_name("missing"));
+    let missing_name = unique_name("missing");
+    let missing = missing_name.as_str();
     let err = tokio::time::timeout(
         Duration::from_secs(20),
         Supervisor::new(config(&unique_name("sup")))
-            .consumer(handler_fn(ConsumerSpec::new("m", missing), |_| async {
-                Outcome::Ack
-            }))
+            .consumer(handler_fn(
+                ConsumerSpec::new("m", missing.to_owned()),
+                |_| async { Outcome::Ack },
+            ))
             .backoff(fast_backoff())
             .run_until(std::future::pending()),
     )
@@ -419,9 +422,10 @@ async fn errors_a_restart_cannot_fix_stop_the_supervisor() {
     let err = tokio::time::timeout(
         Duration::from_secs(20),
         Supervisor::new(bad_login)
-            .consumer(handler_fn(ConsumerSpec::new("m", missing), |_| async {
-                Outcome::Ack
-            }))
+            .consumer(handler_fn(
+                ConsumerSpec::new("m", missing.to_owned()),
+                |_| async { Outcome::Ack },
+            ))
             .backoff(fast_backoff())
             .run_until(std::future::pending()),
     )
@@ -452,13 +456,14 @@ async fn a_handler_that_acks_its_own_delivery_is_not_acked_again() {
     // and nothing restarts. (A 406 of a running consumer restarting the tree instead of
     // stopping it is held by the unit tests of worker::failure.)
     const TOTAL: u32 = 5;
-    let q = leak(unique_name("double-ack"));
+    let q_name = unique_name("double-ack");
+    let q = q_name.as_str();
     fill(q, FieldTable::new(), TOTAL).await;
     let seen: Arc<Mutex<HashMap<u32, u32>>> = Arc::default();
     let done = Arc::new(Notify::new());
     let handler = {
         let (seen, done) = (seen.clone(), done.clone());
-        handler_fn(ConsumerSpec::new("double-ack", q), move |d| {
+        handler_fn(ConsumerSpec::new("double-ack", q.to_owned()), move |d| {
             let (seen, done) = (seen.clone(), done.clone());
             async move {
                 let acked = d.ack().await;
@@ -559,8 +564,10 @@ async fn a_supervisor_that_cannot_connect_says_why() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exclusive_standby_takes_over_when_the_active_connection_closes() {
     const TOTAL: u32 = 300;
-    let q = leak(unique_name("exclusive"));
-    let side = leak(unique_name("side"));
+    let q_name = unique_name("exclusive");
+    let q = q_name.as_str();
+    let side_name = unique_name("side");
+    let side = side_name.as_str();
     fill(q, FieldTable::new(), 0).await;
     fill(side, FieldTable::new(), 0).await;
     let active_name = unique_name("active");
@@ -571,7 +578,7 @@ async fn an_exclusive_standby_takes_over_when_the_active_connection_closes() {
         let spec = ConsumerSpec {
             exclusive: true,
             prefetch: Some(10),
-            ..ConsumerSpec::new("exclusive", q)
+            ..ConsumerSpec::new("exclusive", q.to_owned())
         };
         handler_fn(spec, move |d| {
             let handled = handled.clone();
@@ -586,7 +593,7 @@ async fn an_exclusive_standby_takes_over_when_the_active_connection_closes() {
     let side_seen = Arc::new(AtomicUsize::new(0));
     let side_consumer = {
         let side_seen = side_seen.clone();
-        handler_fn(ConsumerSpec::new("side", side), move |_| {
+        handler_fn(ConsumerSpec::new("side", side.to_owned()), move |_| {
             let side_seen = side_seen.clone();
             async move {
                 side_seen.fetch_add(1, Ordering::SeqCst);

@@ -21,6 +21,7 @@ pub(crate) const OPTIONS: &[&str] = &[
     "priority",
     "on_error",
     "topology",
+    "crate",
 ];
 
 /// What an `Err` from the handler does to its message (`on_error = "..."`).
@@ -44,6 +45,8 @@ pub(crate) struct ConsumerArgs {
     pub(crate) priority: Option<i32>,
     pub(crate) on_error: Option<OnError>,
     pub(crate) topology: Option<LitStr>,
+    /// `crate = "path"`: where serena is, for a crate that re-exports it.
+    pub(crate) krate: Option<syn::Path>,
 }
 
 /// Collects errors so that all of them are reported in one compile.
@@ -64,6 +67,16 @@ impl Errors {
 
     pub(crate) fn into_result(self) -> syn::Result<()> {
         self.0.map_or(Ok(()), Err)
+    }
+}
+
+impl ConsumerArgs {
+    /// The path the expansion reaches serena by: `::serena`, or the `crate` option's.
+    pub(crate) fn crate_path(&self) -> TokenStream {
+        match &self.krate {
+            Some(path) => quote::quote!(#path),
+            None => quote::quote!(::serena),
+        }
     }
 }
 
@@ -155,6 +168,20 @@ impl ConsumerArgs {
                     ));
                 }
                 self.topology = Some(lit);
+            }
+            "crate" => {
+                let lit = string_value(value, name)?;
+                let path = lit.parse::<syn::Path>().map_err(|_| {
+                    syn::Error::new(
+                        lit.span(),
+                        format!(
+                            "`crate` takes the path serena is re-exported at, such as \
+                             `crate = \"my_framework::serena\"`, not {:?}",
+                            lit.value()
+                        ),
+                    )
+                })?;
+                self.krate = Some(path);
             }
             "prefetch" => {
                 self.prefetch = Some(int_value(value, "prefetch", "0 to 65535", "u16")?);
@@ -275,6 +302,7 @@ fn example(name: &str) -> &'static str {
         "priority" => "priority = 10",
         "on_error" => "on_error = \"reject\"",
         "topology" => "topology = \"topology.toml\"",
+        "crate" => "crate = \"my_framework::serena\"",
         _ => "name = value",
     }
 }
@@ -445,6 +473,30 @@ mod tests {
             (quote!(queue), "`queue` needs a value"),
             (quote!("orders"), "write `queue = \"orders\"`"),
             (quote!(queue "orders"), "expected `=` or `,` after `queue`"),
+        ] {
+            let (_, result) = parse(tokens.clone());
+            let message = result.unwrap_err();
+            assert!(message.contains(expected), "{tokens}: {message}");
+        }
+    }
+
+    #[test]
+    fn crate_takes_a_path() {
+        let (args, result) = parse(quote!(queue = "q", crate = "my_framework::serena"));
+        result.unwrap();
+        assert_eq!(args.crate_path().to_string(), "my_framework :: serena");
+        let (args, _) = parse(quote!(queue = "q"));
+        assert_eq!(args.crate_path().to_string(), ":: serena");
+        for (tokens, expected) in [
+            (
+                quote!(queue = "q", crate = "not a path"),
+                "`crate` takes the path",
+            ),
+            (
+                quote!(queue = "q", crate = serena),
+                "`crate` takes a string literal",
+            ),
+            (quote!(queue = "q", krate = "x"), "did you mean `crate`?"),
         ] {
             let (_, result) = parse(tokens.clone());
             let message = result.unwrap_err();

@@ -1,6 +1,8 @@
 //! Expanding `#[consumer(...)] async fn name(args) -> R { body }` into a unit struct `name` that
 //! implements `serena::worker::Handler`, with the function kept as `name::handler`.
 //!
+//! Every path into serena starts with `::serena`, or with the path the `crate` option gives.
+//!
 //! When the function itself cannot be a handler (not `async`, generic, a method, ...), the
 //! function is emitted unchanged next to the errors, so the rest of the crate and the IDE keep
 //! working on it. When only the attribute is wrong, the full expansion is emitted next to the
@@ -254,6 +256,7 @@ fn expand(args: &ConsumerArgs, func: ItemFn, topology_file: Option<LitStr>) -> T
         on_fn,
     } = split_attrs(&attrs);
     let name = sig.ident.clone();
+    let serena = args.crate_path();
     let spec = spec_tokens(args, &name);
 
     // Local names of the generated code resolve at the macro's own site, so they can never
@@ -270,20 +273,24 @@ fn expand(args: &ConsumerArgs, func: ItemFn, topology_file: Option<LitStr>) -> T
         };
         let ty: &Type = &arg.ty;
         if let Some(inner) = state_type(ty) {
+            let serena = respan(&serena, inner.span());
             required_state.push(quote_spanned! {inner.span()=>
-                ::serena::worker::StateRequirement::of::<#inner>()
+                #serena::worker::StateRequirement::of::<#inner>()
             });
         }
         let var = format_ident!("arg{}", i, span = Span::mixed_site());
         // Spanned at the type, so "not an extractor" points at the argument's type.
-        let extract = quote_spanned! {ty.span()=>
-            <#ty as ::serena::worker::FromDelivery>::from_delivery(#ctx)
+        let extract = {
+            let serena = respan(&serena, ty.span());
+            quote_spanned! {ty.span()=>
+                <#ty as #serena::worker::FromDelivery>::from_delivery(#ctx)
+            }
         };
         extractions.push(quote! {
             let #var = match #extract {
                 ::core::result::Result::Ok(#value) => #value,
                 ::core::result::Result::Err(#rejection) => {
-                    return ::serena::worker::__private::poison(#ctx, #rejection);
+                    return #serena::worker::__private::poison(#ctx, #rejection);
                 }
             };
         });
@@ -300,8 +307,9 @@ fn expand(args: &ConsumerArgs, func: ItemFn, topology_file: Option<LitStr>) -> T
         ReturnType::Type(_, ty) => (Ident::new("output", ty.span()), ty.span()),
         ReturnType::Default => (Ident::new("output", Span::mixed_site()), Span::call_site()),
     };
+    let serena_at = respan(&serena, at);
     let convert = quote_spanned! {at=>
-        ::serena::worker::IntoOutcome::into_outcome(#output, Self::SPEC.on_error)
+        #serena_at::worker::IntoOutcome::into_outcome(#output, Self::SPEC.on_error)
     };
     // A handler whose future is not `Send` is reported at its name.
     let boxed = quote_spanned! {name.span()=>
@@ -328,7 +336,7 @@ fn expand(args: &ConsumerArgs, func: ItemFn, topology_file: Option<LitStr>) -> T
     // default (none) stands.
     let required_state = (!required_state.is_empty()).then(|| {
         quote! {
-            fn required_state(&self) -> ::std::vec::Vec<::serena::worker::StateRequirement> {
+            fn required_state(&self) -> ::std::vec::Vec<#serena::worker::StateRequirement> {
                 ::std::vec![#(#required_state),*]
             }
         }
@@ -350,7 +358,7 @@ fn expand(args: &ConsumerArgs, func: ItemFn, topology_file: Option<LitStr>) -> T
         #(#on_all)*
         #allow_deprecated
         impl #name {
-            const SPEC: ::serena::worker::ConsumerSpec = #spec;
+            const SPEC: #serena::worker::ConsumerSpec = #spec;
 
             #[doc = #handler_doc]
             // The docs are generated (the user's are on the struct), and `async` is required
@@ -362,15 +370,15 @@ fn expand(args: &ConsumerArgs, func: ItemFn, topology_file: Option<LitStr>) -> T
 
         #(#on_all)*
         #allow_deprecated
-        impl ::serena::worker::Handler for #name {
-            fn spec(&self) -> ::serena::worker::ConsumerSpec {
+        impl #serena::worker::Handler for #name {
+            fn spec(&self) -> #serena::worker::ConsumerSpec {
                 Self::SPEC
             }
 
             fn call<'a>(
                 &'a self,
-                #ctx_param: &'a ::serena::worker::DeliveryContext,
-            ) -> ::serena::worker::HandlerFuture<'a> {
+                #ctx_param: &'a #serena::worker::DeliveryContext,
+            ) -> #serena::worker::HandlerFuture<'a> {
                 #boxed
             }
 
@@ -379,6 +387,27 @@ fn expand(args: &ConsumerArgs, func: ItemFn, topology_file: Option<LitStr>) -> T
 
         #track
     }
+}
+
+/// `tokens` with every span set to `span`: the path into serena, placed where an error about
+/// the code it starts should point (a path spanned at the attribute would drag the attribute
+/// into that error).
+fn respan(tokens: &TokenStream, span: Span) -> TokenStream {
+    tokens
+        .clone()
+        .into_iter()
+        .map(|mut tree| {
+            if let TokenTree::Group(group) = &tree {
+                let mut inner =
+                    proc_macro2::Group::new(group.delimiter(), respan(&group.stream(), span));
+                inner.set_span(span);
+                tree = TokenTree::Group(inner);
+            } else {
+                tree.set_span(span);
+            }
+            tree
+        })
+        .collect()
 }
 
 /// `T` of an argument written `State<T>` (any path ending in `State`, such as
@@ -414,49 +443,71 @@ fn state_type(ty: &Type) -> Option<&Type> {
 
 /// The `ConsumerSpec` the attribute describes, as a constant expression.
 fn spec_tokens(args: &ConsumerArgs, name: &Ident) -> TokenStream {
+    let serena = args.crate_path();
     let name = LitStr::new(&name.unraw().to_string(), name.span());
     let queue = args
         .queue
         .clone()
         .unwrap_or_else(|| LitStr::new("", Span::call_site()));
-    let mut fields = Vec::new();
-    if let Some(prefetch) = args.prefetch {
-        fields.push(quote!(prefetch: ::core::option::Option::Some(#prefetch)));
-    }
-    if let Some(concurrency) = args.concurrency {
-        fields.push(quote!(concurrency: ::core::option::Option::Some(#concurrency)));
-    }
-    if let Some(tag) = &args.tag {
-        fields.push(quote!(consumer_tag: ::core::option::Option::Some(#tag)));
-    }
-    if let Some(exclusive) = args.exclusive {
-        fields.push(quote!(exclusive: #exclusive));
-    }
-    if let Some(priority) = args.priority {
-        fields.push(quote!(priority: ::core::option::Option::Some(#priority)));
-    }
-    let policy = match args.on_error {
-        Some(OnError::Retry) | None => None,
-        Some(OnError::Requeue) => Some(quote!(Requeue)),
-        Some(OnError::Park) => Some(quote!(Park)),
-        Some(OnError::Reject) => Some(quote!(Reject)),
+    let some = |value: Option<TokenStream>| match value {
+        Some(value) => quote!(::core::option::Option::Some(#value)),
+        None => quote!(::core::option::Option::None),
     };
-    if let Some(policy) = policy {
-        fields.push(quote!(on_error: ::serena::worker::ErrorPolicy::#policy));
-    }
-    let new = quote!(::serena::worker::ConsumerSpec::new(#name, #queue));
-    if fields.is_empty() {
-        new
-    } else {
-        quote!(::serena::worker::ConsumerSpec { #(#fields,)* ..#new })
+    let prefetch = some(args.prefetch.map(|n| quote!(#n)));
+    let concurrency = some(args.concurrency.map(|n| quote!(#n)));
+    let tag = some(args.tag.as_ref().map(|t| quote!(#t)));
+    let exclusive = args.exclusive.unwrap_or(false);
+    let priority = some(args.priority.map(|n| quote!(#n)));
+    let policy = match args.on_error {
+        Some(OnError::Retry) | None => quote!(Retry),
+        Some(OnError::Requeue) => quote!(Requeue),
+        Some(OnError::Park) => quote!(Park),
+        Some(OnError::Reject) => quote!(Reject),
+    };
+    quote! {
+        #serena::worker::__private::spec(
+            #name,
+            #queue,
+            #prefetch,
+            #concurrency,
+            #tag,
+            #exclusive,
+            #priority,
+            #serena::worker::ErrorPolicy::#policy,
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::state_type;
-    use quote::ToTokens;
+    use super::{consumer, state_type};
+    use quote::{ToTokens, quote};
     use syn::Type;
+
+    #[test]
+    fn the_crate_option_replaces_every_path_into_serena() {
+        let item = quote! {
+            async fn handle(body: Json<Order>, state: State<App>) -> Result<(), String> {
+                Ok(())
+            }
+        };
+        let default = consumer(quote!(queue = "q"), item.clone()).to_string();
+        assert!(
+            default.contains(":: serena :: worker :: Handler"),
+            "{default}"
+        );
+        let renamed = consumer(quote!(queue = "q", crate = "engine::amqp"), item).to_string();
+        assert!(!renamed.contains(":: serena ::"), "{renamed}");
+        for path in [
+            "Handler",
+            "FromDelivery",
+            "StateRequirement",
+            "__private :: spec",
+        ] {
+            let path = format!("engine :: amqp :: worker :: {path}");
+            assert!(renamed.contains(&path), "no {path} in {renamed}");
+        }
+    }
 
     fn inner(ty: &str) -> Option<String> {
         let ty: Type = syn::parse_str(ty).expect("a type");

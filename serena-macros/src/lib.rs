@@ -40,7 +40,7 @@ use proc_macro::TokenStream;
 ///
 /// // `handle_order` is now a unit struct implementing `Handler` ...
 /// let spec = handle_order.spec();
-/// assert_eq!((spec.name, spec.queue, spec.prefetch), ("handle_order", "orders", Some(20)));
+/// assert_eq!((&*spec.name, &*spec.queue, spec.prefetch), ("handle_order", "orders", Some(20)));
 /// assert_eq!(spec.on_error, ErrorPolicy::Reject);
 /// // ... and the function is still there, as `handle_order::handler`.
 /// let run = handle_order::handler(Json(Order { id: 0 }), State(App { shop: "main" }));
@@ -59,6 +59,7 @@ use proc_macro::TokenStream;
 /// | `priority = 10` | `i32`, sent as `x-priority` | `priority` |
 /// | `on_error = "retry"`, `"requeue"`, `"park"` or `"reject"` | what an `Err` does to the message (default retry: later by the queue's retry schedule, never at once; see `serena::worker`) | `on_error` |
 /// | `topology = "path"` | the topology file to check, and the queue against | |
+/// | `crate = "path"` | where serena is, for a crate that re-exports it (default `::serena`) | |
 ///
 /// # The handler
 ///

@@ -95,8 +95,8 @@ fn specs_follow_the_attributes() {
     assert_eq!(
         record_order.spec(),
         ConsumerSpec {
-            name: "record_order",
-            queue: "orders",
+            name: "record_order".into(),
+            queue: "orders".into(),
             prefetch: Some(50),
             concurrency: Some(4),
             consumer_tag: None,
@@ -108,7 +108,7 @@ fn specs_follow_the_attributes() {
     assert_eq!(
         route.spec(),
         ConsumerSpec {
-            consumer_tag: Some("router"),
+            consumer_tag: Some("router".into()),
             exclusive: true,
             priority: Some(-3),
             ..ConsumerSpec::new("route", "routing")
@@ -310,7 +310,7 @@ async fn a_missing_state_is_refused_before_connecting() {
         panic!("expected MissingState, got {err:?}")
     };
     assert_eq!(
-        (*handler, *type_name),
+        (&**handler, *type_name),
         ("lend_book", "alloc::sync::Arc<consumer_macro::Books>")
     );
     assert_eq!(

@@ -213,17 +213,13 @@ async fn publisher(index: u64, ledger: Shared, stop: watch::Receiver<bool>) {
     }
 }
 
-fn leak(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
-}
-
 /// A supervised worker on the host list that records every delivery and acks it.
 fn worker(index: usize, ledger: Shared) -> Supervisor {
     let handler = handler_fn(
         ConsumerSpec {
             prefetch: Some(50),
             concurrency: Some(4),
-            ..ConsumerSpec::new(leak(format!("node_loss_worker_{index}")), QUEUE)
+            ..ConsumerSpec::new(format!("node_loss_worker_{index}"), QUEUE)
         },
         move |d| {
             let ledger = ledger.clone();

@@ -48,7 +48,8 @@ async fn until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_supervisor_behind_the_proxy_restarts_after_each_fault_and_loses_nothing() {
-    let q: &'static str = Box::leak(unique_name("proxied-sup").into_boxed_str());
+    let q_name = unique_name("proxied-sup");
+    let q = q_name.as_str();
     declare(q).await;
     fill(q, 0..TOTAL, SIZE).await;
     let proxy = Proxy::start().await.expect("proxy");
@@ -62,7 +63,7 @@ async fn a_supervisor_behind_the_proxy_restarts_after_each_fault_and_loses_nothi
     let spec = ConsumerSpec {
         prefetch: Some(PREFETCH),
         concurrency: Some(4),
-        ..ConsumerSpec::new("proxied", q)
+        ..ConsumerSpec::new("proxied", q.to_owned())
     };
     let handler = {
         let (seen, done) = (seen.clone(), done.clone());

@@ -8,6 +8,7 @@
 //! [`ErrorPolicy`].
 
 use std::any::{Any, TypeId};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
@@ -92,19 +93,23 @@ impl ErrorPolicy {
 }
 
 /// How a consumer is declared: what the `#[consumer(...)]` attribute said.
+///
+/// The names are owned or `'static` ([`Cow`]): a handler built at run time gives `String`s
+/// (`ConsumerSpec::new(format!("worker-{n}"), queue)`), `#[consumer]` gives literals in a
+/// constant ([`ConsumerSpec::from_static`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerSpec {
     /// The handler's name (the function's name).
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     /// The queue to consume from.
-    pub queue: &'static str,
+    pub queue: Cow<'static, str>,
     /// Prefetch for this consumer's channel; `None` takes the connection's default
     /// (`channel_buffer_size / 3`).
     pub prefetch: Option<u16>,
     /// Handlers in flight at once (default 1), independent of the prefetch.
     pub concurrency: Option<usize>,
     /// Consumer tag; serena picks one when `None`.
-    pub consumer_tag: Option<&'static str>,
+    pub consumer_tag: Option<Cow<'static, str>>,
     /// Ask to be the queue's only consumer.
     pub exclusive: bool,
     /// Consumer priority (`x-priority`).
@@ -114,11 +119,37 @@ pub struct ConsumerSpec {
 }
 
 impl ConsumerSpec {
-    /// A spec with defaults for everything but the names.
-    pub const fn new(name: &'static str, queue: &'static str) -> Self {
+    /// A spec with defaults for everything but the names, each a `&'static str` or a
+    /// `String`.
+    ///
+    /// ```
+    /// use serena::worker::ConsumerSpec;
+    ///
+    /// let queue = format!("orders.{}", "eu");
+    /// let spec = ConsumerSpec::new("orders", queue);
+    /// assert_eq!((&*spec.name, &*spec.queue), ("orders", "orders.eu"));
+    /// ```
+    pub fn new(name: impl Into<Cow<'static, str>>, queue: impl Into<Cow<'static, str>>) -> Self {
         ConsumerSpec {
-            name,
-            queue,
+            name: name.into(),
+            queue: queue.into(),
+            ..ConsumerSpec::from_static("", "")
+        }
+    }
+
+    /// [`new`](Self::new) for names known at compile time, in a `const` context: what
+    /// `#[consumer]` generates.
+    ///
+    /// ```
+    /// use serena::worker::ConsumerSpec;
+    ///
+    /// const SPEC: ConsumerSpec = ConsumerSpec::from_static("audit", "orders.audit");
+    /// assert_eq!(SPEC.queue, "orders.audit");
+    /// ```
+    pub const fn from_static(name: &'static str, queue: &'static str) -> Self {
+        ConsumerSpec {
+            name: Cow::Borrowed(name),
+            queue: Cow::Borrowed(queue),
             prefetch: None,
             concurrency: None,
             consumer_tag: None,
@@ -217,7 +248,7 @@ pub struct DeliveryContext {
     /// Publishing with confirms from inside a handler.
     pub publisher: Publisher,
     /// The queue the message came from.
-    pub queue: &'static str,
+    pub queue: Arc<str>,
     /// The queue's retry schedule, when it has one.
     pub(crate) schedule: Option<Arc<RetrySchedule>>,
     /// Attempts made at this message in this worker before this one (retries without a
@@ -247,7 +278,7 @@ impl DeliveryContext {
             delivery,
             state: Arc::new(state),
             publisher: Publisher::detached(),
-            queue: "",
+            queue: Arc::from(""),
             schedule: None,
             retried_here: 0,
             first_failure: None,

@@ -60,13 +60,44 @@ pub use supervisor::{SetupFn, Supervisor, SupervisorError, shutdown_signal};
 /// Items the `#[consumer]` expansion uses; not part of the public API.
 #[doc(hidden)]
 pub mod __private {
-    use super::{DeliveryContext, Outcome, Rejection};
+    use std::borrow::Cow;
+
+    use super::{ConsumerSpec, DeliveryContext, ErrorPolicy, Outcome, Rejection};
+
+    /// The `ConsumerSpec` of a `#[consumer]`, in a constant: every option the attribute sets.
+    /// (A struct update `ConsumerSpec { .., ..base }` in a constant would have to drop the
+    /// base's names, which constant evaluation cannot do.)
+    #[allow(clippy::too_many_arguments)]
+    pub const fn spec(
+        name: &'static str,
+        queue: &'static str,
+        prefetch: Option<u16>,
+        concurrency: Option<usize>,
+        consumer_tag: Option<&'static str>,
+        exclusive: bool,
+        priority: Option<i32>,
+        on_error: ErrorPolicy,
+    ) -> ConsumerSpec {
+        ConsumerSpec {
+            name: Cow::Borrowed(name),
+            queue: Cow::Borrowed(queue),
+            prefetch,
+            concurrency,
+            consumer_tag: match consumer_tag {
+                Some(tag) => Some(Cow::Borrowed(tag)),
+                None => None,
+            },
+            exclusive,
+            priority,
+            on_error,
+        }
+    }
 
     /// A delivery whose arguments could not be built: a poison message, parked (or rejected
     /// when its queue has no retry schedule) and never redelivered.
     pub fn poison(ctx: &DeliveryContext, rejection: Rejection) -> Outcome {
         tracing::warn!(
-            queue = ctx.queue,
+            queue = &*ctx.queue,
             delivery_tag = ctx.delivery.delivery_tag,
             reason = %rejection,
             "poison message: parked, or rejected without requeue"

@@ -1,5 +1,6 @@
 //! Counters and readiness the supervisor exposes while it runs.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -83,7 +84,7 @@ pub enum Readiness {
     /// their queue. They try again every few seconds; the other consumers run.
     Standby {
         /// The waiting consumers, by name.
-        waiting: Vec<&'static str>,
+        waiting: Vec<Cow<'static, str>>,
     },
     /// The last life of the tree ended with `error`; the next one starts at `next_attempt`
     /// (and may already be connecting when that is past).
@@ -104,7 +105,7 @@ pub(crate) struct Status {
     last_error: Option<TreeError>,
     /// The tree is up: every consumer consuming or on standby.
     up: bool,
-    standby: Vec<&'static str>,
+    standby: Vec<Cow<'static, str>>,
 }
 
 impl Status {
@@ -127,7 +128,7 @@ impl Status {
     }
 
     /// `consumer` starts (`true`) or ends (`false`) waiting its turn.
-    pub(crate) fn standby(&mut self, consumer: &'static str, waiting: bool) {
+    pub(crate) fn standby(&mut self, consumer: Cow<'static, str>, waiting: bool) {
         self.standby.retain(|c| *c != consumer);
         if waiting {
             self.standby.push(consumer);

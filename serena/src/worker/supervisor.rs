@@ -32,6 +32,7 @@
 //! restart starts at the broker after the one that failed or died, and goes on round the
 //! list from there: a worker survives the loss of one node of a cluster.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -96,7 +97,7 @@ pub enum SupervisorError {
     )]
     MissingState {
         /// The handler's name.
-        handler: &'static str,
+        handler: Cow<'static, str>,
         /// The missing type.
         type_name: &'static str,
     },
@@ -463,7 +464,8 @@ impl Supervisor {
                 let started = match start_consumer(conn, handler.as_ref()).await {
                     Ok(started) => Some(started),
                     Err(e) if spec.exclusive && is_exclusive_use(&e) => {
-                        self.status.send_modify(|s| s.standby(spec.name, true));
+                        self.status
+                            .send_modify(|s| s.standby(spec.name.clone(), true));
                         None
                     }
                     Err(e) => return Err(TreeError::new(Phase::StartConsumers, e)),
@@ -476,7 +478,7 @@ impl Supervisor {
                         self.counters.clone(),
                     );
                     let shutdown_timeout = self.shutdown_timeout;
-                    let schedule = self.schedules.get(spec.queue).cloned();
+                    let schedule = self.schedules.get(&*spec.queue).cloned();
                     let local_retry = self.local_retry;
                     move |channel, consumer| ConsumeLoop {
                         schedule,
@@ -521,10 +523,13 @@ impl Supervisor {
 }
 
 /// A consume loop's task that ended without returning, as an error naming its consumer.
-fn task_failed(names: &HashMap<tokio::task::Id, &'static str>, e: tokio::task::JoinError) -> Error {
+fn task_failed(
+    names: &HashMap<tokio::task::Id, Cow<'static, str>>,
+    e: tokio::task::JoinError,
+) -> Error {
     let task = format!(
         "the consume loop of consumer {:?}",
-        names.get(&e.id()).copied().unwrap_or("?")
+        names.get(&e.id()).map_or("?", |name| &**name)
     );
     if !e.is_panic() {
         return Error::TaskFailed {
@@ -558,9 +563,9 @@ async fn start_consumer(conn: &Connection, handler: &dyn Handler) -> Result<(Cha
     }
     let consumer = ch
         .basic_consume(
-            spec.queue,
+            &spec.queue,
             ConsumeOptions {
-                consumer_tag: spec.consumer_tag.unwrap_or_default().to_owned(),
+                consumer_tag: spec.consumer_tag.as_deref().unwrap_or_default().to_owned(),
                 exclusive: spec.exclusive,
                 arguments,
                 ..Default::default()
@@ -605,8 +610,8 @@ async fn stand_by(
 ) -> Result<Option<(Channel, Consumer)>> {
     let spec = handler.spec();
     tracing::info!(
-        consumer = spec.name,
-        queue = spec.queue,
+        consumer = &*spec.name,
+        queue = &*spec.queue,
         "queue in exclusive use by another consumer; standing by"
     );
     let mut tries: u64 = 0;
@@ -620,15 +625,19 @@ async fn stand_by(
         match start_consumer(conn, handler).await {
             Ok(started) => {
                 tracing::info!(
-                    consumer = spec.name,
-                    queue = spec.queue,
+                    consumer = &*spec.name,
+                    queue = &*spec.queue,
                     tries,
                     "took over the queue from the other consumer"
                 );
                 return Ok(Some(started));
             }
             Err(e) if is_exclusive_use(&e) => {
-                tracing::debug!(consumer = spec.name, tries, "queue still in exclusive use");
+                tracing::debug!(
+                    consumer = &*spec.name,
+                    tries,
+                    "queue still in exclusive use"
+                );
             }
             Err(e) => return Err(e),
         }
@@ -685,13 +694,14 @@ impl ConsumeLoop {
         } = self;
         let spec = handler.spec();
         let permits = Arc::new(Semaphore::new(spec.concurrency.unwrap_or(1).max(1)));
+        let queue: Arc<str> = Arc::from(&*spec.queue);
         let mut in_flight: JoinSet<Outcome> = JoinSet::new();
         let after = Settle {
             handler: handler.clone(),
             counters: counters.clone(),
             schedule: schedule.clone(),
             publisher: publisher.clone(),
-            queue: spec.queue,
+            queue: queue.clone(),
         };
         let mut deliveries: HashMap<tokio::task::Id, Delivery> = HashMap::new();
         let result = loop {
@@ -720,8 +730,8 @@ impl ConsumeLoop {
             Counters::bump(&counters.delivered);
             let span = tracing::info_span!(
                 "delivery",
-                queue = spec.queue,
-                consumer = spec.name,
+                queue = &*spec.queue,
+                consumer = &*spec.name,
                 delivery_tag = delivery.delivery_tag,
                 message_id = delivery.properties.message_id.as_deref().unwrap_or(""),
                 redelivered = delivery.redelivered,
@@ -730,7 +740,7 @@ impl ConsumeLoop {
                 delivery: delivery.clone(),
                 state: state.clone(),
                 publisher: publisher.clone(),
-                queue: spec.queue,
+                queue: queue.clone(),
                 schedule: schedule.clone(),
                 retried_here: 0,
                 first_failure: None,
@@ -797,7 +807,7 @@ struct Settle {
     counters: Arc<Counters>,
     schedule: Option<Arc<RetrySchedule>>,
     publisher: Publisher,
-    queue: &'static str,
+    queue: Arc<str>,
 }
 
 impl Settle {
@@ -814,7 +824,7 @@ impl Settle {
             Err(e) => {
                 if e.is_panic() {
                     Counters::bump(&counters.panicked);
-                    tracing::error!(consumer = self.handler.spec().name, "handler panicked");
+                    tracing::error!(consumer = &*self.handler.spec().name, "handler panicked");
                 }
                 (
                     e.id(),
@@ -856,7 +866,7 @@ impl Settle {
         let attempt = retry::attempt_of(delivery);
         let Some(schedule) = &self.schedule else {
             tracing::error!(
-                queue = self.queue,
+                queue = &*self.queue,
                 attempt,
                 %reason,
                 "message rejected: its queue has no retry schedule; its dead-letter exchange takes it, if it has one"
@@ -867,11 +877,11 @@ impl Settle {
             Ok(moved) => {
                 let counter = match &moved {
                     retry::Moved::Retried { queue, delay } => {
-                        tracing::info!(queue = self.queue, attempt, %reason, retry_queue = %queue, ?delay, "message to retry later");
+                        tracing::info!(queue = &*self.queue, attempt, %reason, retry_queue = %queue, ?delay, "message to retry later");
                         &counters.retried
                     }
                     retry::Moved::Parked { queue } => {
-                        tracing::warn!(queue = self.queue, attempt, %reason, park_queue = %queue, "message parked");
+                        tracing::warn!(queue = &*self.queue, attempt, %reason, park_queue = %queue, "message parked");
                         &counters.parked
                     }
                 };
@@ -879,7 +889,7 @@ impl Settle {
             }
             Err(e) => {
                 // Not moved: it stays the broker's, back in its queue, and nothing is lost.
-                tracing::error!(queue = self.queue, attempt, error = %e, "could not move a failed message; requeued");
+                tracing::error!(queue = &*self.queue, attempt, error = %e, "could not move a failed message; requeued");
                 (delivery.nack(true).await, &counters.requeued)
             }
         }

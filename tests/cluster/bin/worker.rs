@@ -76,10 +76,6 @@ fn say(line: &str) {
     let _ = out.flush();
 }
 
-fn leak(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
-}
-
 fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(a) => a,
@@ -113,8 +109,8 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         let spec = ConsumerSpec {
             prefetch: Some(args.prefetch),
-            consumer_tag: Some(leak(args.tag)),
-            ..ConsumerSpec::new("cluster_worker", leak(args.queue))
+            consumer_tag: Some(args.tag.into()),
+            ..ConsumerSpec::new("cluster_worker", args.queue)
         };
         let delay = args.delay;
         let handler = handler_fn(spec, move |d| async move {

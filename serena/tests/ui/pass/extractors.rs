@@ -65,8 +65,8 @@ async fn with_everything(
 #[consumer(queue = "nothing")]
 async fn with_nothing() {}
 
-fn assert_handler<H: Handler + Copy + Default + std::fmt::Debug>(h: H) -> &'static str {
-    h.spec().name
+fn assert_handler<H: Handler + Copy + Default + std::fmt::Debug>(h: H) -> String {
+    h.spec().name.into_owned()
 }
 
 fn main() {

@@ -38,11 +38,11 @@ fn main() {
     assert_eq!(
         all.spec(),
         ConsumerSpec {
-            name: "all",
-            queue: "orders",
+            name: "all".into(),
+            queue: "orders".into(),
             prefetch: Some(65535),
             concurrency: Some(8),
-            consumer_tag: Some("orders-worker"),
+            consumer_tag: Some("orders-worker".into()),
             exclusive: true,
             priority: Some(-10),
             on_error: ErrorPolicy::Reject,
