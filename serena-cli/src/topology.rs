@@ -69,10 +69,7 @@ pub(crate) async fn run(cmd: TopologyCommand, url: Option<&str>) -> Result<(), F
             if report.is_ok() {
                 Ok(())
             } else {
-                let lines: Vec<String> = report
-                    .failures()
-                    .map(|e| format!("{}: {}", e.entity, e.status))
-                    .collect();
+                let lines = failure_lines(report.failures());
                 Err(Failure::failed(format!(
                     "{}\napply: {} of {} entities failed on {}",
                     lines.join("\n"),
@@ -90,10 +87,7 @@ pub(crate) async fn run(cmd: TopologyCommand, url: Option<&str>) -> Result<(), F
             if report.is_ok() {
                 Ok(())
             } else {
-                let lines: Vec<String> = report
-                    .failures()
-                    .map(|e| format!("{}: {}", e.entity, e.status))
-                    .collect();
+                let lines = failure_lines(report.failures());
                 Err(Failure::failed(format!(
                     "{}\nverify: drift: {} of {} entities missing or not checkable on {}; run \
                      `serena topology apply {}` to create what is missing",
@@ -106,4 +100,13 @@ pub(crate) async fn run(cmd: TopologyCommand, url: Option<&str>) -> Result<(), F
             }
         }
     }
+}
+
+/// One `entity: status` line per failed entry of an apply or verify report.
+fn failure_lines<'a, S: std::fmt::Display + 'a>(
+    failures: impl Iterator<Item = &'a serena::topology::EntityReport<S>>,
+) -> Vec<String> {
+    failures
+        .map(|e| format!("{}: {}", e.entity, e.status))
+        .collect()
 }

@@ -445,7 +445,8 @@ mod tests {
     use super::*;
     use crate::Destination;
 
-    fn messages(t: &Topology) -> Vec<String> {
+    /// Every problem `t` has, as text (shared with the retry rules' tests).
+    pub(super) fn messages(t: &Topology) -> Vec<String> {
         match t.validate() {
             Ok(()) => vec![],
             Err(e) => e.problems().iter().map(ToString::to_string).collect(),

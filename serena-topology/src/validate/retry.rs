@@ -251,13 +251,7 @@ fn declared_as(q: &Queue) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn messages(t: &Topology) -> Vec<String> {
-        match t.validate() {
-            Ok(()) => vec![],
-            Err(e) => e.problems().iter().map(ToString::to_string).collect(),
-        }
-    }
+    use crate::validate::tests::messages;
 
     #[test]
     fn retry_delays_built_in_code_are_checked_too() {
