@@ -43,6 +43,8 @@ mod consuming;
 mod publishing;
 #[path = "channel_ops/topology.rs"]
 mod topology;
+#[path = "channel_ops/unconfirmed.rs"]
+mod unconfirmed;
 
 /// Upper bound for a whole connection scope of one test.
 const TEST_LIMIT: Duration = Duration::from_secs(60);

@@ -177,6 +177,11 @@ pub enum Error {
     /// that failed, ...); nothing was sent.
     #[error("JSON encoding failed: {0}")]
     Json(#[source] Arc<serde_json::Error>),
+    /// A call the channel's kind does not allow, refused before anything was sent (a
+    /// confirmed publish on a channel without confirm mode, say). serena's handles rule
+    /// these out by their types; this comes from using the protocol state machine directly.
+    #[error("not allowed here: {0}")]
+    Misuse(&'static str),
     /// The operation did not finish within the time the caller set.
     #[error("timed out after {0:?}")]
     Timeout(Duration),
@@ -329,6 +334,7 @@ impl From<crate::proto::connection::Failure> for Error {
             Failure::Nacked => Error::Nacked,
             Failure::ConsumerCancelled(tag) => Error::ConsumerCancelled(tag),
             Failure::HeartbeatTimeout(after) => Error::HeartbeatTimeout(after),
+            Failure::Misuse(what) => Error::Misuse(what),
         }
     }
 }

@@ -62,7 +62,7 @@ pub mod worker;
 pub use client::{
     Channel, ChannelPool, Confirmation, Connection, ConsumeOptions, Consumer, Delivery,
     ExchangeDeclareOptions, GetMessage, HeartbeatStats, PooledChannel, PublishOptions,
-    QueueDeclareOk, QueueDeclareOptions, open_connection,
+    QueueDeclareOk, QueueDeclareOptions, UnconfirmedChannel, open_connection,
 };
 pub use config::{
     AuthMechanism, ClientCertificate, ConnectionConfig, Endpoint, Password, TlsOptions,

@@ -136,6 +136,9 @@ pub(crate) struct ChannelMachine<S: Sinks> {
     returns: VecDeque<PendingReturn>,
     consumers: HashMap<ShortString, ConsumerSlot<S>>,
     pub(crate) flow_paused: bool,
+    /// `confirm.select` was sent: every publish takes a sequence number and a waiter. A
+    /// channel without it publishes fire-and-forget only.
+    confirming: bool,
 }
 
 fn send(out: &mut BytesMut, id: u16, method: impl Into<Method>) {
@@ -175,6 +178,7 @@ impl<S: Sinks> ChannelMachine<S> {
             returns: VecDeque::new(),
             consumers: HashMap::new(),
             flow_paused: false,
+            confirming: false,
         }
     }
 
@@ -202,6 +206,11 @@ impl<S: Sinks> ChannelMachine<S> {
         };
         tracing::trace!(channel = self.id, ?method, "sending");
         encode_method(out, self.id, method)?;
+        if matches!(method, Method::ConfirmSelect(_)) {
+            // Confirm mode holds from the next publish on: the broker numbers publishes
+            // from select-ok, and a channel's publishes follow its select on the wire.
+            self.confirming = true;
+        }
         self.calls.push_back(PendingCall { kind, waiter });
         Ok(())
     }
@@ -213,13 +222,13 @@ impl<S: Sinks> ChannelMachine<S> {
         }
     }
 
-    pub(crate) fn publish(
-        &mut self,
+    /// Encodes `basic.publish` with its content.
+    fn encode_publish(
+        &self,
         out: &mut BytesMut,
         frame_max: u32,
         p: &Publish<'_>,
-        waiter: S::Confirm,
-    ) -> Result<u64, Failure> {
+    ) -> Result<(), Failure> {
         self.usable()?;
         let method: Method = basic::Publish {
             exchange: p.exchange.into(),
@@ -228,8 +237,27 @@ impl<S: Sinks> ChannelMachine<S> {
             immediate: p.immediate,
         }
         .into();
-        let start = out.len();
         encode_content(out, self.id, &method, p.properties, p.body, frame_max)?;
+        Ok(())
+    }
+
+    /// A publish the broker will confirm: it takes the next sequence number and `waiter`
+    /// gets the confirm (or the return, for a mandatory one no queue took).
+    pub(crate) fn publish(
+        &mut self,
+        out: &mut BytesMut,
+        frame_max: u32,
+        p: &Publish<'_>,
+        waiter: S::Confirm,
+    ) -> Result<u64, Failure> {
+        if !self.confirming {
+            // No confirm would ever come: the waiter would wait forever.
+            return Err(Failure::Misuse(
+                "a confirmed publish on a channel without confirm mode (confirm.select)",
+            ));
+        }
+        let start = out.len();
+        self.encode_publish(out, frame_max, p)?;
         let mandatory = p.mandatory.then(|| {
             // The header frame follows the method frame: skip the method frame, then take the
             // header frame's payload from the bytes just written.
@@ -254,6 +282,28 @@ impl<S: Sinks> ChannelMachine<S> {
             returned: None,
         });
         Ok(seq)
+    }
+
+    /// A fire-and-forget publish on a channel without confirm mode: nothing waits for it.
+    pub(crate) fn publish_unconfirmed(
+        &mut self,
+        out: &mut BytesMut,
+        frame_max: u32,
+        p: &Publish<'_>,
+    ) -> Result<(), Failure> {
+        if self.confirming {
+            // The broker numbers every publish on a confirming channel: one without a
+            // waiter would shift every later confirm onto the wrong publish.
+            return Err(Failure::Misuse(
+                "a fire-and-forget publish on a channel in confirm mode",
+            ));
+        }
+        if p.mandatory {
+            // A return is matched to its publish by the confirm that covers it; without
+            // confirms nothing could tell the caller, and the return would be dropped.
+            return Err(Failure::Misuse("a mandatory publish without confirm mode"));
+        }
+        self.encode_publish(out, frame_max, p)
     }
 
     /// Publishes sent and not yet confirmed.

@@ -419,7 +419,8 @@ impl<S: Sinks> Connection<S> {
         }
     }
 
-    /// Publishes a message; `waiter` gets the broker's confirm. Returns its sequence number.
+    /// Publishes a message on a channel in confirm mode (`confirm.select` sent); `waiter`
+    /// gets the broker's confirm. Returns its sequence number.
     pub fn publish(
         &mut self,
         r: ChannelRef,
@@ -428,6 +429,18 @@ impl<S: Sinks> Connection<S> {
     ) -> Result<u64, S::Error> {
         let frame_max = self.frame_max();
         self.with_channel(r, |ch, out| ch.publish(out, frame_max, publish, waiter))
+    }
+
+    /// Publishes a message fire-and-forget, on a channel that never sent `confirm.select`:
+    /// nothing waits for it and no return can come back (`mandatory` is refused). A channel
+    /// in confirm mode refuses it, as [`publish`](Self::publish) refuses a channel without.
+    pub fn publish_unconfirmed(
+        &mut self,
+        r: ChannelRef,
+        publish: &Publish<'_>,
+    ) -> Result<(), S::Error> {
+        let frame_max = self.frame_max();
+        self.with_channel(r, |ch, out| ch.publish_unconfirmed(out, frame_max, publish))
     }
 
     /// Publishes on the channel still waiting for their confirm.

@@ -74,6 +74,9 @@ pub enum Failure {
     ConsumerCancelled(String),
     /// Nothing came from the server for this long (two heartbeat intervals).
     HeartbeatTimeout(Duration),
+    /// A call the channel's mode does not allow (a confirmed publish without confirm mode,
+    /// a fire-and-forget one with it); nothing was sent.
+    Misuse(&'static str),
 }
 
 impl From<EncodeError> for Failure {

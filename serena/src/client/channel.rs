@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, Sleep};
 
 use super::consumer::{Consumer, GetMessage};
-use crate::driver::shared::{ChannelLink, ConnShared, OUT_HIGH_WATER, RpcReply, lock};
+use crate::driver::shared::{ChannelLink, ConnShared, OUT_HIGH_WATER, RpcReply, State, lock};
 use crate::error::{Error, Result};
 use crate::proto::connection::Publish;
 use crate::proto::method::Request;
@@ -185,7 +185,13 @@ pub(crate) async fn wait(link: &ChannelLink, rx: oneshot::Receiver<RpcReply>) ->
 }
 
 impl Channel {
-    pub(crate) async fn open(conn: Arc<ConnShared>, prefetch: u16) -> Result<Channel> {
+    /// Opens a channel with QoS `prefetch` and, with `confirms`, publisher confirms (a
+    /// [`Channel`] always has them; an [`UnconfirmedChannel`](super::UnconfirmedChannel) never).
+    pub(crate) async fn open(
+        conn: Arc<ConnShared>,
+        prefetch: u16,
+        confirms: bool,
+    ) -> Result<Channel> {
         let watch = ConnShared::channel_watch();
         let (open_tx, open) = oneshot::channel();
         let (select_tx, select) = oneshot::channel();
@@ -195,15 +201,16 @@ impl Channel {
         // closes the channel instead of leaving it open on the broker.
         let id = conn.with(true, |m| {
             let id = m.open_channel(watch.clone(), open_tx)?;
-            let select = confirm::Select { nowait: false };
             let qos = basic::Qos {
                 prefetch_size: 0,
                 prefetch_count: prefetch,
                 global: false,
             };
-            let pipelined = m
-                .call(id, &select.into(), select_tx)
-                .and_then(|()| m.call(id, &qos.into(), qos_tx));
+            let select = || match confirms {
+                true => m.call(id, &confirm::Select { nowait: false }.into(), select_tx),
+                false => Ok(()),
+            };
+            let pipelined = select().and_then(|()| m.call(id, &qos.into(), qos_tx));
             if let Err(e) = pipelined {
                 let _ = m.close_channel(id, None);
                 return Err(e);
@@ -219,13 +226,15 @@ impl Channel {
         };
         let link = channel.link();
         reply_to::<channel::Open>(wait(link, open).await?)?;
-        reply_to::<confirm::Select>(wait(link, select).await?)?;
+        if confirms {
+            reply_to::<confirm::Select>(wait(link, select).await?)?;
+        }
         reply_to::<basic::Qos>(wait(link, qos).await?)?;
-        tracing::debug!(channel = link.id.id, prefetch, "channel open");
+        tracing::debug!(channel = link.id.id, prefetch, confirms, "channel open");
         Ok(channel)
     }
 
-    fn link(&self) -> &Arc<ChannelLink> {
+    pub(super) fn link(&self) -> &Arc<ChannelLink> {
         &self.handle.link
     }
 
@@ -542,51 +551,20 @@ impl Channel {
             properties: &properties,
             body: body.as_ref(),
         };
-        let (mut tx, rx) = oneshot::channel();
-        loop {
-            // Fast path: one pass under the connection's lock checks flow, the broker's
-            // block and the buffer's room, encodes, and registers the confirm.
-            let sent = {
-                let conn = &link.conn;
-                let mut st = lock(&conn.state);
-                let paused = st
-                    .machine
-                    .publish_paused(link.id)
-                    .map_err(|e| link.reason(e))?;
-                if !paused && st.machine.transmit().len() < OUT_HIGH_WATER {
-                    tracing::trace!(channel = link.id.id, %exchange, %routing_key, len = publish.body.len(), "publishing");
-                    // Nothing else in flight on this channel: a caller waiting on this one
-                    // confirm, so send it now. Under a stream of publishes the writer
-                    // batches them instead.
-                    let alone = st.machine.unconfirmed(link.id) == 0;
-                    st.machine
-                        .publish(link.id, &publish, tx)
-                        .map_err(|e| link.reason(e))?;
-                    if alone {
-                        conn.flush_inline(&mut st);
-                    }
-                    let pending = !st.machine.transmit().is_empty();
-                    drop(st);
-                    if pending {
-                        conn.out_ready.notify_one();
-                    }
-                    None
-                } else {
-                    Some(tx)
-                }
-            };
-            match sent {
-                None => break,
-                Some(unsent) => tx = unsent,
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = self.publishable(deadline).await?;
+            tracing::trace!(channel = link.id.id, %exchange, %routing_key, len = publish.body.len(), "publishing");
+            // Nothing else in flight on this channel: a caller waiting on this one confirm,
+            // so send it now. Under a stream of publishes the writer batches them instead.
+            let alone = st.machine.unconfirmed(link.id) == 0;
+            st.machine
+                .publish(link.id, &publish, tx)
+                .map_err(|e| link.reason(e))?;
+            if alone {
+                link.conn.flush_inline(&mut st);
             }
-            // Slow path: wait until the buffer drains, the block lifts and flow resumes.
-            let writable = self.wait_publishable();
-            match deadline {
-                Some((at, timeout)) => tokio::time::timeout_at(at, writable)
-                    .await
-                    .map_err(|_| Error::Timeout(timeout))??,
-                None => writable.await?,
-            }
+            link.conn.release(st);
         }
         Ok(Confirmation {
             rx,
@@ -595,8 +573,41 @@ impl Channel {
         })
     }
 
-    /// Waits until a publish on this channel would go out: the buffer has room, the broker
-    /// does not block the connection and the server does not pause the channel.
+    /// The connection's state, locked, once a publish on this channel can go out: the
+    /// write buffer has room, the broker does not block the connection and the server does
+    /// not pause the channel. Waits for that (until `deadline`, when there is one) without
+    /// holding the lock.
+    pub(super) async fn publishable(
+        &self,
+        deadline: Option<(Instant, Duration)>,
+    ) -> Result<MutexGuard<'_, State>> {
+        loop {
+            if let Some(st) = self.try_publishable()? {
+                return Ok(st);
+            }
+            let writable = self.wait_publishable();
+            match deadline {
+                Some((at, timeout)) => tokio::time::timeout_at(at, writable)
+                    .await
+                    .map_err(|_| Error::Timeout(timeout))??,
+                None => writable.await?,
+            }
+        }
+    }
+
+    /// The locked state when a publish could go out now; `None` when it must wait; an error
+    /// when the channel cannot publish at all.
+    fn try_publishable(&self) -> Result<Option<MutexGuard<'_, State>>> {
+        let link = self.link();
+        let mut st = lock(&link.conn.state);
+        let paused = st
+            .machine
+            .publish_paused(link.id)
+            .map_err(|e| link.reason(e))?;
+        Ok((!paused && st.machine.transmit().len() < OUT_HIGH_WATER).then_some(st))
+    }
+
+    /// Waits until a publish on this channel would go out (see [`publishable`](Self::publishable)).
     async fn wait_publishable(&self) -> Result<()> {
         let link = self.link();
         loop {
@@ -605,15 +616,8 @@ impl Channel {
             tokio::pin!(drained, resumed);
             drained.as_mut().enable();
             resumed.as_mut().enable();
-            {
-                let mut st = lock(&link.conn.state);
-                let paused = st
-                    .machine
-                    .publish_paused(link.id)
-                    .map_err(|e| link.reason(e))?;
-                if !paused && st.machine.transmit().len() < OUT_HIGH_WATER {
-                    return Ok(());
-                }
+            if self.try_publishable()?.is_some() {
+                return Ok(());
             }
             tokio::select! {
                 () = drained => {}

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::channel::Channel;
+use super::unconfirmed::UnconfirmedChannel;
 use crate::config::{ConnectionConfig, Endpoint};
 use crate::driver::shared::{ConnShared, lock};
 use crate::driver::transport::{self, Socket, Transport};
@@ -360,7 +361,15 @@ impl Connection {
     /// Opens a channel as a handle: confirms on, QoS set. It is closed by
     /// [`Channel::close`], or in the background when the last clone is dropped.
     pub async fn channel(&self) -> Result<Channel> {
-        Channel::open(self.inner.shared.clone(), self.inner.prefetch).await
+        Channel::open(self.inner.shared.clone(), self.inner.prefetch, true).await
+    }
+
+    /// Opens a channel without publisher confirms, for fire-and-forget publishing (see
+    /// [`UnconfirmedChannel`]). QoS is set as on every channel. It is closed by
+    /// [`UnconfirmedChannel::close`], or in the background when the last clone is dropped.
+    pub async fn unconfirmed_channel(&self) -> Result<UnconfirmedChannel> {
+        let channel = Channel::open(self.inner.shared.clone(), self.inner.prefetch, false).await?;
+        Ok(UnconfirmedChannel::new(channel))
     }
 
     /// Opens a pool of `size` channels on this connection.

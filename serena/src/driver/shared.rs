@@ -214,12 +214,18 @@ impl ConnShared {
         if flush {
             self.flush_inline(&mut st);
         }
+        self.release(st);
+        result
+    }
+
+    /// Unlocks the state after a handle queued something, waking the writer when bytes are
+    /// left to send.
+    pub(crate) fn release(&self, mut st: MutexGuard<'_, State>) {
         let pending = !st.machine.transmit().is_empty();
         drop(st);
         if pending {
             self.out_ready.notify_one();
         }
-        result
     }
 
     /// Writes what the machine queued straight to the socket from the caller's task, when the

@@ -149,6 +149,23 @@ fn open(m: &mut Connection<T>) -> (ChannelRef, Receiver<Note>) {
     (r, rx)
 }
 
+/// Opens a channel in confirm mode (`confirm.select` answered); the channel's log.
+fn open_confirming(m: &mut Connection<T>) -> (ChannelRef, Receiver<Note>) {
+    let (r, log) = open(m);
+    let (tx, rx) = channel();
+    m.call(
+        r,
+        &crate::method::confirm::Select { nowait: false }.into(),
+        tx,
+    )
+    .expect("confirm.select");
+    m.handle_frame(method(r.id, crate::method::confirm::SelectOk {}))
+        .expect("select-ok");
+    assert!(matches!(rx.try_recv(), Ok(Note::Reply(Ok(_)))));
+    sent(m);
+    (r, log)
+}
+
 fn server_close(code: u16) -> chm::Close {
     chm::Close {
         reply_code: code,
@@ -375,7 +392,7 @@ fn a_return_fails_the_publish_it_belongs_to_when_the_key_does_not_decide() {
     // A routable (k=v) and B unroutable (k=other), same exchange and key: RabbitMQ returns
     // B, acks B, and acks A later when its queue confirmed it.
     let mut m = machine();
-    let (r, _log) = open(&mut m);
+    let (r, _log) = open_confirming(&mut m);
     let a = publish(&mut m, r, &[("k", "v")], b"A");
     let b = publish(&mut m, r, &[("k", "other")], b"B");
     return_of(&mut m, r, &[("k", "other")], b"B");
@@ -391,7 +408,7 @@ fn a_return_fails_the_publish_it_belongs_to_when_the_key_does_not_decide() {
 #[test]
 fn a_return_covered_by_a_multiple_ack_finds_its_publish_by_content() {
     let mut m = machine();
-    let (r, _log) = open(&mut m);
+    let (r, _log) = open_confirming(&mut m);
     let a = publish(&mut m, r, &[("k", "v")], b"A");
     let b = publish(&mut m, r, &[("k", "other")], b"B");
     let c = publish(&mut m, r, &[("k", "v")], b"C");
@@ -407,7 +424,7 @@ fn a_return_never_reaches_an_earlier_publish_its_ack_does_not_cover() {
     // B returned and acked alone while A waits: even with identical content the return is
     // B's, because it came before B's ack.
     let mut m = machine();
-    let (r, _log) = open(&mut m);
+    let (r, _log) = open_confirming(&mut m);
     let a = publish(&mut m, r, &[], b"same");
     let b = publish(&mut m, r, &[], b"same");
     return_of(&mut m, r, &[], b"same");
@@ -587,7 +604,7 @@ fn closes_that_cross_keep_the_id_until_our_close_ok() {
 #[test]
 fn after_our_close_confirms_still_count_and_deliveries_are_discarded() {
     let mut m = machine();
-    let (r, _log) = open(&mut m);
+    let (r, _log) = open_confirming(&mut m);
     let (tag, deliveries, _reply) = consume(&mut m, r, false);
     consume_ok(&mut m, r, &tag);
     let p = publish(&mut m, r, &[], b"x");
@@ -756,7 +773,7 @@ fn a_return_survives_an_ack_of_another_publish_that_came_between() {
     // Seen against RabbitMQ with hundreds in flight: B's return, then A's ack (its queue
     // confirmed it), then B's ack. The return is B's by its content.
     let mut m = machine();
-    let (r, _log) = open(&mut m);
+    let (r, _log) = open_confirming(&mut m);
     let a = publish(&mut m, r, &[("k", "v")], b"routable-1");
     let b = publish(&mut m, r, &[("k", "other")], b"unroutable-1");
     return_of(&mut m, r, &[("k", "other")], b"unroutable-1");
@@ -797,4 +814,75 @@ fn a_cancel_ok_that_comes_after_a_later_calls_reply_reaches_the_cancel() {
         cancelled.try_recv(),
         Ok(Note::Reply(Ok(Assembled::Method(Method::BasicCancelOk(_)))))
     ));
+}
+
+fn plain_publish(mandatory: bool) -> Publish<'static> {
+    static PROPERTIES: std::sync::LazyLock<BasicProperties> =
+        std::sync::LazyLock::new(BasicProperties::default);
+    Publish {
+        exchange: "",
+        routing_key: "q",
+        mandatory,
+        immediate: false,
+        properties: &PROPERTIES,
+        body: b"telemetry",
+    }
+}
+
+#[test]
+fn a_channel_without_confirm_mode_refuses_a_publish_that_waits_for_a_confirm() {
+    let mut m = machine();
+    let (r, _log) = open(&mut m);
+    let (tx, rx) = channel();
+    let refused = m.publish(r, &plain_publish(false), tx);
+    assert!(matches!(refused, Err(Failure::Misuse(_))), "{refused:?}");
+    assert!(sent(&mut m).is_empty(), "nothing sent");
+    assert_eq!(m.unconfirmed(r), 0);
+    assert!(rx.try_recv().is_err(), "no confirm promised");
+}
+
+#[test]
+fn fire_and_forget_publishes_go_out_and_take_no_sequence_number() {
+    let mut m = machine();
+    let (r, _log) = open(&mut m);
+    for _ in 0..3 {
+        m.publish_unconfirmed(r, &plain_publish(false)).unwrap();
+    }
+    let frames = sent(&mut m);
+    let publishes = frames
+        .iter()
+        .filter(
+            |f| matches!(f, Frame::Method { method: Method::BasicPublish(p), .. } if !p.mandatory),
+        )
+        .count();
+    assert_eq!(publishes, 3);
+    assert_eq!(frames.len(), 9, "method, header and body for each");
+    assert_eq!(m.unconfirmed(r), 0, "nothing waits for a confirm");
+}
+
+#[test]
+fn a_channel_in_confirm_mode_refuses_a_fire_and_forget_publish() {
+    // It would take a sequence number nobody waits for and shift every later confirm.
+    let mut m = machine();
+    let (r, _log) = open_confirming(&mut m);
+    let refused = m.publish_unconfirmed(r, &plain_publish(false));
+    assert!(matches!(refused, Err(Failure::Misuse(_))), "{refused:?}");
+    assert!(sent(&mut m).is_empty());
+    let p = publish(&mut m, r, &[], b"x");
+    ack(&mut m, r, 1, false);
+    assert!(outcome(&p).is_ok(), "sequence numbers still line up");
+}
+
+#[test]
+fn a_mandatory_publish_needs_confirm_mode_and_a_stray_return_is_dropped() {
+    let mut m = machine();
+    let (r, log) = open(&mut m);
+    let refused = m.publish_unconfirmed(r, &plain_publish(true));
+    assert!(matches!(refused, Err(Failure::Misuse(_))), "{refused:?}");
+    assert!(sent(&mut m).is_empty());
+    // A return nothing can wait for (no publish is pending) is dropped, not kept.
+    return_of(&mut m, r, &[], b"telemetry");
+    assert!(m.error().is_none());
+    assert!(log.try_recv().is_err());
+    assert!(m.channel_is_open(r));
 }
