@@ -89,18 +89,24 @@ async fn unconfirmed_publishes_fail_and_none_hangs() {
         conn.open_channel(async |ch| {
             let _guard = cancelled.guard();
             // Bounded, so the broker's memory is not the test's business.
-            let args = FieldTable::new().with("x-max-length", 1000i32);
+            let args = FieldTable::new().with("x-max-length", 200i32);
             let options = QueueDeclareOptions {
                 arguments: args,
                 ..exclusive()
             };
             ch.queue_declare(&q, options).await?;
+            // 16 KiB bodies published as fast as the write buffer takes them: the client
+            // is always megabytes ahead of the broker's confirms, so whenever the close
+            // comes, publishes are in flight (with 8-byte bodies and pauses, now and then
+            // everything was confirmed at the close and the test proved nothing).
+            let mut body = vec![0u8; 16 * 1024];
             for n in 0u64.. {
+                body[..8].copy_from_slice(&n.to_be_bytes());
                 let c = ch
                     .basic_publish_with(
                         "",
                         &q,
-                        n.to_be_bytes(),
+                        &body,
                         Default::default(),
                         PublishOptions::default(),
                     )
@@ -112,7 +118,7 @@ async fn unconfirmed_publishes_fail_and_none_hangs() {
                     let _ = tx.send(());
                 }
                 if n % 64 == 0 {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    tokio::task::yield_now().await;
                 }
             }
             Ok::<(), Error>(())
