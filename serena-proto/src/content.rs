@@ -19,7 +19,13 @@
 use bytes::{Bytes, BytesMut};
 
 use super::error::{DecodeError, EncodeError};
-use super::frame::{FRAME_OVERHEAD, Frame, encode_body, encode_header_parts, encode_method};
+use bytes::BufMut;
+
+use super::codec::put_shortstr;
+use super::connection::Publish;
+use super::frame::{
+    FRAME_OVERHEAD, Frame, encode_body, encode_header_parts, encode_method, encode_method_with,
+};
 use super::method::Method;
 use super::properties::{BasicProperties, ContentHeader};
 
@@ -34,6 +40,64 @@ pub fn encode_content(
     method: &Method,
     properties: &BasicProperties,
     body: &[u8],
+    frame_max: u32,
+) -> Result<(), EncodeError> {
+    let method_frame = |b: &mut BytesMut| encode_method(b, channel, method);
+    let message = (properties, body);
+    encode_message(
+        buf,
+        channel,
+        method.class_id(),
+        method_frame,
+        message,
+        frame_max,
+    )
+}
+
+/// Appends `basic.publish` with its content header and body frames, from borrowed names: the
+/// bytes [`encode_content`] writes for a [`Method::BasicPublish`], without building one (and
+/// allocating its two names) for every message.
+pub(crate) fn encode_publish(
+    buf: &mut BytesMut,
+    channel: u16,
+    fields: &Publish<'_>,
+    frame_max: u32,
+) -> Result<(), EncodeError> {
+    use crate::method::basic::Publish as Method;
+    let method_frame = |b: &mut BytesMut| {
+        encode_method_with(b, channel, |b| {
+            b.put_u16(Method::CLASS_ID);
+            b.put_u16(Method::METHOD_ID);
+            b.put_u16(0); // reserved (the ticket)
+            put_shortstr(b, fields.exchange.as_bytes(), "basic.publish.exchange")?;
+            put_shortstr(
+                b,
+                fields.routing_key.as_bytes(),
+                "basic.publish.routing_key",
+            )?;
+            b.put_u8(u8::from(fields.mandatory) | u8::from(fields.immediate) << 1);
+            Ok(())
+        })
+    };
+    let message = (fields.properties, fields.body);
+    encode_message(
+        buf,
+        channel,
+        Method::CLASS_ID,
+        method_frame,
+        message,
+        frame_max,
+    )
+}
+
+/// The frames of one message, the method frame written by `method_frame`. On error `buf` is
+/// left as it was.
+fn encode_message(
+    buf: &mut BytesMut,
+    channel: u16,
+    class_id: u16,
+    method_frame: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
+    (properties, body): (&BasicProperties, &[u8]),
     frame_max: u32,
 ) -> Result<(), EncodeError> {
     let chunk = (frame_max as usize).saturating_sub(FRAME_OVERHEAD);
@@ -52,17 +116,11 @@ pub fn encode_content(
         }
         Ok(())
     };
-    let result = encode_method(buf, channel, method)
+    let result = method_frame(buf)
         .and_then(|()| fits(buf, start, "content method frame"))
         .and_then(|()| {
             let header_start = buf.len();
-            encode_header_parts(
-                buf,
-                channel,
-                method.class_id(),
-                body.len() as u64,
-                properties,
-            )?;
+            encode_header_parts(buf, channel, class_id, body.len() as u64, properties)?;
             fits(buf, header_start, "content header frame")
         })
         .and_then(|()| {
@@ -272,5 +330,76 @@ impl ContentAssembler {
             properties,
             body,
         })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::method::basic;
+
+    /// `encode_publish` against the general path with a built `basic.publish`.
+    fn both(
+        p: &Publish<'_>,
+        frame_max: u32,
+    ) -> (Result<BytesMut, EncodeError>, Result<BytesMut, EncodeError>) {
+        let method: Method = basic::Publish {
+            exchange: p.exchange.into(),
+            routing_key: p.routing_key.into(),
+            mandatory: p.mandatory,
+            immediate: p.immediate,
+        }
+        .into();
+        let mut general = BytesMut::from(&b"kept"[..]);
+        let general = encode_content(&mut general, 3, &method, p.properties, p.body, frame_max)
+            .map(|()| general);
+        let mut borrowed = BytesMut::from(&b"kept"[..]);
+        let borrowed = encode_publish(&mut borrowed, 3, p, frame_max).map(|()| borrowed);
+        (general, borrowed)
+    }
+
+    proptest! {
+        #[test]
+        fn a_borrowed_publish_encodes_the_bytes_of_a_built_one(
+            exchange in "[a-z.]{0,40}",
+            routing_key in "\\PC{0,60}",
+            mandatory: bool,
+            immediate: bool,
+            body in proptest::collection::vec(any::<u8>(), 0..3000),
+            frame_max in prop_oneof![Just(4096u32), Just(131_072), 60u32..200],
+        ) {
+            let properties = BasicProperties::default().with_content_type("text/plain");
+            let p = Publish { exchange: &exchange, routing_key: &routing_key, mandatory, immediate, properties: &properties, body: &body };
+            let (general, borrowed) = both(&p, frame_max);
+            prop_assert_eq!(general, borrowed);
+        }
+    }
+
+    #[test]
+    fn a_name_over_255_bytes_is_refused_and_nothing_is_written() {
+        let long = "k".repeat(256);
+        let properties = BasicProperties::default();
+        let p = Publish {
+            exchange: "",
+            routing_key: &long,
+            mandatory: true,
+            immediate: false,
+            properties: &properties,
+            body: b"x",
+        };
+        let (general, borrowed) = both(&p, 131_072);
+        assert_eq!(general, borrowed);
+        assert!(matches!(
+            borrowed,
+            Err(EncodeError::ShortStringTooLong {
+                context: "basic.publish.routing_key",
+                len: 256
+            })
+        ));
+        let mut buf = BytesMut::from(&b"kept"[..]);
+        let _ = encode_publish(&mut buf, 1, &p, 131_072);
+        assert_eq!(&buf[..], b"kept");
     }
 }

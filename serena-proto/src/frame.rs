@@ -133,6 +133,15 @@ pub fn encode_method(buf: &mut BytesMut, channel: u16, method: &Method) -> Resul
     encode_with(buf, FRAME_METHOD, channel, |b| method.encode(b))
 }
 
+/// Appends a method frame whose payload `payload` writes.
+pub(crate) fn encode_method_with(
+    buf: &mut BytesMut,
+    channel: u16,
+    payload: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
+) -> Result<(), EncodeError> {
+    encode_with(buf, FRAME_METHOD, channel, payload)
+}
+
 /// Appends a content header frame.
 pub fn encode_header(
     buf: &mut BytesMut,

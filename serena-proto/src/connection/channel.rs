@@ -7,7 +7,7 @@ use std::collections::{HashMap, VecDeque};
 use bytes::BytesMut;
 
 use super::sinks::{Failure, Returned, ServerClose, Sinks};
-use crate::content::{Assembled, Content, ContentAssembler, encode_content};
+use crate::content::{Assembled, Content, ContentAssembler, encode_publish};
 use crate::frame::{FRAME_HEADER_SIZE, encode_method};
 use crate::method::{Method, basic, channel};
 use crate::properties::{BasicProperties, encode_header_payload};
@@ -230,14 +230,7 @@ impl<S: Sinks> ChannelMachine<S> {
         p: &Publish<'_>,
     ) -> Result<(), Failure> {
         self.usable()?;
-        let method: Method = basic::Publish {
-            exchange: p.exchange.into(),
-            routing_key: p.routing_key.into(),
-            mandatory: p.mandatory,
-            immediate: p.immediate,
-        }
-        .into();
-        encode_content(out, self.id, &method, p.properties, p.body, frame_max)?;
+        encode_publish(out, self.id, p, frame_max)?;
         Ok(())
     }
 
