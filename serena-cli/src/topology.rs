@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use serena::topology::{Topology, TopologyError, TopologyExt};
+use serena::topology::{Report, Status, Topology, TopologyError, TopologyExt};
 
 use crate::{Failure, connection_config, with_connection};
 
@@ -65,48 +65,43 @@ pub(crate) async fn run(cmd: TopologyCommand, url: Option<&str>) -> Result<(), F
             let t = load(&file)?;
             let config = connection_config(url, &t.connection)?;
             let report = with_connection(&config, async |conn| Ok(t.apply(conn).await)).await?;
-            println!("{report}");
-            if report.is_ok() {
-                Ok(())
-            } else {
-                let lines = failure_lines(report.failures());
-                Err(Failure::failed(format!(
-                    "{}\napply: {} of {} entities failed on {}",
-                    lines.join("\n"),
-                    lines.len(),
-                    report.entries.len(),
+            outcome(&report, |failed, total| {
+                format!(
+                    "apply: {failed} of {total} entities failed on {}",
                     config.addr()
-                )))
-            }
+                )
+            })
         }
         TopologyCommand::Verify { file } => {
             let t = load(&file)?;
             let config = connection_config(url, &t.connection)?;
             let report = with_connection(&config, async |conn| Ok(t.verify(conn).await)).await?;
-            println!("{report}");
-            if report.is_ok() {
-                Ok(())
-            } else {
-                let lines = failure_lines(report.failures());
-                Err(Failure::failed(format!(
-                    "{}\nverify: drift: {} of {} entities missing or not checkable on {}; run \
-                     `serena topology apply {}` to create what is missing",
-                    lines.join("\n"),
-                    lines.len(),
-                    report.entries.len(),
+            outcome(&report, |failed, total| {
+                format!(
+                    "verify: drift: {failed} of {total} entities missing or not checkable on {}; \
+                     run `serena topology apply {}` to create what is missing",
                     config.addr(),
                     file.display()
-                )))
-            }
+                )
+            })
         }
     }
 }
 
-/// One `entity: status` line per failed entry of an apply or verify report.
-fn failure_lines<'a, S: std::fmt::Display + 'a>(
-    failures: impl Iterator<Item = &'a serena::topology::EntityReport<S>>,
-) -> Vec<String> {
-    failures
+/// Prints an apply or verify report. When an entity failed, the error is one `entity: status`
+/// line per failed entity, then `last_line(failed, total)`.
+fn outcome<S: Status>(
+    report: &Report<S>,
+    last_line: impl FnOnce(usize, usize) -> String,
+) -> Result<(), Failure> {
+    println!("{report}");
+    if report.is_ok() {
+        return Ok(());
+    }
+    let mut lines: Vec<String> = report
+        .failures()
         .map(|e| format!("{}: {}", e.entity, e.status))
-        .collect()
+        .collect();
+    lines.push(last_line(lines.len(), report.entries.len()));
+    Err(Failure::failed(lines.join("\n")))
 }

@@ -100,7 +100,8 @@ pub mod settings;
 
 pub use apply::TopologyExt;
 pub use report::{
-    ApplyReport, ApplyStatus, Difference, EntityReport, Failure, VerifyReport, VerifyStatus,
+    ApplyReport, ApplyStatus, Difference, EntityReport, Failure, Report, Status, VerifyReport,
+    VerifyStatus,
 };
 pub use serena_topology::validate;
 pub use serena_topology::{

@@ -90,6 +90,27 @@ impl fmt::Display for Failure {
     }
 }
 
+/// What happened to one entity: [`ApplyStatus`] or [`VerifyStatus`], the statuses a
+/// [`Report`] holds.
+///
+/// Sealed: serena's two reports are the only ones.
+pub trait Status: fmt::Display + sealed::Sealed {
+    /// True when the entity failed or is missing: what makes [`Report::is_ok`] false.
+    fn is_failure(&self) -> bool;
+}
+
+mod sealed {
+    /// Seals [`Status`](super::Status), and gives [`Report`](super::Report)'s summary line its
+    /// counters.
+    pub trait Sealed {
+        /// The summary line's counters, in its order: `{n} {word}` each, joined with `, `.
+        const SUMMARY: &'static [&'static str];
+
+        /// Which of [`SUMMARY`](Self::SUMMARY)'s counters counts this status.
+        fn counter(&self) -> usize;
+    }
+}
+
 /// What [`apply`](super::TopologyExt::apply) did with one entity.
 #[derive(Debug, Clone)]
 pub enum ApplyStatus {
@@ -108,10 +129,32 @@ pub enum ApplyStatus {
     Failed(Failure),
 }
 
-impl ApplyStatus {
+impl Status for ApplyStatus {
     /// True for [`Missing`](Self::Missing) and [`Failed`](Self::Failed).
-    pub fn is_failure(&self) -> bool {
+    fn is_failure(&self) -> bool {
         matches!(self, ApplyStatus::Missing | ApplyStatus::Failed(_))
+    }
+}
+
+impl sealed::Sealed for ApplyStatus {
+    const SUMMARY: &'static [&'static str] = &[
+        "created",
+        "already present",
+        "bound",
+        "unchecked",
+        "missing",
+        "failed",
+    ];
+
+    fn counter(&self) -> usize {
+        match self {
+            ApplyStatus::Created => 0,
+            ApplyStatus::Present => 1,
+            ApplyStatus::Bound => 2,
+            ApplyStatus::Unchecked => 3,
+            ApplyStatus::Missing => 4,
+            ApplyStatus::Failed(_) => 5,
+        }
     }
 }
 
@@ -143,10 +186,28 @@ pub enum VerifyStatus {
     Failed(Failure),
 }
 
-impl VerifyStatus {
+impl Status for VerifyStatus {
     /// True for [`Missing`](Self::Missing) and [`Failed`](Self::Failed).
-    pub fn is_failure(&self) -> bool {
+    fn is_failure(&self) -> bool {
         matches!(self, VerifyStatus::Missing | VerifyStatus::Failed(_))
+    }
+}
+
+impl sealed::Sealed for VerifyStatus {
+    const SUMMARY: &'static [&'static str] = &[
+        "present",
+        "missing",
+        "failed",
+        "bindings not checked (AMQP 0-9-1 has no passive bind)",
+    ];
+
+    fn counter(&self) -> usize {
+        match self {
+            VerifyStatus::Present => 0,
+            VerifyStatus::Missing => 1,
+            VerifyStatus::Failed(_) => 2,
+            VerifyStatus::Unchecked => 3,
+        }
     }
 }
 
@@ -172,102 +233,64 @@ pub struct EntityReport<S> {
     pub status: S,
 }
 
-/// The result of [`apply`](super::TopologyExt::apply): exchanges, then queues, then bindings, in
-/// the topology's order. Displayed one line per entity, then a summary line.
-#[derive(Debug, Clone, Default)]
-pub struct ApplyReport {
+/// What [`apply`](super::TopologyExt::apply) ([`ApplyReport`]) or
+/// [`verify`](super::TopologyExt::verify) ([`VerifyReport`]) found: exchanges, then queues,
+/// then bindings, in the topology's order. Displayed one line per entity, then a summary line.
+#[derive(Debug, Clone)]
+pub struct Report<S> {
     /// Every entity of the topology.
-    pub entries: Vec<EntityReport<ApplyStatus>>,
+    pub entries: Vec<EntityReport<S>>,
 }
 
-impl ApplyReport {
-    /// True when nothing failed or was missing.
+/// The result of [`apply`](super::TopologyExt::apply).
+pub type ApplyReport = Report<ApplyStatus>;
+
+/// The result of [`verify`](super::TopologyExt::verify). Bindings are not checked.
+pub type VerifyReport = Report<VerifyStatus>;
+
+impl<S> Default for Report<S> {
+    fn default() -> Self {
+        Report {
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl<S: Status> Report<S> {
+    /// True when nothing failed or was missing (for verify: every exchange and queue exists;
+    /// bindings are not checked).
     pub fn is_ok(&self) -> bool {
         !self.entries.iter().any(|e| e.status.is_failure())
     }
 
-    /// The entities that failed or were missing.
-    pub fn failures(&self) -> impl Iterator<Item = &EntityReport<ApplyStatus>> {
+    /// The entities that failed or were missing ([`Status::is_failure`]).
+    pub fn failures(&self) -> impl Iterator<Item = &EntityReport<S>> {
         self.entries.iter().filter(|e| e.status.is_failure())
     }
 
     /// The status of `entity`, if the report has it.
-    pub fn status_of(&self, entity: &Entity) -> Option<&ApplyStatus> {
+    pub fn status_of(&self, entity: &Entity) -> Option<&S> {
         self.entries
             .iter()
             .find(|e| &e.entity == entity)
             .map(|e| &e.status)
     }
-
-    fn count(&self, f: impl Fn(&ApplyStatus) -> bool) -> usize {
-        self.entries.iter().filter(|e| f(&e.status)).count()
-    }
 }
 
-impl fmt::Display for ApplyReport {
+impl<S: Status> fmt::Display for Report<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for e in &self.entries {
             writeln!(f, "{}: {}", e.entity, e.status)?;
         }
-        write!(
-            f,
-            "{} created, {} already present, {} bound, {} unchecked, {} missing, {} failed",
-            self.count(|s| matches!(s, ApplyStatus::Created)),
-            self.count(|s| matches!(s, ApplyStatus::Present)),
-            self.count(|s| matches!(s, ApplyStatus::Bound)),
-            self.count(|s| matches!(s, ApplyStatus::Unchecked)),
-            self.count(|s| matches!(s, ApplyStatus::Missing)),
-            self.count(|s| matches!(s, ApplyStatus::Failed(_))),
-        )
-    }
-}
-
-/// The result of [`verify`](super::TopologyExt::verify). Displayed one line per entity, then a
-/// summary line.
-#[derive(Debug, Clone, Default)]
-pub struct VerifyReport {
-    /// Every entity of the topology.
-    pub entries: Vec<EntityReport<VerifyStatus>>,
-}
-
-impl VerifyReport {
-    /// True when every exchange and queue exists (bindings are not checked).
-    pub fn is_ok(&self) -> bool {
-        !self.entries.iter().any(|e| e.status.is_failure())
-    }
-
-    /// The entities that are missing or could not be checked.
-    pub fn failures(&self) -> impl Iterator<Item = &EntityReport<VerifyStatus>> {
-        self.entries.iter().filter(|e| e.status.is_failure())
-    }
-
-    /// The status of `entity`, if the report has it.
-    pub fn status_of(&self, entity: &Entity) -> Option<&VerifyStatus> {
-        self.entries
-            .iter()
-            .find(|e| &e.entity == entity)
-            .map(|e| &e.status)
-    }
-
-    fn count(&self, f: impl Fn(&VerifyStatus) -> bool) -> usize {
-        self.entries.iter().filter(|e| f(&e.status)).count()
-    }
-}
-
-impl fmt::Display for VerifyReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut counts = vec![0usize; S::SUMMARY.len()];
         for e in &self.entries {
-            writeln!(f, "{}: {}", e.entity, e.status)?;
+            counts[e.status.counter()] += 1;
         }
-        write!(
-            f,
-            "{} present, {} missing, {} failed, {} bindings not checked (AMQP 0-9-1 has no \
-             passive bind)",
-            self.count(|s| matches!(s, VerifyStatus::Present)),
-            self.count(|s| matches!(s, VerifyStatus::Missing)),
-            self.count(|s| matches!(s, VerifyStatus::Failed(_))),
-            self.count(|s| matches!(s, VerifyStatus::Unchecked)),
-        )
+        for (i, (word, n)) in S::SUMMARY.iter().zip(counts).enumerate() {
+            let comma = if i == 0 { "" } else { ", " };
+            write!(f, "{comma}{n} {word}")?;
+        }
+        Ok(())
     }
 }
 
@@ -307,6 +330,55 @@ mod tests {
         assert_eq!(
             (d.topology.as_str(), d.broker.as_str()),
             ("none", "10 (long)")
+        );
+    }
+
+    fn entry<S>(name: &str, status: S) -> EntityReport<S> {
+        EntityReport {
+            entity: Entity::Queue(serena_topology::EntityName::Named(name.to_owned())),
+            status,
+        }
+    }
+
+    #[test]
+    fn reports_list_each_entity_then_count_them() {
+        let apply = ApplyReport {
+            entries: vec![
+                entry("a", ApplyStatus::Created),
+                entry("b", ApplyStatus::Created),
+                entry("c", ApplyStatus::Missing),
+            ],
+        };
+        assert!(!apply.is_ok());
+        assert_eq!(apply.failures().count(), 1);
+        assert_eq!(
+            apply.to_string(),
+            "queue \"a\": created\nqueue \"b\": created\n\
+             queue \"c\": missing (declare = false, so not created)\n\
+             2 created, 0 already present, 0 bound, 0 unchecked, 1 missing, 0 failed"
+        );
+        let verify = VerifyReport {
+            entries: vec![
+                entry("a", VerifyStatus::Present),
+                entry("b", VerifyStatus::Unchecked),
+            ],
+        };
+        assert!(verify.is_ok());
+        assert!(matches!(
+            verify.status_of(&entry("b", ()).entity),
+            Some(VerifyStatus::Unchecked)
+        ));
+        assert_eq!(
+            verify.to_string(),
+            "queue \"a\": present\n\
+             queue \"b\": not checked (AMQP 0-9-1 cannot check a binding passively)\n\
+             1 present, 0 missing, 0 failed, 1 bindings not checked (AMQP 0-9-1 has no passive \
+             bind)"
+        );
+        assert_eq!(
+            VerifyReport::default().to_string(),
+            "0 present, 0 missing, 0 failed, 0 bindings not checked (AMQP 0-9-1 has no passive \
+             bind)"
         );
     }
 

@@ -3,8 +3,8 @@
 //! consumed.
 //!
 //! ```text
-//! cargo run --release --example soak -- --seconds 100 [--seed S] [--publishers 3]
-//!                                       [--workers 2] [--rate 1000]
+//! cargo run --release -p serena-soak -- --seconds 100 [--seed S] [--publishers 3]
+//!                                        [--workers 2] [--rate 1000]
 //! ```
 //!
 //! ```text
@@ -52,9 +52,6 @@
 //! message, at the default 3,000 messages/s for the 90 s after the warm-up of a 100 s run,
 //! would cross it.
 
-#[path = "shared/logs.rs"]
-mod logs;
-
 use std::collections::VecDeque;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -67,13 +64,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{sleep, timeout};
 
-#[path = "soak/broker.rs"]
 mod broker;
-#[path = "soak/faults.rs"]
 mod faults;
-#[path = "soak/ledger.rs"]
 mod ledger;
-#[path = "soak/publisher.rs"]
 mod publisher;
 
 use broker::{BrokerGuard, Ctl, RestoreOnDrop, blocking, watermark_is_zero};
@@ -176,7 +169,14 @@ impl Summary {
 #[tokio::main]
 async fn main() -> ExitCode {
     // Log to stderr, filtered by RUST_LOG (without it: errors only: the faults it injects make warnings expected).
-    logs::init(tracing_subscriber::filter::LevelFilter::ERROR);
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::builder()
+                .with_default_directive(tracing_subscriber::filter::LevelFilter::ERROR.into())
+                .from_env_lossy(),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let opts = match parse_args() {
         Ok(o) => o,
         Err(e) => {
