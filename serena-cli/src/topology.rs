@@ -59,6 +59,10 @@ pub(crate) async fn run(cmd: TopologyCommand, url: Option<&str>) -> Result<(), F
                 t.queues.len(),
                 t.bindings.len()
             );
+            // Advice, not errors: the file is fine as it is.
+            for note in t.notes() {
+                eprintln!("note: {note}");
+            }
             Ok(())
         }
         TopologyCommand::Apply { file } => {

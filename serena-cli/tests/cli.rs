@@ -133,6 +133,37 @@ fn check_accepts_the_example() {
 }
 
 #[test]
+fn check_notes_names_past_64_bytes_and_still_succeeds() {
+    let dir = std::env::temp_dir().join(unique("long-names"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let long = "q".repeat(70);
+    let text = format!("[[queues]]\nname = \"{long}\"\n\n[[queues]]\nname = \"short\"\n");
+    std::fs::write(dir.join("topology.toml"), text).unwrap();
+    let o = serena(
+        &["topology", "check", "topology.toml"],
+        &[],
+        b"",
+        Some(&dir),
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "topology.toml: ok: 0 exchanges, 2 queues, 0 bindings\n"
+    );
+    let err = stderr(&o);
+    let notes: Vec<&str> = err.lines().collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].starts_with(&format!(
+            "note: topology.toml:2:1: queue \"{long}\": the name is 70 bytes long"
+        )),
+        "{}",
+        notes[0]
+    );
+}
+
+#[test]
 fn check_of_an_invalid_file_exits_2_with_every_problem() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../serena/tests/topology/bad");
     let o = serena(

@@ -18,12 +18,14 @@
 //!   the queues they add ([`Topology::queue_plan`]).
 //! - `connection`: the `[connection]` block as written ([`ConnectionSettings`]).
 //! - [`suggest`]: "did you mean" for mistyped names, shared with the macro.
+//! - `notes`: advice about a valid topology ([`Topology::notes`]): names RabbitMQ makes costly.
 
 mod connection;
 mod error;
 mod kinds;
 mod load;
 mod model;
+mod notes;
 mod reader;
 mod retry;
 mod retry_queues;
@@ -39,6 +41,7 @@ pub use model::{
     Binding, Exchange, ExchangeKind, Origin, Overflow, Queue, QueueType, Retry, STANDARD_EXCHANGES,
     Topology,
 };
+pub use notes::INLINE_NAME_LEN;
 pub use retry::{
     DelayText, MAX_RETRY_DELAY, RetrySchedule, RetryStep, parse_delay, retry_queue_name,
 };

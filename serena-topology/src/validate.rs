@@ -55,15 +55,27 @@ pub(crate) fn sort_problems(problems: &mut [Problem]) {
 }
 
 /// Collects problems about one entity.
-struct Checker<'a> {
+pub(crate) struct Checker<'a> {
     out: &'a mut Vec<Problem>,
     entity: Entity,
     origin: Option<&'a Origin>,
 }
 
-impl Checker<'_> {
+impl<'a> Checker<'a> {
+    pub(crate) fn new(
+        out: &'a mut Vec<Problem>,
+        entity: Entity,
+        origin: Option<&'a Origin>,
+    ) -> Self {
+        Checker {
+            out,
+            entity,
+            origin,
+        }
+    }
+
     /// Reports `message` at `key` (falling back to the entity's table).
-    fn at(&mut self, key: &str, message: impl Into<String>) {
+    pub(crate) fn at(&mut self, key: &str, message: impl Into<String>) {
         let location = self.origin.map(|o| o.key_location(key).unwrap_or(o.at));
         self.out.push(Problem {
             file: self.origin.map(|o| o.file.to_string()),
