@@ -8,7 +8,8 @@
 
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::report::Run;
 use crate::scenario::{self, Names, Params, Result, Scenario};
@@ -67,15 +68,17 @@ pub fn child(client: &str, scenario: Scenario, quick: bool, base: &str) -> Resul
     Ok(())
 }
 
-/// A unique queue-name base for one run.
-pub fn base(client: &str, scenario: &str, rep: usize) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!(
-        "serena-bench.{}.{nanos}.{client}.{scenario}.{rep}",
-        std::process::id()
-    )
+/// A unique queue-name base for the next run of this process: `sb.{pid % 10000}.{n}`, `n`
+/// counting runs from 1. Short on purpose: RabbitMQ's cost per message steps up once a queue
+/// name (the routing key here) reaches 64 bytes, and the benchmark must not measure that.
+pub fn base() -> String {
+    static RUNS: AtomicU64 = AtomicU64::new(1);
+    base_name(std::process::id(), RUNS.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The base of run `n` of process `pid`.
+fn base_name(pid: u32, n: u64) -> String {
+    format!("sb.{}.{n}", pid % 10_000)
 }
 
 /// How long one child may take before it is killed and the run fails.
@@ -173,9 +176,8 @@ fn run_one(
     rt: &tokio::runtime::Runtime,
     client: &str,
     scenario: Scenario,
-    rep: usize,
 ) -> Result<Run> {
-    let base = base(client, scenario.name(), rep);
+    let base = base();
     let names = Names::new(&base);
     let p = Params::new(plan.quick);
     let prepared = match scenario {
@@ -199,7 +201,7 @@ pub fn run_all(plan: &Plan) -> Result<Vec<Run>> {
     for rep in 1..=plan.reps {
         for &scenario in &plan.scenarios {
             for &client in &plan.clients {
-                let run = run_one(plan, &rt, client, scenario, rep)
+                let run = run_one(plan, &rt, client, scenario)
                     .map_err(|e| format!("repetition {rep}, {client} {scenario}: {e}"))?;
                 if plan.json {
                     println!("{}", run.json());
@@ -216,4 +218,21 @@ pub fn run_all(plan: &Plan) -> Result<Vec<Run>> {
         }
     }
     Ok(runs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_names_are_short() {
+        // The longest base: a four-digit pid remainder and a million runs.
+        for base in [base_name(u32::MAX, 1_000_000), base_name(7, 1), base()] {
+            let names = Names::new(&base);
+            for name in [&names.main, &names.reply] {
+                assert!(name.len() < 32, "{name:?} is {} bytes", name.len());
+            }
+        }
+        assert_ne!(base(), base(), "every run gets its own names");
+    }
 }

@@ -221,7 +221,7 @@ pub fn run_all(plan: &Plan) -> Result<Vec<Run>> {
         for &point in &points {
             let name = point.name();
             for &client in &plan.clients {
-                let base = runner::base(client, &name, rep);
+                let base = runner::base();
                 let names = Names::new(&base);
                 let result = runner::run_child_with(plan, "--child-scaling", client, &name, &base);
                 let cleaned = rt.block_on(serena_client::delete_queues(&names));

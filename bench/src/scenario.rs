@@ -126,8 +126,9 @@ impl Params {
     }
 }
 
-/// Queue names of one run, unique to it. `main` is the scenario's queue; `reply` is the reply
-/// queue of rpc_latency (unused elsewhere). The runner deletes both after every run.
+/// Queue names of one run, unique to it and short (under 32 bytes, see `runner::base`; they
+/// are the routing keys too). `main` is the scenario's queue; `reply` is the reply queue of
+/// rpc_latency (unused elsewhere). The runner deletes both after every run.
 #[derive(Debug, Clone)]
 pub struct Names {
     /// The scenario's queue.
