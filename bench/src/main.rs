@@ -151,6 +151,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match measure::broker_pid() {
+        Some(pid) => eprintln!(
+            "broker: beam.smp pid {pid}; its CPU is read from /proc/{pid}/stat around every \
+             measured part (the whole broker: other traffic to it counts too)"
+        ),
+        None => eprintln!(
+            "broker: no beam.smp started with `-s rabbit boot` found; broker CPU is absent"
+        ),
+    }
     let started = Instant::now();
     if plan.scaling {
         eprintln!(

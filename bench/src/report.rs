@@ -20,6 +20,9 @@ pub struct Run {
     pub seconds: f64,
     /// CPU (user + system) of the measured part, in microseconds.
     pub cpu_us: f64,
+    /// The broker's CPU (user + system) over the measured part, in microseconds; `None` when
+    /// its process could not be read.
+    pub broker_cpu_us: Option<f64>,
     /// Peak resident set of the run's process, in kilobytes.
     pub peak_rss_kb: u64,
     /// Body bytes carried end to end.
@@ -70,6 +73,7 @@ impl Run {
             messages: outcome.messages,
             seconds: span.wall.as_secs_f64(),
             cpu_us: micros(span.cpu),
+            broker_cpu_us: span.broker_cpu.map(micros),
             peak_rss_kb: span.peak_rss_kb,
             payload_bytes: outcome.payload_bytes,
             p50_us: quantile(&latencies, 0.50).map(micros),
@@ -90,6 +94,11 @@ impl Run {
         self.cpu_us / self.messages as f64
     }
 
+    /// The broker's CPU microseconds per message, if it was read.
+    pub fn broker_cpu_us_per_msg(&self) -> Option<f64> {
+        self.broker_cpu_us.map(|us| us / self.messages as f64)
+    }
+
     /// Payload megabytes (10^6 bytes) per second.
     pub fn mb_per_s(&self) -> f64 {
         self.payload_bytes as f64 / 1e6 / self.seconds
@@ -100,12 +109,15 @@ impl Run {
         let opt = |v: Option<f64>| v.map_or("null".to_owned(), |v| format!("{v:.1}"));
         let mut line = format!(
             "{{\"client\":\"{}\",\"scenario\":\"{}\",\"messages\":{},\"msgs_per_s\":{:.1},\
-             \"cpu_us_per_msg\":{:.3},\"p50_us\":{},\"p99_us\":{},\"peak_rss_kb\":{}",
+             \"cpu_us_per_msg\":{:.3},\"broker_cpu_us_per_msg\":{},\"p50_us\":{},\"p99_us\":{},\
+             \"peak_rss_kb\":{}",
             self.client,
             self.scenario,
             self.messages,
             self.msgs_per_s(),
             self.cpu_us_per_msg(),
+            self.broker_cpu_us_per_msg()
+                .map_or("null".to_owned(), |v| format!("{v:.3}")),
             opt(self.p50_us),
             opt(self.p99_us),
             self.peak_rss_kb,
@@ -134,13 +146,14 @@ impl Run {
     pub fn to_wire(&self) -> String {
         let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| v.to_string());
         format!(
-            "@run client={} scenario={} messages={} seconds={} cpu_us={} peak_rss_kb={} \
-             payload_bytes={} p50_us={} p99_us={} rss_bytes_per_channel={} open_ms={} round_ms={}",
+            "@run client={} scenario={} messages={} seconds={} cpu_us={} broker_cpu_us={} \
+             peak_rss_kb={} payload_bytes={} p50_us={} p99_us={} rss_bytes_per_channel={} open_ms={} round_ms={}",
             self.client,
             self.scenario,
             self.messages,
             self.seconds,
             self.cpu_us,
+            opt(self.broker_cpu_us),
             self.peak_rss_kb,
             self.payload_bytes,
             opt(self.p50_us),
@@ -169,6 +182,7 @@ impl Run {
             messages: fields.get("messages")?.parse().ok()?,
             seconds: num("seconds")?,
             cpu_us: num("cpu_us")?,
+            broker_cpu_us: opt("broker_cpu_us")?,
             peak_rss_kb: fields.get("peak_rss_kb")?.parse().ok()?,
             payload_bytes: fields.get("payload_bytes")?.parse().ok()?,
             p50_us: opt("p50_us")?,
@@ -205,6 +219,8 @@ pub struct Medians {
     pub msgs_per_s: f64,
     /// CPU microseconds per message.
     pub cpu_us_per_msg: f64,
+    /// The broker's CPU microseconds per message (over the runs where it was read).
+    pub broker_cpu_us_per_msg: Option<f64>,
     /// Round-trip p50, microseconds.
     pub p50_us: Option<f64>,
     /// Round-trip p99, microseconds.
@@ -235,6 +251,7 @@ impl Medians {
             runs: runs.len(),
             msgs_per_s: med(&Run::msgs_per_s),
             cpu_us_per_msg: med(&Run::cpu_us_per_msg),
+            broker_cpu_us_per_msg: med_opt(&Run::broker_cpu_us_per_msg),
             p50_us: med_opt(&|r| r.p50_us),
             p99_us: med_opt(&|r| r.p99_us),
             peak_rss_kb: med(&|r| r.peak_rss_kb as f64),
@@ -246,6 +263,11 @@ impl Medians {
     }
 }
 
+/// The broker's CPU per message of `run` for a progress line, or `-` if it was not read.
+pub fn broker_cell(run: &Run) -> String {
+    cell(run.broker_cpu_us_per_msg(), 2)
+}
+
 fn cell(v: Option<f64>, decimals: usize) -> String {
     v.map_or("-".to_owned(), |v| format!("{v:.decimals$}"))
 }
@@ -254,8 +276,9 @@ fn cell(v: Option<f64>, decimals: usize) -> String {
 pub fn table(runs: &[Run], scenarios: &[Scenario], clients: &[&str]) -> String {
     let mut out = String::new();
     out.push_str(
-        "| scenario | client | runs | msgs/s | CPU µs/msg | p50 µs | p99 µs | peak RSS MB | MB/s | other |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "| scenario | client | runs | msgs/s | CPU µs/msg | broker CPU µs/msg | p50 µs | p99 µs \
+         | peak RSS MB | MB/s | other |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for &scenario in scenarios {
         let mut rows = Vec::new();
@@ -280,11 +303,12 @@ pub fn table(runs: &[Run], scenarios: &[Scenario], clients: &[&str]) -> String {
             };
             writeln!(
                 out,
-                "| {scenario} | {} | {} | {:.0} | {:.2} | {} | {} | {:.1} | {} | {other} |",
+                "| {scenario} | {} | {} | {:.0} | {:.2} | {} | {} | {} | {:.1} | {} | {other} |",
                 m.client,
                 m.runs,
                 m.msgs_per_s,
                 m.cpu_us_per_msg,
+                cell(m.broker_cpu_us_per_msg, 2),
                 cell(m.p50_us, 0),
                 cell(m.p99_us, 0),
                 m.peak_rss_kb / 1024.0,
@@ -340,7 +364,7 @@ fn ratios(rows: &[Medians], show_mb_per_s: bool) -> Option<String> {
         None => String::new(),
     };
     Some(format!(
-        "{throughput:.2}× | {cpu:.2}× | {p50} | {p99} | {rss:.2}× | {mb_per_s} | {per_channel}"
+        "{throughput:.2}× | {cpu:.2}× |  | {p50} | {p99} | {rss:.2}× | {mb_per_s} | {per_channel}"
     ))
 }
 
@@ -356,6 +380,7 @@ mod tests {
             messages: 5000,
             seconds: 1.25,
             cpu_us: 123456.5,
+            broker_cpu_us: Some(250000.0),
             peak_rss_kb: 9000,
             payload_bytes: 640000,
             p50_us: Some(180.25),
@@ -364,7 +389,12 @@ mod tests {
             open_ms: None,
             round_ms: None,
         };
-        assert_eq!(Run::from_wire(&run.to_wire()), Some(run));
+        assert_eq!(Run::from_wire(&run.to_wire()), Some(run.clone()));
+        let unread = Run {
+            broker_cpu_us: None,
+            ..run
+        };
+        assert_eq!(Run::from_wire(&unread.to_wire()), Some(unread));
     }
 
     #[test]

@@ -207,10 +207,12 @@ pub fn run_all(plan: &Plan) -> Result<Vec<Run>> {
                     println!("{}", run.json());
                 } else {
                     eprintln!(
-                        "rep {rep}/{} {scenario:<15} {client:<7} {:>10.0} msgs/s {:>7.2} µs CPU/msg",
+                        "rep {rep}/{} {scenario:<15} {client:<7} {:>10.0} msgs/s {:>7.2} µs CPU/msg \
+                         {} µs broker CPU/msg",
                         plan.reps,
                         run.msgs_per_s(),
                         run.cpu_us_per_msg(),
+                        crate::report::broker_cell(&run),
                     );
                 }
                 runs.push(run);

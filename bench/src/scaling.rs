@@ -231,10 +231,12 @@ pub fn run_all(plan: &Plan) -> Result<Vec<Run>> {
                     println!("{}", json(&run, point));
                 } else {
                     eprintln!(
-                        "rep {rep}/{} {name:<17} {client:<7} {:>10.0} msgs/s {:>8.2} µs CPU/msg",
+                        "rep {rep}/{} {name:<17} {client:<7} {:>10.0} msgs/s {:>8.2} µs CPU/msg \
+                         {} µs broker CPU/msg",
                         plan.reps,
                         run.msgs_per_s(),
                         run.cpu_us_per_msg(),
+                        crate::report::broker_cell(&run),
                     );
                 }
                 runs.push(run);
