@@ -53,6 +53,11 @@ pub fn current_rss_bytes() -> u64 {
     resident_pages * u64::try_from(page).expect("positive page size")
 }
 
+/// CPU cores of this machine (`available_parallelism`), shared by the client and the broker.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
 /// The broker's process id, looked up once per process: the `beam.smp` whose command line
 /// carries `-s rabbit boot` (`rabbitmqctl` runs a `beam.smp` too, without it).
 pub fn broker_pid() -> Option<u32> {

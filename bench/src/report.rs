@@ -99,6 +99,20 @@ impl Run {
         self.broker_cpu_us.map(|us| us / self.messages as f64)
     }
 
+    /// The rate the machine allows at this run's cost per message: every core busy with the
+    /// client or the broker, `cores × 10⁶ / (client + broker CPU µs per message)`. `None` for
+    /// a scenario that is not a throughput scenario or when the broker's CPU was not read.
+    pub fn limit_msgs_per_s(&self, cores: usize) -> Option<f64> {
+        let throughput = Scenario::parse(&self.scenario).is_none_or(Scenario::is_throughput);
+        let per_msg = self.cpu_us_per_msg() + self.broker_cpu_us_per_msg()?;
+        (throughput && per_msg > 0.0).then(|| cores as f64 * 1e6 / per_msg)
+    }
+
+    /// The share of [`limit_msgs_per_s`](Self::limit_msgs_per_s) this run reached.
+    pub fn limit_share(&self, cores: usize) -> Option<f64> {
+        Some(self.msgs_per_s() / self.limit_msgs_per_s(cores)?)
+    }
+
     /// Payload megabytes (10^6 bytes) per second.
     pub fn mb_per_s(&self) -> f64 {
         self.payload_bytes as f64 / 1e6 / self.seconds
@@ -221,6 +235,10 @@ pub struct Medians {
     pub cpu_us_per_msg: f64,
     /// The broker's CPU microseconds per message (over the runs where it was read).
     pub broker_cpu_us_per_msg: Option<f64>,
+    /// The machine's limit, messages per second (throughput scenarios, broker CPU read).
+    pub limit_msgs_per_s: Option<f64>,
+    /// Share of that limit reached.
+    pub limit_share: Option<f64>,
     /// Round-trip p50, microseconds.
     pub p50_us: Option<f64>,
     /// Round-trip p99, microseconds.
@@ -240,6 +258,7 @@ pub struct Medians {
 impl Medians {
     /// Medians over `runs` (all of one client and one scenario).
     pub fn of(client: &str, runs: &[&Run]) -> Medians {
+        let cores = crate::measure::cores();
         let med = |f: &dyn Fn(&Run) -> f64| {
             median(&mut runs.iter().map(|r| f(r)).collect::<Vec<_>>()).unwrap_or(f64::NAN)
         };
@@ -252,6 +271,8 @@ impl Medians {
             msgs_per_s: med(&Run::msgs_per_s),
             cpu_us_per_msg: med(&Run::cpu_us_per_msg),
             broker_cpu_us_per_msg: med_opt(&Run::broker_cpu_us_per_msg),
+            limit_msgs_per_s: med_opt(&|r| r.limit_msgs_per_s(cores)),
+            limit_share: med_opt(&|r| r.limit_share(cores)),
             p50_us: med_opt(&|r| r.p50_us),
             p99_us: med_opt(&|r| r.p99_us),
             peak_rss_kb: med(&|r| r.peak_rss_kb as f64),
@@ -263,9 +284,16 @@ impl Medians {
     }
 }
 
-/// The broker's CPU per message of `run` for a progress line, or `-` if it was not read.
-pub fn broker_cell(run: &Run) -> String {
-    cell(run.broker_cpu_us_per_msg(), 2)
+/// The broker's CPU per message of `run` and the share of the machine's limit it reached,
+/// for a progress line (`-` where not measured).
+pub fn progress_cells(run: &Run) -> String {
+    let share = run
+        .limit_share(crate::measure::cores())
+        .map_or("-".to_owned(), |s| format!("{:.0}%", 100.0 * s));
+    format!(
+        "{:>7} µs broker CPU/msg {share:>4} of the machine's limit",
+        cell(run.broker_cpu_us_per_msg(), 2)
+    )
 }
 
 fn cell(v: Option<f64>, decimals: usize) -> String {
@@ -276,9 +304,9 @@ fn cell(v: Option<f64>, decimals: usize) -> String {
 pub fn table(runs: &[Run], scenarios: &[Scenario], clients: &[&str]) -> String {
     let mut out = String::new();
     out.push_str(
-        "| scenario | client | runs | msgs/s | CPU µs/msg | broker CPU µs/msg | p50 µs | p99 µs \
-         | peak RSS MB | MB/s | other |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "| scenario | client | runs | msgs/s | CPU µs/msg | broker CPU µs/msg | limit msgs/s \
+         | share | p50 µs | p99 µs | peak RSS MB | MB/s | other |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
     for &scenario in scenarios {
         let mut rows = Vec::new();
@@ -303,12 +331,16 @@ pub fn table(runs: &[Run], scenarios: &[Scenario], clients: &[&str]) -> String {
             };
             writeln!(
                 out,
-                "| {scenario} | {} | {} | {:.0} | {:.2} | {} | {} | {} | {:.1} | {} | {other} |",
+                "| {scenario} | {} | {} | {:.0} | {:.2} | {} | {} | {} | {} | {} | {:.1} | {} \
+                 | {other} |",
                 m.client,
                 m.runs,
                 m.msgs_per_s,
                 m.cpu_us_per_msg,
                 cell(m.broker_cpu_us_per_msg, 2),
+                cell(m.limit_msgs_per_s, 0),
+                m.limit_share
+                    .map_or("-".to_owned(), |s| format!("{:.0}%", 100.0 * s)),
                 cell(m.p50_us, 0),
                 cell(m.p99_us, 0),
                 m.peak_rss_kb / 1024.0,
@@ -364,7 +396,7 @@ fn ratios(rows: &[Medians], show_mb_per_s: bool) -> Option<String> {
         None => String::new(),
     };
     Some(format!(
-        "{throughput:.2}× | {cpu:.2}× |  | {p50} | {p99} | {rss:.2}× | {mb_per_s} | {per_channel}"
+        "{throughput:.2}× | {cpu:.2}× |  |  |  | {p50} | {p99} | {rss:.2}× | {mb_per_s} | {per_channel}"
     ))
 }
 
@@ -395,6 +427,47 @@ mod tests {
             ..run
         };
         assert_eq!(Run::from_wire(&unread.to_wire()), Some(unread));
+    }
+
+    #[test]
+    fn the_machine_limit_counts_client_and_broker_cpu() {
+        let run = Run {
+            client: "lapin".into(),
+            scenario: "publish_confirm".into(),
+            messages: 10_000,
+            seconds: 0.5,
+            cpu_us: 30_000.0,
+            broker_cpu_us: Some(70_000.0),
+            peak_rss_kb: 9000,
+            payload_bytes: 640_000,
+            p50_us: None,
+            p99_us: None,
+            rss_bytes_per_channel: None,
+            open_ms: None,
+            round_ms: None,
+        };
+        // 3 + 7 µs a message on two cores: 200,000 msgs/s; the run made 20,000.
+        assert_eq!(run.limit_msgs_per_s(2), Some(200_000.0));
+        assert_eq!(run.limit_share(2), Some(0.1));
+        let unread = Run {
+            broker_cpu_us: None,
+            ..run.clone()
+        };
+        assert_eq!(unread.limit_msgs_per_s(2), None, "no broker CPU, no limit");
+        let sequential = Run {
+            scenario: "rpc_latency".into(),
+            ..run.clone()
+        };
+        assert_eq!(sequential.limit_msgs_per_s(2), None);
+        let point = Run {
+            scenario: "publishers_4".into(),
+            ..run
+        };
+        assert_eq!(
+            point.limit_msgs_per_s(2),
+            Some(200_000.0),
+            "scaling points count"
+        );
     }
 
     #[test]

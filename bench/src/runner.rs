@@ -208,11 +208,11 @@ pub fn run_all(plan: &Plan) -> Result<Vec<Run>> {
                 } else {
                     eprintln!(
                         "rep {rep}/{} {scenario:<15} {client:<7} {:>10.0} msgs/s {:>7.2} µs CPU/msg \
-                         {} µs broker CPU/msg",
+                         {}",
                         plan.reps,
                         run.msgs_per_s(),
                         run.cpu_us_per_msg(),
-                        crate::report::broker_cell(&run),
+                        crate::report::progress_cells(&run),
                     );
                 }
                 runs.push(run);

@@ -232,11 +232,11 @@ pub fn run_all(plan: &Plan) -> Result<Vec<Run>> {
                 } else {
                     eprintln!(
                         "rep {rep}/{} {name:<17} {client:<7} {:>10.0} msgs/s {:>8.2} µs CPU/msg \
-                         {} µs broker CPU/msg",
+                         {}",
                         plan.reps,
                         run.msgs_per_s(),
                         run.cpu_us_per_msg(),
-                        crate::report::broker_cell(&run),
+                        crate::report::progress_cells(&run),
                     );
                 }
                 runs.push(run);

@@ -63,6 +63,13 @@ impl Scenario {
     pub fn parse(name: &str) -> Option<Scenario> {
         Scenario::ALL.into_iter().find(|s| s.name() == name)
     }
+
+    /// True when the scenario pushes messages as fast as it can, so the machine's CPU bounds
+    /// its rate; false for rpc_latency (one round trip at a time) and many_channels (mostly
+    /// opening channels).
+    pub fn is_throughput(self) -> bool {
+        !matches!(self, Scenario::RpcLatency | Scenario::ManyChannels)
+    }
 }
 
 impl fmt::Display for Scenario {
