@@ -6,8 +6,9 @@
 //! ```
 //!
 //! Each scenario runs for each client in turn (serena, lapin, amqprs, serena, ...), several
-//! repetitions, every run in a fresh child process on a tokio runtime of two workers. With
-//! `--json` each run prints one JSON line; otherwise a table of medians is printed at the end.
+//! repetitions, every run in a fresh child process on a tokio runtime of two workers. Progress
+//! goes to stderr; at the end a table of medians goes to stdout, or with `--json` one JSON
+//! document (the date, the machine, every run and the medians; see `report::document`).
 //! Any count or size that does not match fails the whole run with a non-zero exit.
 //! `--scaling` runs the scaling points instead (see `scaling`): body size, channels and
 //! concurrent publishers, three repetitions by default.
@@ -19,6 +20,7 @@
 
 mod amqprs_client;
 mod lapin_client;
+mod machine;
 mod measure;
 mod report;
 mod runner;
@@ -105,6 +107,14 @@ fn parse_plan(args: &[String]) -> Result<Plan, String> {
     Ok(plan)
 }
 
+/// The broker's version, asked once at the start (outside every measured part).
+fn rabbitmq_version() -> scenario::Result<Option<String>> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(serena_client::broker_version())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
 
@@ -151,6 +161,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut meta = report::Meta {
+        mode: if plan.scaling { "scaling" } else { "scenarios" },
+        date: machine::utc_now(),
+        args: args.clone(),
+        quick: plan.quick,
+        reps: plan.reps,
+        rabbitmq_version: None,
+    };
+    match rabbitmq_version() {
+        Ok(Some(version)) => {
+            eprintln!("broker: RabbitMQ {version}");
+            meta.rabbitmq_version = Some(version);
+        }
+        Ok(None) => eprintln!("broker: RabbitMQ did not say its version"),
+        Err(e) => eprintln!("broker: could not read its version: {e}"),
+    }
     match measure::broker_pid() {
         Some(pid) => eprintln!(
             "broker: beam.smp pid {pid}; its CPU is read from /proc/{pid}/stat around every \
@@ -172,7 +198,11 @@ fn main() -> ExitCode {
         );
         return match scaling::run_all(&plan) {
             Ok(runs) => {
-                if !plan.json {
+                if plan.json {
+                    let mut doc = report::document(&meta, &runs);
+                    report::annotate(&mut doc, scaling::json_fields);
+                    println!("{doc:#}");
+                } else {
                     print!(
                         "{}",
                         scaling::tables(&runs, &plan.dimensions, &plan.clients)
@@ -197,7 +227,9 @@ fn main() -> ExitCode {
     );
     match runner::run_all(&plan) {
         Ok(runs) => {
-            if !plan.json {
+            if plan.json {
+                println!("{:#}", report::document(&meta, &runs));
+            } else {
                 print!("{}", report::table(&runs, &plan.scenarios, &plan.clients));
             }
             eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());

@@ -1,10 +1,13 @@
-//! Per-run records, their JSON lines, the line a child process hands its parent, and the table
-//! of medians.
+//! Per-run records, the line a child process hands its parent, the table of medians and the
+//! `--json` document.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use serde_json::{Map, Value, json};
+
+use crate::measure::cores;
 use crate::scenario::{Outcome, Scenario};
 
 /// One run of one scenario with one client.
@@ -14,6 +17,8 @@ pub struct Run {
     pub client: String,
     /// Scenario name.
     pub scenario: String,
+    /// Repetition (from 1), set by the parent; 0 until then.
+    pub rep: usize,
     /// Messages (round trips, channels) in the measured part.
     pub messages: u64,
     /// Wall time of the measured part, in seconds.
@@ -70,6 +75,7 @@ impl Run {
         Run {
             client: client.to_owned(),
             scenario: scenario.to_owned(),
+            rep: 0,
             messages: outcome.messages,
             seconds: span.wall.as_secs_f64(),
             cpu_us: micros(span.cpu),
@@ -118,42 +124,32 @@ impl Run {
         self.payload_bytes as f64 / 1e6 / self.seconds
     }
 
-    /// The JSON line of this run: the fields of the issue, then the scenario-specific ones.
-    pub fn json(&self) -> String {
-        let opt = |v: Option<f64>| v.map_or("null".to_owned(), |v| format!("{v:.1}"));
-        let mut line = format!(
-            "{{\"client\":\"{}\",\"scenario\":\"{}\",\"messages\":{},\"msgs_per_s\":{:.1},\
-             \"cpu_us_per_msg\":{:.3},\"broker_cpu_us_per_msg\":{},\"p50_us\":{},\"p99_us\":{},\
-             \"peak_rss_kb\":{}",
-            self.client,
-            self.scenario,
-            self.messages,
-            self.msgs_per_s(),
-            self.cpu_us_per_msg(),
-            self.broker_cpu_us_per_msg()
-                .map_or("null".to_owned(), |v| format!("{v:.3}")),
-            opt(self.p50_us),
-            opt(self.p99_us),
-            self.peak_rss_kb,
+    /// This run in the `--json` document: the fields of the issue, then the
+    /// scenario-specific ones.
+    pub fn to_json(&self, cores: usize) -> Value {
+        let mut v = json!({
+            "client": self.client,
+            "scenario": self.scenario,
+            "rep": self.rep,
+            "messages": self.messages,
+            "seconds": round(self.seconds, 4),
+            "msgs_per_s": round(self.msgs_per_s(), 1),
+            "cpu_us_per_msg": round(self.cpu_us_per_msg(), 3),
+            "broker_cpu_us_per_msg": self.broker_cpu_us_per_msg().map(|v| round(v, 3)),
+            "p50_us": self.p50_us.map(|v| round(v, 1)),
+            "p99_us": self.p99_us.map(|v| round(v, 1)),
+            "limit_msgs_per_s": self.limit_msgs_per_s(cores).map(|v| round(v, 0)),
+            "limit_share": self.limit_share(cores).map(|v| round(v, 3)),
+            "peak_rss_kb": self.peak_rss_kb,
+            "mb_per_s": round(self.mb_per_s(), 1),
+        });
+        extras(
+            &mut v,
+            self.rss_bytes_per_channel,
+            self.open_ms,
+            self.round_ms,
         );
-        write!(
-            line,
-            ",\"seconds\":{:.4},\"mb_per_s\":{:.1}",
-            self.seconds,
-            self.mb_per_s()
-        )
-        .expect("write to String");
-        if let Some(v) = self.rss_bytes_per_channel {
-            write!(line, ",\"rss_bytes_per_channel\":{v:.0}").expect("write to String");
-        }
-        if let Some(v) = self.open_ms {
-            write!(line, ",\"open_ms\":{v:.1}").expect("write to String");
-        }
-        if let Some(v) = self.round_ms {
-            write!(line, ",\"round_ms\":{v:.1}").expect("write to String");
-        }
-        line.push('}');
-        line
+        v
     }
 
     /// The line a child process prints for its parent: `@run key=value ...`.
@@ -193,6 +189,7 @@ impl Run {
         Some(Run {
             client: (*fields.get("client")?).to_owned(),
             scenario: (*fields.get("scenario")?).to_owned(),
+            rep: 0,
             messages: fields.get("messages")?.parse().ok()?,
             seconds: num("seconds")?,
             cpu_us: num("cpu_us")?,
@@ -227,6 +224,8 @@ pub fn median(values: &mut [f64]) -> Option<f64> {
 pub struct Medians {
     /// Client name.
     pub client: String,
+    /// Scenario name.
+    pub scenario: String,
     /// Runs the medians are taken over.
     pub runs: usize,
     /// Messages per second.
@@ -267,6 +266,7 @@ impl Medians {
         };
         Medians {
             client: client.to_owned(),
+            scenario: runs.first().map_or(String::new(), |r| r.scenario.clone()),
             runs: runs.len(),
             msgs_per_s: med(&Run::msgs_per_s),
             cpu_us_per_msg: med(&Run::cpu_us_per_msg),
@@ -294,6 +294,130 @@ pub fn progress_cells(run: &Run) -> String {
         "{:>7} µs broker CPU/msg {share:>4} of the machine's limit",
         cell(run.broker_cpu_us_per_msg(), 2)
     )
+}
+
+impl Medians {
+    /// These medians in the `--json` document.
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({
+            "client": self.client,
+            "scenario": self.scenario,
+            "runs": self.runs,
+            "msgs_per_s": round(self.msgs_per_s, 1),
+            "cpu_us_per_msg": round(self.cpu_us_per_msg, 3),
+            "broker_cpu_us_per_msg": self.broker_cpu_us_per_msg.map(|v| round(v, 3)),
+            "p50_us": self.p50_us.map(|v| round(v, 1)),
+            "p99_us": self.p99_us.map(|v| round(v, 1)),
+            "limit_msgs_per_s": self.limit_msgs_per_s.map(|v| round(v, 0)),
+            "limit_share": self.limit_share.map(|v| round(v, 3)),
+            "peak_rss_kb": round(self.peak_rss_kb, 0),
+            "mb_per_s": round(self.mb_per_s, 1),
+        });
+        extras(
+            &mut v,
+            self.rss_bytes_per_channel,
+            self.open_ms,
+            self.round_ms,
+        );
+        v
+    }
+}
+
+/// Medians of every (scenario, client) in `runs`, in the order they first ran.
+pub fn all_medians(runs: &[Run]) -> Vec<Medians> {
+    let mut keys: Vec<(&str, &str)> = Vec::new();
+    for r in runs {
+        let key = (r.scenario.as_str(), r.client.as_str());
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    keys.into_iter()
+        .map(|(scenario, client)| {
+            let mine: Vec<&Run> = runs
+                .iter()
+                .filter(|r| r.scenario == scenario && r.client == client)
+                .collect();
+            Medians::of(client, &mine)
+        })
+        .collect()
+}
+
+/// `v` rounded to `decimals` places, for a readable document.
+fn round(v: f64, decimals: i32) -> f64 {
+    let scale = 10f64.powi(decimals);
+    (v * scale).round() / scale
+}
+
+/// Adds many_channels' fields to `v` where they were measured.
+fn extras(v: &mut Value, per_channel: Option<f64>, open_ms: Option<f64>, round_ms: Option<f64>) {
+    let obj = v.as_object_mut().expect("a JSON object");
+    for (key, value, decimals) in [
+        ("rss_bytes_per_channel", per_channel, 0),
+        ("open_ms", open_ms, 1),
+        ("round_ms", round_ms, 1),
+    ] {
+        if let Some(value) = value {
+            obj.insert(key.to_owned(), json!(round(value, decimals)));
+        }
+    }
+}
+
+/// What the `--json` document says about the run besides its records.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    /// `scenarios` or `scaling`.
+    pub mode: &'static str,
+    /// When the run started, UTC.
+    pub date: String,
+    /// The command-line arguments.
+    pub args: Vec<String>,
+    /// Smaller sizes.
+    pub quick: bool,
+    /// Repetitions.
+    pub reps: usize,
+    /// The broker's version from its connection.start properties, if it said.
+    pub rabbitmq_version: Option<String>,
+}
+
+/// The `--json` document: when and where it ran, every run, and the medians.
+pub fn document(meta: &Meta, runs: &[Run]) -> Value {
+    let cores = cores();
+    json!({
+        "date": meta.date,
+        "mode": meta.mode,
+        "args": meta.args,
+        "quick": meta.quick,
+        "reps": meta.reps,
+        "machine": {
+            "cores": cores,
+            "kernel": crate::machine::kernel(),
+            "rabbitmq_version": meta.rabbitmq_version,
+            "broker_pid": crate::measure::broker_pid(),
+        },
+        "runtime": {
+            "flavor": "multi_thread",
+            "worker_threads": crate::runner::WORKERS,
+        },
+        "runs": runs.iter().map(|r| r.to_json(cores)).collect::<Vec<_>>(),
+        "medians": all_medians(runs).iter().map(Medians::to_json).collect::<Vec<_>>(),
+    })
+}
+
+/// Adds `fields` to every run and median of `doc` whose scenario `fields` knows (the
+/// scaling mode's dimension and value).
+pub fn annotate(doc: &mut Value, fields: impl Fn(&str) -> Option<Map<String, Value>>) {
+    for list in ["runs", "medians"] {
+        for item in doc[list].as_array_mut().into_iter().flatten() {
+            let Some(obj) = item.as_object_mut() else {
+                continue;
+            };
+            let scenario = obj["scenario"].as_str().unwrap_or_default().to_owned();
+            if let Some(more) = fields(&scenario) {
+                obj.extend(more);
+            }
+        }
+    }
 }
 
 fn cell(v: Option<f64>, decimals: usize) -> String {
@@ -409,6 +533,7 @@ mod tests {
         let run = Run {
             client: "serena".into(),
             scenario: "rpc_latency".into(),
+            rep: 0,
             messages: 5000,
             seconds: 1.25,
             cpu_us: 123456.5,
@@ -434,6 +559,7 @@ mod tests {
         let run = Run {
             client: "lapin".into(),
             scenario: "publish_confirm".into(),
+            rep: 2,
             messages: 10_000,
             seconds: 0.5,
             cpu_us: 30_000.0,
@@ -468,6 +594,11 @@ mod tests {
             Some(200_000.0),
             "scaling points count"
         );
+        let v = point.to_json(2);
+        assert_eq!(v["limit_share"], json!(0.1));
+        assert_eq!(v["broker_cpu_us_per_msg"], json!(7.0));
+        assert_eq!(v["p99_us"], Value::Null);
+        assert!(v.get("open_ms").is_none(), "only where measured");
     }
 
     #[test]

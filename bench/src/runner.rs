@@ -26,7 +26,7 @@ pub const CLIENTS: [&str; 3] = ["serena", "lapin", "amqprs"];
 pub struct Plan {
     /// Smaller sizes and fewer repetitions.
     pub quick: bool,
-    /// Print a JSON line per run instead of the table.
+    /// Print the `--json` document instead of the table.
     pub json: bool,
     /// Repetitions of the whole A B C cycle.
     pub reps: usize,
@@ -201,20 +201,17 @@ pub fn run_all(plan: &Plan) -> Result<Vec<Run>> {
     for rep in 1..=plan.reps {
         for &scenario in &plan.scenarios {
             for &client in &plan.clients {
-                let run = run_one(plan, &rt, client, scenario)
+                let mut run = run_one(plan, &rt, client, scenario)
                     .map_err(|e| format!("repetition {rep}, {client} {scenario}: {e}"))?;
-                if plan.json {
-                    println!("{}", run.json());
-                } else {
-                    eprintln!(
-                        "rep {rep}/{} {scenario:<15} {client:<7} {:>10.0} msgs/s {:>7.2} µs CPU/msg \
-                         {}",
-                        plan.reps,
-                        run.msgs_per_s(),
-                        run.cpu_us_per_msg(),
-                        crate::report::progress_cells(&run),
-                    );
-                }
+                run.rep = rep;
+                eprintln!(
+                    "rep {rep}/{} {scenario:<15} {client:<7} {:>10.0} msgs/s {:>7.2} µs CPU/msg \
+                     {}",
+                    plan.reps,
+                    run.msgs_per_s(),
+                    run.cpu_us_per_msg(),
+                    crate::report::progress_cells(&run),
+                );
                 runs.push(run);
             }
         }

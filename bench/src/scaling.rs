@@ -195,18 +195,13 @@ pub fn child(client: &str, point: Point, quick: bool, base: &str) -> Result<()> 
     Ok(())
 }
 
-/// The JSON line of a scaling run: the scenario fields plus its dimension and value.
-fn json(run: &Run, point: Point) -> String {
-    let mut line = run.json();
-    line.pop();
-    write!(
-        line,
-        ",\"dimension\":\"{}\",\"value\":{}}}",
-        point.dimension.name(),
-        point.value
-    )
-    .expect("write to String");
-    line
+/// The dimension and value of the point named `name`, for the `--json` document.
+pub fn json_fields(name: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let point = Point::parse(name)?;
+    let mut fields = serde_json::Map::new();
+    fields.insert("dimension".into(), point.dimension.name().into());
+    fields.insert("value".into(), point.value.into());
+    Some(fields)
 }
 
 /// Parent side: every repetition, every point, every client in turn; queues deleted after
@@ -225,20 +220,18 @@ pub fn run_all(plan: &Plan) -> Result<Vec<Run>> {
                 let names = Names::new(&base);
                 let result = runner::run_child_with(plan, "--child-scaling", client, &name, &base);
                 let cleaned = rt.block_on(serena_client::delete_queues(&names));
-                let run = result.map_err(|e| format!("repetition {rep}, {client} {name}: {e}"))?;
+                let mut run =
+                    result.map_err(|e| format!("repetition {rep}, {client} {name}: {e}"))?;
                 cleaned.map_err(|e| format!("deleting the queues of {base}: {e}"))?;
-                if plan.json {
-                    println!("{}", json(&run, point));
-                } else {
-                    eprintln!(
-                        "rep {rep}/{} {name:<17} {client:<7} {:>10.0} msgs/s {:>8.2} µs CPU/msg \
-                         {}",
-                        plan.reps,
-                        run.msgs_per_s(),
-                        run.cpu_us_per_msg(),
-                        crate::report::progress_cells(&run),
-                    );
-                }
+                run.rep = rep;
+                eprintln!(
+                    "rep {rep}/{} {name:<17} {client:<7} {:>10.0} msgs/s {:>8.2} µs CPU/msg \
+                     {}",
+                    plan.reps,
+                    run.msgs_per_s(),
+                    run.cpu_us_per_msg(),
+                    crate::report::progress_cells(&run),
+                );
                 runs.push(run);
             }
         }
