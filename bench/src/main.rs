@@ -3,10 +3,12 @@
 //! ```text
 //! cargo run --release --manifest-path bench/Cargo.toml -- [--scaling] [--quick] [--json]
 //!     [--reps N] [--only SCENARIO,...|DIMENSION,...] [--clients CLIENT,...]
+//!     [--flavor multi_thread|current_thread|both]
 //! ```
 //!
 //! Each scenario runs for each client in turn (serena, lapin, amqprs, serena, ...), several
-//! repetitions, every run in a fresh child process on a tokio runtime of two workers. Progress
+//! repetitions, every run in a fresh child process, on a multi-thread tokio runtime of two
+//! workers and on a current-thread runtime (`--flavor` picks one of them). Progress
 //! goes to stderr; at the end a table of medians goes to stdout, or with `--json` one JSON
 //! document (the date, the machine, every run and the medians; see `report::document`).
 //! Any count or size that does not match fails the whole run with a non-zero exit.
@@ -32,7 +34,7 @@ use std::pin::Pin;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use runner::{CLIENTS, Plan};
+use runner::{CLIENTS, ChildOptions, Flavor, Plan};
 use scaling::{Dimension, Point};
 use scenario::Scenario;
 
@@ -42,13 +44,15 @@ pub(crate) async fn next<S: futures_core::Stream + Unpin>(stream: &mut S) -> Opt
 }
 
 const USAGE: &str = "usage: serena-bench [--scaling] [--quick] [--json] [--reps N] \
-[--only SCENARIO,...|DIMENSION,...] [--clients serena,lapin,amqprs]
+[--only SCENARIO,...|DIMENSION,...] [--clients serena,lapin,amqprs] \
+[--flavor multi_thread|current_thread|both]
 scenarios: publish_confirm consume_ack rpc_latency large_body many_channels
 scaling dimensions (with --scaling): body channels publishers";
 
 fn parse_plan(args: &[String]) -> Result<Plan, String> {
     let mut plan = Plan {
         quick: false,
+        flavors: Flavor::ALL.to_vec(),
         json: false,
         reps: 0,
         scenarios: Scenario::ALL.to_vec(),
@@ -72,6 +76,14 @@ fn parse_plan(args: &[String]) -> Result<Plan, String> {
                     .ok_or("--reps takes a positive number")?;
             }
             "--only" => only = Some(value()?.clone()),
+            "--flavor" => {
+                plan.flavors = match value()?.as_str() {
+                    "both" => Flavor::ALL.to_vec(),
+                    name => vec![Flavor::parse(name).ok_or(format!(
+                        "--flavor takes multi_thread, current_thread or both, not {name:?}"
+                    ))?],
+                };
+            }
             "--clients" => {
                 plan.clients = value()?
                     .split(',')
@@ -107,6 +119,19 @@ fn parse_plan(args: &[String]) -> Result<Plan, String> {
     Ok(plan)
 }
 
+/// The runtimes of a run, for its first line.
+fn flavors_line(plan: &Plan) -> String {
+    let names: Vec<String> = plan
+        .flavors
+        .iter()
+        .map(|f| match f {
+            Flavor::MultiThread => format!("multi_thread ({} workers)", runner::WORKERS),
+            Flavor::CurrentThread => "current_thread".to_owned(),
+        })
+        .collect();
+    format!("runtime {}", names.join(" and "))
+}
+
 /// The broker's version, asked once at the start (outside every measured part).
 fn rabbitmq_version() -> scenario::Result<Option<String>> {
     tokio::runtime::Builder::new_current_thread()
@@ -126,8 +151,14 @@ fn main() -> ExitCode {
             eprintln!("unknown scenario {scenario:?}");
             return ExitCode::FAILURE;
         };
-        let quick = rest.iter().any(|a| a == "--quick");
-        return match runner::child(client, scenario, quick, base) {
+        let options = match ChildOptions::parse(rest) {
+            Ok(options) => options,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        return match runner::child(client, scenario, options, base) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("{client} {scenario}: {e}");
@@ -144,8 +175,14 @@ fn main() -> ExitCode {
             eprintln!("unknown scaling point {point:?}");
             return ExitCode::FAILURE;
         };
-        let quick = rest.iter().any(|a| a == "--quick");
-        return match scaling::child(client, point, quick, base) {
+        let options = match ChildOptions::parse(rest) {
+            Ok(options) => options,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        return match scaling::child(client, point, options, base) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("{client} {}: {e}", point.name());
@@ -167,6 +204,7 @@ fn main() -> ExitCode {
         args: args.clone(),
         quick: plan.quick,
         reps: plan.reps,
+        flavors: plan.flavors.iter().map(|f| f.name()).collect(),
         rabbitmq_version: None,
     };
     match rabbitmq_version() {
@@ -189,12 +227,12 @@ fn main() -> ExitCode {
     let started = Instant::now();
     if plan.scaling {
         eprintln!(
-            "{} scaling run: {} repetition(s) of {} point(s) × {} client(s), {} tokio workers each",
+            "{} scaling run: {} repetition(s) of {} point(s) × {} client(s) × {}",
             if plan.quick { "quick" } else { "full" },
             plan.reps,
             Point::all(&plan.dimensions).len(),
             plan.clients.len(),
-            runner::WORKERS,
+            flavors_line(&plan),
         );
         return match scaling::run_all(&plan) {
             Ok(runs) => {
@@ -205,7 +243,7 @@ fn main() -> ExitCode {
                 } else {
                     print!(
                         "{}",
-                        scaling::tables(&runs, &plan.dimensions, &plan.clients)
+                        scaling::tables(&runs, &plan.dimensions, &plan.flavors, &plan.clients)
                     );
                 }
                 eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
@@ -218,19 +256,23 @@ fn main() -> ExitCode {
         };
     }
     eprintln!(
-        "{} run: {} repetition(s) of {} scenario(s) × {} client(s), {} tokio workers each",
+        "{} run: {} repetition(s) of {} scenario(s) × {} client(s) × {}",
         if plan.quick { "quick" } else { "full" },
         plan.reps,
         plan.scenarios.len(),
         plan.clients.len(),
-        runner::WORKERS,
+        flavors_line(&plan),
     );
     match runner::run_all(&plan) {
         Ok(runs) => {
             if plan.json {
                 println!("{:#}", report::document(&meta, &runs));
             } else {
-                print!("{}", report::table(&runs, &plan.scenarios, &plan.clients));
+                let flavors: Vec<&str> = plan.flavors.iter().map(|f| f.name()).collect();
+                print!(
+                    "{}",
+                    report::table(&runs, &plan.scenarios, &flavors, &plan.clients)
+                );
             }
             eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
             ExitCode::SUCCESS

@@ -17,6 +17,8 @@ pub struct Run {
     pub client: String,
     /// Scenario name.
     pub scenario: String,
+    /// The tokio runtime flavor it ran on (`multi_thread`, `current_thread`).
+    pub flavor: String,
     /// Repetition (from 1), set by the parent; 0 until then.
     pub rep: usize,
     /// Messages (round trips, channels) in the measured part.
@@ -63,18 +65,19 @@ fn millis(d: Duration) -> f64 {
 
 impl Run {
     /// The record of `outcome`.
-    pub fn new(client: &str, scenario: Scenario, outcome: Outcome) -> Run {
-        Run::named(client, scenario.name(), outcome)
+    pub fn new(client: &str, scenario: Scenario, flavor: &str, outcome: Outcome) -> Run {
+        Run::named(client, scenario.name(), flavor, outcome)
     }
 
     /// The record of `outcome` under any name (a scaling point's, for one).
-    pub fn named(client: &str, scenario: &str, outcome: Outcome) -> Run {
+    pub fn named(client: &str, scenario: &str, flavor: &str, outcome: Outcome) -> Run {
         let span = outcome.span.expect("checked by scenario::run");
         let mut latencies = outcome.latencies;
         latencies.sort_unstable();
         Run {
             client: client.to_owned(),
             scenario: scenario.to_owned(),
+            flavor: flavor.to_owned(),
             rep: 0,
             messages: outcome.messages,
             seconds: span.wall.as_secs_f64(),
@@ -130,6 +133,7 @@ impl Run {
         let mut v = json!({
             "client": self.client,
             "scenario": self.scenario,
+            "flavor": self.flavor,
             "rep": self.rep,
             "messages": self.messages,
             "seconds": round(self.seconds, 4),
@@ -156,10 +160,11 @@ impl Run {
     pub fn to_wire(&self) -> String {
         let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| v.to_string());
         format!(
-            "@run client={} scenario={} messages={} seconds={} cpu_us={} broker_cpu_us={} \
+            "@run client={} scenario={} flavor={} messages={} seconds={} cpu_us={} broker_cpu_us={} \
              peak_rss_kb={} payload_bytes={} p50_us={} p99_us={} rss_bytes_per_channel={} open_ms={} round_ms={}",
             self.client,
             self.scenario,
+            self.flavor,
             self.messages,
             self.seconds,
             self.cpu_us,
@@ -189,6 +194,7 @@ impl Run {
         Some(Run {
             client: (*fields.get("client")?).to_owned(),
             scenario: (*fields.get("scenario")?).to_owned(),
+            flavor: (*fields.get("flavor")?).to_owned(),
             rep: 0,
             messages: fields.get("messages")?.parse().ok()?,
             seconds: num("seconds")?,
@@ -226,6 +232,8 @@ pub struct Medians {
     pub client: String,
     /// Scenario name.
     pub scenario: String,
+    /// Runtime flavor.
+    pub flavor: String,
     /// Runs the medians are taken over.
     pub runs: usize,
     /// Messages per second.
@@ -267,6 +275,7 @@ impl Medians {
         Medians {
             client: client.to_owned(),
             scenario: runs.first().map_or(String::new(), |r| r.scenario.clone()),
+            flavor: runs.first().map_or(String::new(), |r| r.flavor.clone()),
             runs: runs.len(),
             msgs_per_s: med(&Run::msgs_per_s),
             cpu_us_per_msg: med(&Run::cpu_us_per_msg),
@@ -302,6 +311,7 @@ impl Medians {
         let mut v = json!({
             "client": self.client,
             "scenario": self.scenario,
+            "flavor": self.flavor,
             "runs": self.runs,
             "msgs_per_s": round(self.msgs_per_s, 1),
             "cpu_us_per_msg": round(self.cpu_us_per_msg, 3),
@@ -323,22 +333,19 @@ impl Medians {
     }
 }
 
-/// Medians of every (scenario, client) in `runs`, in the order they first ran.
+/// Medians of every (scenario, flavor, client) in `runs`, in the order they first ran.
 pub fn all_medians(runs: &[Run]) -> Vec<Medians> {
-    let mut keys: Vec<(&str, &str)> = Vec::new();
+    let key = |r: &Run| (r.scenario.clone(), r.flavor.clone(), r.client.clone());
+    let mut keys = Vec::new();
     for r in runs {
-        let key = (r.scenario.as_str(), r.client.as_str());
-        if !keys.contains(&key) {
-            keys.push(key);
+        if !keys.contains(&key(r)) {
+            keys.push(key(r));
         }
     }
     keys.into_iter()
-        .map(|(scenario, client)| {
-            let mine: Vec<&Run> = runs
-                .iter()
-                .filter(|r| r.scenario == scenario && r.client == client)
-                .collect();
-            Medians::of(client, &mine)
+        .map(|k| {
+            let mine: Vec<&Run> = runs.iter().filter(|r| key(r) == k).collect();
+            Medians::of(&k.2, &mine)
         })
         .collect()
 }
@@ -376,6 +383,8 @@ pub struct Meta {
     pub quick: bool,
     /// Repetitions.
     pub reps: usize,
+    /// The runtime flavors every client ran on.
+    pub flavors: Vec<&'static str>,
     /// The broker's version from its connection.start properties, if it said.
     pub rabbitmq_version: Option<String>,
 }
@@ -396,8 +405,8 @@ pub fn document(meta: &Meta, runs: &[Run]) -> Value {
             "broker_pid": crate::measure::broker_pid(),
         },
         "runtime": {
-            "flavor": "multi_thread",
-            "worker_threads": crate::runner::WORKERS,
+            "flavors": meta.flavors,
+            "multi_thread_workers": crate::runner::WORKERS,
         },
         "runs": runs.iter().map(|r| r.to_json(cores)).collect::<Vec<_>>(),
         "medians": all_medians(runs).iter().map(Medians::to_json).collect::<Vec<_>>(),
@@ -424,20 +433,26 @@ fn cell(v: Option<f64>, decimals: usize) -> String {
     v.map_or("-".to_owned(), |v| format!("{v:.decimals$}"))
 }
 
-/// The table of medians per scenario and client, with serena's ratios to the best peer.
-pub fn table(runs: &[Run], scenarios: &[Scenario], clients: &[&str]) -> String {
+/// The table of medians per scenario, runtime flavor and client, with serena's ratios to the
+/// best peer.
+pub fn table(runs: &[Run], scenarios: &[Scenario], flavors: &[&str], clients: &[&str]) -> String {
     let mut out = String::new();
     out.push_str(
-        "| scenario | client | runs | msgs/s | CPU µs/msg | broker CPU µs/msg | limit msgs/s \
+        "| scenario | runtime | client | runs | msgs/s | CPU µs/msg | broker CPU µs/msg | limit msgs/s \
          | share | p50 µs | p99 µs | peak RSS MB | MB/s | other |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
+         |---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n",
     );
-    for &scenario in scenarios {
+    for (&scenario, &flavor) in scenarios
+        .iter()
+        .flat_map(|s| flavors.iter().map(move |f| (s, f)))
+    {
         let mut rows = Vec::new();
         for &client in clients {
             let mine: Vec<&Run> = runs
                 .iter()
-                .filter(|r| r.client == client && r.scenario == scenario.name())
+                .filter(|r| {
+                    r.client == client && r.scenario == scenario.name() && r.flavor == flavor
+                })
                 .collect();
             if !mine.is_empty() {
                 rows.push(Medians::of(client, &mine));
@@ -455,7 +470,7 @@ pub fn table(runs: &[Run], scenarios: &[Scenario], clients: &[&str]) -> String {
             };
             writeln!(
                 out,
-                "| {scenario} | {} | {} | {:.0} | {:.2} | {} | {} | {} | {} | {} | {:.1} | {} \
+                "| {scenario} | {flavor} | {} | {} | {:.0} | {:.2} | {} | {} | {} | {} | {} | {:.1} | {} \
                  | {other} |",
                 m.client,
                 m.runs,
@@ -473,7 +488,7 @@ pub fn table(runs: &[Run], scenarios: &[Scenario], clients: &[&str]) -> String {
             .expect("write to String");
         }
         if let Some(ratios) = ratios(&rows, scenario == Scenario::LargeBody) {
-            writeln!(out, "|  | serena ÷ best peer |  | {ratios} |").expect("write to String");
+            writeln!(out, "|  |  | serena ÷ best peer |  | {ratios} |").expect("write to String");
         }
     }
     out
@@ -533,6 +548,7 @@ mod tests {
         let run = Run {
             client: "serena".into(),
             scenario: "rpc_latency".into(),
+            flavor: "current_thread".into(),
             rep: 0,
             messages: 5000,
             seconds: 1.25,
@@ -559,6 +575,7 @@ mod tests {
         let run = Run {
             client: "lapin".into(),
             scenario: "publish_confirm".into(),
+            flavor: "multi_thread".into(),
             rep: 2,
             messages: 10_000,
             seconds: 0.5,

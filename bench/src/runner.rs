@@ -15,8 +15,77 @@ use crate::report::Run;
 use crate::scenario::{self, Names, Params, Result, Scenario};
 use crate::{amqprs_client::Amqprs, lapin_client::Lapin, serena_client, serena_client::Serena};
 
-/// Worker threads of every client's runtime.
+/// Worker threads of every client's multi-thread runtime.
 pub const WORKERS: usize = 2;
+
+/// The tokio runtime a client runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// `new_multi_thread` with [`WORKERS`] workers.
+    MultiThread,
+    /// `new_current_thread`: every task on the thread that runs the scenario (lapin still
+    /// does its socket I/O on a thread of its own).
+    CurrentThread,
+}
+
+impl Flavor {
+    /// Both, in run order.
+    pub const ALL: [Flavor; 2] = [Flavor::MultiThread, Flavor::CurrentThread];
+
+    /// The name on the command line and in the output (tokio's).
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavor::MultiThread => "multi_thread",
+            Flavor::CurrentThread => "current_thread",
+        }
+    }
+
+    /// Parses a name given by [`name`](Self::name).
+    pub fn parse(name: &str) -> Option<Flavor> {
+        Flavor::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
+/// What the parent tells a child besides its client, scenario and queue-name base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChildOptions {
+    /// Smaller sizes.
+    pub quick: bool,
+    /// The runtime to run on.
+    pub flavor: Flavor,
+}
+
+impl ChildOptions {
+    /// The options as command-line arguments.
+    fn to_args(self) -> Vec<String> {
+        let mut args = vec!["--flavor".to_owned(), self.flavor.name().to_owned()];
+        if self.quick {
+            args.push("--quick".to_owned());
+        }
+        args
+    }
+
+    /// Parses [`to_args`](Self::to_args) output.
+    pub fn parse(args: &[String]) -> std::result::Result<ChildOptions, String> {
+        let mut options = ChildOptions {
+            quick: false,
+            flavor: Flavor::MultiThread,
+        };
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--quick" => options.quick = true,
+                "--flavor" => {
+                    let name = args.next().map_or("", String::as_str);
+                    options.flavor =
+                        Flavor::parse(name).ok_or(format!("unknown runtime flavor {name:?}"))?;
+                }
+                other => return Err(format!("unknown child argument {other:?}")),
+            }
+        }
+        Ok(options)
+    }
+}
 
 /// The clients, in run order.
 pub const CLIENTS: [&str; 3] = ["serena", "lapin", "amqprs"];
@@ -30,6 +99,8 @@ pub struct Plan {
     pub json: bool,
     /// Repetitions of the whole A B C cycle.
     pub reps: usize,
+    /// Runtime flavors every client runs on.
+    pub flavors: Vec<Flavor>,
     /// Scenarios to run.
     pub scenarios: Vec<Scenario>,
     /// Clients to run.
@@ -40,20 +111,26 @@ pub struct Plan {
     pub dimensions: Vec<crate::scaling::Dimension>,
 }
 
-/// Builds the tokio runtime every client runs on.
-pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(WORKERS)
+/// Builds the tokio runtime a client runs on.
+pub fn runtime(flavor: Flavor) -> tokio::runtime::Runtime {
+    let mut builder = match flavor {
+        Flavor::MultiThread => tokio::runtime::Builder::new_multi_thread(),
+        Flavor::CurrentThread => tokio::runtime::Builder::new_current_thread(),
+    };
+    if flavor == Flavor::MultiThread {
+        builder.worker_threads(WORKERS);
+    }
+    builder
         .enable_all()
         .build()
         .expect("build the tokio runtime")
 }
 
 /// Child side: runs one scenario with one client and prints its record for the parent.
-pub fn child(client: &str, scenario: Scenario, quick: bool, base: &str) -> Result<()> {
-    let p = Params::new(quick);
+pub fn child(client: &str, scenario: Scenario, options: ChildOptions, base: &str) -> Result<()> {
+    let p = Params::new(options.quick);
     let names = Names::new(base);
-    let rt = runtime();
+    let rt = runtime(options.flavor);
     let outcome = rt.block_on(async {
         match client {
             "serena" => scenario::run::<Serena>(scenario, &p, &names).await,
@@ -64,7 +141,8 @@ pub fn child(client: &str, scenario: Scenario, quick: bool, base: &str) -> Resul
     })?;
     // Drop the runtime (and any task a client left behind) before reporting.
     rt.shutdown_timeout(Duration::from_secs(5));
-    println!("{}", Run::new(client, scenario, outcome).to_wire());
+    let run = Run::new(client, scenario, options.flavor.name(), outcome);
+    println!("{}", run.to_wire());
     Ok(())
 }
 
@@ -106,14 +184,21 @@ fn drain(child: &mut Child) -> [std::thread::JoinHandle<String>; 2] {
 }
 
 /// Runs one child and returns its record.
-fn run_child(plan: &Plan, client: &str, scenario: Scenario, base: &str) -> Result<Run> {
-    run_child_with(plan, "--child", client, scenario.name(), base)
+fn run_child(
+    plan: &Plan,
+    flavor: Flavor,
+    client: &str,
+    scenario: Scenario,
+    base: &str,
+) -> Result<Run> {
+    run_child_with(plan, flavor, "--child", client, scenario.name(), base)
 }
 
 /// Runs one child (`flag` `--child` for a scenario, `--child-scaling` for a scaling point
 /// named `scenario`) and returns its record.
 pub fn run_child_with(
     plan: &Plan,
+    flavor: Flavor,
     flag: &str,
     client: &str,
     scenario: &str,
@@ -122,9 +207,13 @@ pub fn run_child_with(
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
     cmd.args([flag, client, scenario, base]);
-    if plan.quick {
-        cmd.arg("--quick");
-    }
+    cmd.args(
+        ChildOptions {
+            quick: plan.quick,
+            flavor,
+        }
+        .to_args(),
+    );
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -164,7 +253,7 @@ pub fn run_child_with(
         .lines()
         .find_map(Run::from_wire)
         .ok_or_else(|| format!("{client} {scenario}: no result line in its output:\n{stdout}"))?;
-    if run.client != client || run.scenario != scenario {
+    if run.client != client || run.scenario != scenario || run.flavor != flavor.name() {
         return Err(format!("{client} {scenario}: the child reported {run:?}").into());
     }
     Ok(run)
@@ -174,6 +263,7 @@ pub fn run_child_with(
 fn run_one(
     plan: &Plan,
     rt: &tokio::runtime::Runtime,
+    flavor: Flavor,
     client: &str,
     scenario: Scenario,
 ) -> Result<Run> {
@@ -184,14 +274,14 @@ fn run_one(
         Scenario::ConsumeAck => rt.block_on(serena_client::prefill(&p, &names.main)),
         _ => Ok(()),
     };
-    let result = prepared.and_then(|()| run_child(plan, client, scenario, &base));
+    let result = prepared.and_then(|()| run_child(plan, flavor, client, scenario, &base));
     let cleaned = rt.block_on(serena_client::delete_queues(&names));
     let run = result?;
     cleaned.map_err(|e| format!("deleting the queues of {base}: {e}"))?;
     Ok(run)
 }
 
-/// Parent side: every repetition, every scenario, every client in turn.
+/// Parent side: every repetition, every scenario, every runtime flavor, every client in turn.
 pub fn run_all(plan: &Plan) -> Result<Vec<Run>> {
     // The parent's own runtime, for prefills and cleanup only; nothing measured runs on it.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -200,19 +290,22 @@ pub fn run_all(plan: &Plan) -> Result<Vec<Run>> {
     let mut runs = Vec::new();
     for rep in 1..=plan.reps {
         for &scenario in &plan.scenarios {
-            for &client in &plan.clients {
-                let mut run = run_one(plan, &rt, client, scenario)
-                    .map_err(|e| format!("repetition {rep}, {client} {scenario}: {e}"))?;
-                run.rep = rep;
-                eprintln!(
-                    "rep {rep}/{} {scenario:<15} {client:<7} {:>10.0} msgs/s {:>7.2} µs CPU/msg \
-                     {}",
-                    plan.reps,
-                    run.msgs_per_s(),
-                    run.cpu_us_per_msg(),
-                    crate::report::progress_cells(&run),
-                );
-                runs.push(run);
+            for &flavor in &plan.flavors {
+                for &client in &plan.clients {
+                    let f = flavor.name();
+                    let mut run = run_one(plan, &rt, flavor, client, scenario)
+                        .map_err(|e| format!("repetition {rep}, {client} {scenario} {f}: {e}"))?;
+                    run.rep = rep;
+                    eprintln!(
+                        "rep {rep}/{} {scenario:<15} {f:<14} {client:<7} {:>10.0} msgs/s \
+                         {:>7.2} µs CPU/msg {}",
+                        plan.reps,
+                        run.msgs_per_s(),
+                        run.cpu_us_per_msg(),
+                        crate::report::progress_cells(&run),
+                    );
+                    runs.push(run);
+                }
             }
         }
     }
@@ -233,5 +326,16 @@ mod tests {
             }
         }
         assert_ne!(base(), base(), "every run gets its own names");
+    }
+
+    #[test]
+    fn child_options_round_trip() {
+        for flavor in Flavor::ALL {
+            for quick in [false, true] {
+                let options = ChildOptions { quick, flavor };
+                assert_eq!(ChildOptions::parse(&options.to_args()), Ok(options));
+            }
+        }
+        assert!(ChildOptions::parse(&["--flavor".into(), "green".into()]).is_err());
     }
 }

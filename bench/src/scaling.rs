@@ -19,7 +19,7 @@
 use std::fmt::Write as _;
 
 use crate::report::{Medians, Run};
-use crate::runner::{self, Plan};
+use crate::runner::{self, ChildOptions, Flavor, Plan};
 use crate::scenario::{Client, Names, Outcome, Params, Result};
 use crate::{amqprs_client::Amqprs, lapin_client::Lapin, serena_client, serena_client::Serena};
 
@@ -179,9 +179,9 @@ impl Point {
 }
 
 /// Child side: runs one point with one client and prints its record for the parent.
-pub fn child(client: &str, point: Point, quick: bool, base: &str) -> Result<()> {
-    let names = Names::new(base);
-    let rt = runner::runtime();
+pub fn child(client: &str, point: Point, options: ChildOptions, base: &str) -> Result<()> {
+    let (quick, names) = (options.quick, Names::new(base));
+    let rt = runner::runtime(options.flavor);
     let outcome = rt.block_on(async {
         match client {
             "serena" => point.run::<Serena>(quick, &names).await,
@@ -191,7 +191,8 @@ pub fn child(client: &str, point: Point, quick: bool, base: &str) -> Result<()> 
         }
     })?;
     rt.shutdown_timeout(std::time::Duration::from_secs(5));
-    println!("{}", Run::named(client, &point.name(), outcome).to_wire());
+    let run = Run::named(client, &point.name(), options.flavor.name(), outcome);
+    println!("{}", run.to_wire());
     Ok(())
 }
 
@@ -204,8 +205,8 @@ pub fn json_fields(name: &str) -> Option<serde_json::Map<String, serde_json::Val
     Some(fields)
 }
 
-/// Parent side: every repetition, every point, every client in turn; queues deleted after
-/// every run, also a failed one.
+/// Parent side: every repetition, every point, every runtime flavor, every client in turn;
+/// queues deleted after every run, also a failed one.
 pub fn run_all(plan: &Plan) -> Result<Vec<Run>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -215,18 +216,24 @@ pub fn run_all(plan: &Plan) -> Result<Vec<Run>> {
     for rep in 1..=plan.reps {
         for &point in &points {
             let name = point.name();
-            for &client in &plan.clients {
+            for (&flavor, &client) in plan
+                .flavors
+                .iter()
+                .flat_map(|f| plan.clients.iter().map(move |c| (f, c)))
+            {
+                let f = flavor.name();
                 let base = runner::base();
                 let names = Names::new(&base);
-                let result = runner::run_child_with(plan, "--child-scaling", client, &name, &base);
+                let result =
+                    runner::run_child_with(plan, flavor, "--child-scaling", client, &name, &base);
                 let cleaned = rt.block_on(serena_client::delete_queues(&names));
                 let mut run =
-                    result.map_err(|e| format!("repetition {rep}, {client} {name}: {e}"))?;
+                    result.map_err(|e| format!("repetition {rep}, {client} {name} {f}: {e}"))?;
                 cleaned.map_err(|e| format!("deleting the queues of {base}: {e}"))?;
                 run.rep = rep;
                 eprintln!(
-                    "rep {rep}/{} {name:<17} {client:<7} {:>10.0} msgs/s {:>8.2} µs CPU/msg \
-                     {}",
+                    "rep {rep}/{} {name:<17} {f:<14} {client:<7} {:>10.0} msgs/s {:>8.2} µs \
+                     CPU/msg {}",
                     plan.reps,
                     run.msgs_per_s(),
                     run.cpu_us_per_msg(),
@@ -239,17 +246,25 @@ pub fn run_all(plan: &Plan) -> Result<Vec<Run>> {
     Ok(runs)
 }
 
-/// One table per dimension: medians of every client side by side, and serena's ratios to the
+/// One table per dimension and runtime flavor: medians of every client side by side, and serena's ratios to the
 /// best peer (throughput: higher is better; CPU per message: lower is better).
-pub fn tables(runs: &[Run], dimensions: &[Dimension], clients: &[&str]) -> String {
+pub fn tables(
+    runs: &[Run],
+    dimensions: &[Dimension],
+    flavors: &[Flavor],
+    clients: &[&str],
+) -> String {
     let mut out = String::new();
-    for &dimension in dimensions {
+    for (&dimension, &flavor) in dimensions
+        .iter()
+        .flat_map(|d| flavors.iter().map(move |f| (d, f)))
+    {
         let heading = match dimension {
             Dimension::Body => "body size",
             Dimension::Channels => "channels",
             Dimension::Publishers => "publishers",
         };
-        write!(out, "\n| {heading} |").expect("write to String");
+        write!(out, "\n| {heading}, {} |", flavor.name()).expect("write to String");
         for client in clients {
             write!(out, " {client} msgs/s |").expect("write to String");
         }
@@ -266,7 +281,9 @@ pub fn tables(runs: &[Run], dimensions: &[Dimension], clients: &[&str]) -> Strin
                 .map(|&client| {
                     let mine: Vec<&Run> = runs
                         .iter()
-                        .filter(|r| r.client == client && r.scenario == name)
+                        .filter(|r| {
+                            r.client == client && r.scenario == name && r.flavor == flavor.name()
+                        })
                         .collect();
                     (!mine.is_empty()).then(|| Medians::of(client, &mine))
                 })
