@@ -46,7 +46,7 @@ pub(crate) async fn next<S: futures_core::Stream + Unpin>(stream: &mut S) -> Opt
 const USAGE: &str = "usage: serena-bench [--scaling] [--quick] [--json] [--reps N] \
 [--only SCENARIO,...|DIMENSION,...] [--clients serena,lapin,amqprs] \
 [--flavor multi_thread|current_thread|both]
-scenarios: publish_confirm consume_ack rpc_latency large_body many_channels
+scenarios: publish_confirm publish_noconfirm consume_ack rpc_latency large_body many_channels
 scaling dimensions (with --scaling): body channels publishers";
 
 fn parse_plan(args: &[String]) -> Result<Plan, String> {
@@ -205,8 +205,19 @@ fn main() -> ExitCode {
         quick: plan.quick,
         reps: plan.reps,
         flavors: plan.flavors.iter().map(|f| f.name()).collect(),
+        skipped: Vec::new(),
         rabbitmq_version: None,
     };
+    if !plan.scaling {
+        for &scenario in &plan.scenarios {
+            for &client in &plan.clients {
+                if let Some(reason) = scenario.skip_reason(client) {
+                    eprintln!("note: {client} {scenario}: {reason}");
+                    meta.skipped.push((scenario.name(), client, reason));
+                }
+            }
+        }
+    }
     match rabbitmq_version() {
         Ok(Some(version)) => {
             eprintln!("broker: RabbitMQ {version}");

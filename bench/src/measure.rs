@@ -146,6 +146,11 @@ impl Meter {
         }
     }
 
+    /// Wall time since [`start`](Self::start).
+    pub fn elapsed(&self) -> Duration {
+        self.wall.elapsed()
+    }
+
     /// Reads them again and returns the differences.
     pub fn stop(self) -> Span {
         let wall = self.wall.elapsed();

@@ -44,6 +44,8 @@ pub struct Run {
     pub open_ms: Option<f64>,
     /// Time of the publish round, in milliseconds (many_channels).
     pub round_ms: Option<f64>,
+    /// Time until the last publish call returned, in milliseconds (publish_noconfirm).
+    pub written_ms: Option<f64>,
 }
 
 /// The `q`-quantile (0..=1) of `sorted`, nearest rank.
@@ -90,6 +92,7 @@ impl Run {
             rss_bytes_per_channel: outcome.rss_bytes_per_channel,
             open_ms: outcome.open_time.map(millis),
             round_ms: outcome.round_time.map(millis),
+            written_ms: outcome.written_time.map(millis),
         }
     }
 
@@ -149,9 +152,12 @@ impl Run {
         });
         extras(
             &mut v,
-            self.rss_bytes_per_channel,
-            self.open_ms,
-            self.round_ms,
+            [
+                self.rss_bytes_per_channel,
+                self.open_ms,
+                self.round_ms,
+                self.written_ms,
+            ],
         );
         v
     }
@@ -161,7 +167,8 @@ impl Run {
         let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| v.to_string());
         format!(
             "@run client={} scenario={} flavor={} messages={} seconds={} cpu_us={} broker_cpu_us={} \
-             peak_rss_kb={} payload_bytes={} p50_us={} p99_us={} rss_bytes_per_channel={} open_ms={} round_ms={}",
+             peak_rss_kb={} payload_bytes={} p50_us={} p99_us={} rss_bytes_per_channel={} open_ms={} round_ms={} \
+             written_ms={}",
             self.client,
             self.scenario,
             self.flavor,
@@ -176,6 +183,7 @@ impl Run {
             opt(self.rss_bytes_per_channel),
             opt(self.open_ms),
             opt(self.round_ms),
+            opt(self.written_ms),
         )
     }
 
@@ -207,6 +215,7 @@ impl Run {
             rss_bytes_per_channel: opt("rss_bytes_per_channel")?,
             open_ms: opt("open_ms")?,
             round_ms: opt("round_ms")?,
+            written_ms: opt("written_ms")?,
         })
     }
 }
@@ -260,6 +269,8 @@ pub struct Medians {
     pub open_ms: Option<f64>,
     /// Publish round time, ms.
     pub round_ms: Option<f64>,
+    /// Time until the last publish call returned, ms.
+    pub written_ms: Option<f64>,
 }
 
 impl Medians {
@@ -289,6 +300,7 @@ impl Medians {
             rss_bytes_per_channel: med_opt(&|r| r.rss_bytes_per_channel),
             open_ms: med_opt(&|r| r.open_ms),
             round_ms: med_opt(&|r| r.round_ms),
+            written_ms: med_opt(&|r| r.written_ms),
         }
     }
 }
@@ -325,9 +337,12 @@ impl Medians {
         });
         extras(
             &mut v,
-            self.rss_bytes_per_channel,
-            self.open_ms,
-            self.round_ms,
+            [
+                self.rss_bytes_per_channel,
+                self.open_ms,
+                self.round_ms,
+                self.written_ms,
+            ],
         );
         v
     }
@@ -356,14 +371,17 @@ fn round(v: f64, decimals: i32) -> f64 {
     (v * scale).round() / scale
 }
 
-/// Adds many_channels' fields to `v` where they were measured.
-fn extras(v: &mut Value, per_channel: Option<f64>, open_ms: Option<f64>, round_ms: Option<f64>) {
+/// Adds the scenario-specific fields to `v` where they were measured: many_channels'
+/// `rss_bytes_per_channel`, `open_ms` and `round_ms`, publish_noconfirm's `written_ms`.
+fn extras(v: &mut Value, values: [Option<f64>; 4]) {
     let obj = v.as_object_mut().expect("a JSON object");
-    for (key, value, decimals) in [
-        ("rss_bytes_per_channel", per_channel, 0),
-        ("open_ms", open_ms, 1),
-        ("round_ms", round_ms, 1),
-    ] {
+    let keys = [
+        ("rss_bytes_per_channel", 0),
+        ("open_ms", 1),
+        ("round_ms", 1),
+        ("written_ms", 1),
+    ];
+    for ((key, decimals), value) in keys.into_iter().zip(values) {
         if let Some(value) = value {
             obj.insert(key.to_owned(), json!(round(value, decimals)));
         }
@@ -385,6 +403,8 @@ pub struct Meta {
     pub reps: usize,
     /// The runtime flavors every client ran on.
     pub flavors: Vec<&'static str>,
+    /// (scenario, client, reason) of every pair the plan left out.
+    pub skipped: Vec<(&'static str, &'static str, &'static str)>,
     /// The broker's version from its connection.start properties, if it said.
     pub rabbitmq_version: Option<String>,
 }
@@ -410,6 +430,11 @@ pub fn document(meta: &Meta, runs: &[Run]) -> Value {
         },
         "runs": runs.iter().map(|r| r.to_json(cores)).collect::<Vec<_>>(),
         "medians": all_medians(runs).iter().map(Medians::to_json).collect::<Vec<_>>(),
+        "skipped": meta.skipped.iter().map(|(scenario, client, reason)| json!({
+            "scenario": scenario,
+            "client": client,
+            "reason": reason,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -459,13 +484,14 @@ pub fn table(runs: &[Run], scenarios: &[Scenario], flavors: &[&str], clients: &[
             }
         }
         for m in &rows {
-            let other = match (m.rss_bytes_per_channel, m.open_ms, m.round_ms) {
-                (Some(b), Some(o), Some(r)) => {
+            let other = match (m.rss_bytes_per_channel, m.open_ms, m.round_ms, m.written_ms) {
+                (Some(b), Some(o), Some(r), _) => {
                     format!(
                         "{:.1} KB/channel, open {o:.0} ms, round {r:.0} ms",
                         b / 1024.0
                     )
                 }
+                (_, _, _, Some(w)) => format!("publish calls returned after {w:.0} ms"),
                 _ => String::new(),
             };
             writeln!(
@@ -486,6 +512,16 @@ pub fn table(runs: &[Run], scenarios: &[Scenario], flavors: &[&str], clients: &[
                 cell((scenario == Scenario::LargeBody).then_some(m.mb_per_s), 0),
             )
             .expect("write to String");
+        }
+        for &client in clients {
+            if let Some(reason) = scenario.skip_reason(client) {
+                writeln!(
+                    out,
+                    "| {scenario} | {flavor} | {client} | 0 | - | - | - | - | - | - | - | - | - \
+                     | {reason} |"
+                )
+                .expect("write to String");
+            }
         }
         if let Some(ratios) = ratios(&rows, scenario == Scenario::LargeBody) {
             writeln!(out, "|  |  | serena ÷ best peer |  | {ratios} |").expect("write to String");
@@ -561,6 +597,7 @@ mod tests {
             rss_bytes_per_channel: None,
             open_ms: None,
             round_ms: None,
+            written_ms: Some(12.5),
         };
         assert_eq!(Run::from_wire(&run.to_wire()), Some(run.clone()));
         let unread = Run {
@@ -588,6 +625,7 @@ mod tests {
             rss_bytes_per_channel: None,
             open_ms: None,
             round_ms: None,
+            written_ms: None,
         };
         // 3 + 7 µs a message on two cores: 200,000 msgs/s; the run made 20,000.
         assert_eq!(run.limit_msgs_per_s(2), Some(200_000.0));
