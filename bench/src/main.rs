@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --manifest-path bench/Cargo.toml -- [--scaling] [--quick] [--json]
 //!     [--reps N] [--only SCENARIO,...|DIMENSION,...] [--clients CLIENT,...]
-//!     [--flavor multi_thread|current_thread|both]
+//!     [--flavor multi_thread|current_thread|both] [--name-len N]
 //! ```
 //!
 //! Each scenario runs for each client in turn (serena, lapin, amqprs, serena, ...), several
@@ -45,7 +45,7 @@ pub(crate) async fn next<S: futures_core::Stream + Unpin>(stream: &mut S) -> Opt
 
 const USAGE: &str = "usage: serena-bench [--scaling] [--quick] [--json] [--reps N] \
 [--only SCENARIO,...|DIMENSION,...] [--clients serena,lapin,amqprs] \
-[--flavor multi_thread|current_thread|both]
+[--flavor multi_thread|current_thread|both] [--name-len N]
 scenarios: publish_confirm publish_noconfirm consume_ack rpc_latency large_body many_channels
 scaling dimensions (with --scaling): body channels publishers";
 
@@ -53,6 +53,7 @@ fn parse_plan(args: &[String]) -> Result<Plan, String> {
     let mut plan = Plan {
         quick: false,
         flavors: Flavor::ALL.to_vec(),
+        name_len: None,
         json: false,
         reps: 0,
         scenarios: Scenario::ALL.to_vec(),
@@ -76,6 +77,17 @@ fn parse_plan(args: &[String]) -> Result<Plan, String> {
                     .ok_or("--reps takes a positive number")?;
             }
             "--only" => only = Some(value()?.clone()),
+            "--name-len" => {
+                let len = value()?
+                    .parse()
+                    .ok()
+                    .filter(|n| scenario::NAME_LEN.contains(n));
+                plan.name_len = Some(len.ok_or(format!(
+                    "--name-len takes {}..={} bytes",
+                    scenario::NAME_LEN.start(),
+                    scenario::NAME_LEN.end()
+                ))?);
+            }
             "--flavor" => {
                 plan.flavors = match value()?.as_str() {
                     "both" => Flavor::ALL.to_vec(),
@@ -206,6 +218,7 @@ fn main() -> ExitCode {
         reps: plan.reps,
         flavors: plan.flavors.iter().map(|f| f.name()).collect(),
         skipped: Vec::new(),
+        queue_name_len: plan.name_len,
         rabbitmq_version: None,
     };
     if !plan.scaling {
@@ -234,6 +247,9 @@ fn main() -> ExitCode {
         None => eprintln!(
             "broker: no beam.smp started with `-s rabbit boot` found; broker CPU is absent"
         ),
+    }
+    if let Some(len) = plan.name_len {
+        eprintln!("queue names (and routing keys) padded to {len} bytes");
     }
     let started = Instant::now();
     if plan.scaling {

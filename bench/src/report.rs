@@ -403,6 +403,8 @@ pub struct Meta {
     pub reps: usize,
     /// The runtime flavors every client ran on.
     pub flavors: Vec<&'static str>,
+    /// `--name-len`: every queue name and routing key padded to this many bytes.
+    pub queue_name_len: Option<usize>,
     /// (scenario, client, reason) of every pair the plan left out.
     pub skipped: Vec<(&'static str, &'static str, &'static str)>,
     /// The broker's version from its connection.start properties, if it said.
@@ -418,6 +420,7 @@ pub fn document(meta: &Meta, runs: &[Run]) -> Value {
         "args": meta.args,
         "quick": meta.quick,
         "reps": meta.reps,
+        "queue_name_len": meta.queue_name_len,
         "machine": {
             "cores": cores,
             "kernel": crate::machine::kernel(),

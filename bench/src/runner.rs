@@ -53,6 +53,8 @@ pub struct ChildOptions {
     pub quick: bool,
     /// The runtime to run on.
     pub flavor: Flavor,
+    /// Queue names padded to this many bytes (`--name-len`).
+    pub name_len: Option<usize>,
 }
 
 impl ChildOptions {
@@ -62,6 +64,9 @@ impl ChildOptions {
         if self.quick {
             args.push("--quick".to_owned());
         }
+        if let Some(len) = self.name_len {
+            args.extend(["--name-len".to_owned(), len.to_string()]);
+        }
         args
     }
 
@@ -70,6 +75,7 @@ impl ChildOptions {
         let mut options = ChildOptions {
             quick: false,
             flavor: Flavor::MultiThread,
+            name_len: None,
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -79,6 +85,10 @@ impl ChildOptions {
                     let name = args.next().map_or("", String::as_str);
                     options.flavor =
                         Flavor::parse(name).ok_or(format!("unknown runtime flavor {name:?}"))?;
+                }
+                "--name-len" => {
+                    let len = args.next().and_then(|n| n.parse().ok());
+                    options.name_len = Some(len.ok_or("--name-len needs a number")?);
                 }
                 other => return Err(format!("unknown child argument {other:?}")),
             }
@@ -101,6 +111,8 @@ pub struct Plan {
     pub reps: usize,
     /// Runtime flavors every client runs on.
     pub flavors: Vec<Flavor>,
+    /// Pad every queue name to this many bytes (`--name-len`).
+    pub name_len: Option<usize>,
     /// Scenarios to run.
     pub scenarios: Vec<Scenario>,
     /// Clients to run.
@@ -129,7 +141,7 @@ pub fn runtime(flavor: Flavor) -> tokio::runtime::Runtime {
 /// Child side: runs one scenario with one client and prints its record for the parent.
 pub fn child(client: &str, scenario: Scenario, options: ChildOptions, base: &str) -> Result<()> {
     let p = Params::new(options.quick);
-    let names = Names::new(base);
+    let names = Names::new(base, options.name_len);
     let rt = runtime(options.flavor);
     let outcome = rt.block_on(async {
         match (client, scenario) {
@@ -218,6 +230,7 @@ pub fn run_child_with(
         ChildOptions {
             quick: plan.quick,
             flavor,
+            name_len: plan.name_len,
         }
         .to_args(),
     );
@@ -275,7 +288,7 @@ fn run_one(
     scenario: Scenario,
 ) -> Result<Run> {
     let base = base();
-    let names = Names::new(&base);
+    let names = Names::new(&base, plan.name_len);
     let p = Params::new(plan.quick);
     let prepared = match scenario {
         Scenario::ConsumeAck => rt.block_on(serena_client::prefill(&p, &names.main)),
@@ -325,14 +338,20 @@ pub fn run_all(plan: &Plan) -> Result<Vec<Run>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scenario::NAME_LEN;
 
     #[test]
     fn queue_names_are_short() {
         // The longest base: a four-digit pid remainder and a million runs.
         for base in [base_name(u32::MAX, 1_000_000), base_name(7, 1), base()] {
-            let names = Names::new(&base);
+            let names = Names::new(&base, None);
             for name in [&names.main, &names.reply] {
                 assert!(name.len() < 32, "{name:?} is {} bytes", name.len());
+            }
+            for len in [*NAME_LEN.start(), 60, 64, 65, 70, *NAME_LEN.end()] {
+                let padded = Names::new(&base, Some(len));
+                assert_eq!((padded.main.len(), padded.reply.len()), (len, len));
+                assert!(padded.main.starts_with(&names.main));
             }
         }
         assert_ne!(base(), base(), "every run gets its own names");
@@ -341,8 +360,12 @@ mod tests {
     #[test]
     fn child_options_round_trip() {
         for flavor in Flavor::ALL {
-            for quick in [false, true] {
-                let options = ChildOptions { quick, flavor };
+            for (quick, name_len) in [(false, None), (true, Some(64))] {
+                let options = ChildOptions {
+                    quick,
+                    flavor,
+                    name_len,
+                };
                 assert_eq!(ChildOptions::parse(&options.to_args()), Ok(options));
             }
         }

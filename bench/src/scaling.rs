@@ -180,7 +180,7 @@ impl Point {
 
 /// Child side: runs one point with one client and prints its record for the parent.
 pub fn child(client: &str, point: Point, options: ChildOptions, base: &str) -> Result<()> {
-    let (quick, names) = (options.quick, Names::new(base));
+    let (quick, names) = (options.quick, Names::new(base, options.name_len));
     let rt = runner::runtime(options.flavor);
     let outcome = rt.block_on(async {
         match client {
@@ -223,7 +223,7 @@ pub fn run_all(plan: &Plan) -> Result<Vec<Run>> {
             {
                 let f = flavor.name();
                 let base = runner::base();
-                let names = Names::new(&base);
+                let names = Names::new(&base, plan.name_len);
                 let result =
                     runner::run_child_with(plan, flavor, "--child-scaling", client, &name, &base);
                 let cleaned = rt.block_on(serena_client::delete_queues(&names));

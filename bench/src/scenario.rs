@@ -157,12 +157,21 @@ pub struct Names {
     pub reply: String,
 }
 
+/// The `--name-len` values: from above any name's natural length to AMQP's short-string limit.
+pub const NAME_LEN: std::ops::RangeInclusive<usize> = 24..=255;
+
 impl Names {
-    /// Names built on a unique base.
-    pub fn new(base: &str) -> Names {
+    /// Names built on a unique base; with `len`, each padded with `_` to exactly `len` bytes
+    /// (`--name-len`, to see what long queue names and routing keys cost), `len` in
+    /// [`NAME_LEN`].
+    pub fn new(base: &str, len: Option<usize>) -> Names {
+        let pad = |name: String| match len {
+            Some(len) => format!("{name}{}", "_".repeat(len.saturating_sub(name.len()))),
+            None => name,
+        };
         Names {
-            main: format!("{base}.main"),
-            reply: format!("{base}.reply"),
+            main: pad(format!("{base}.main")),
+            reply: pad(format!("{base}.reply")),
         }
     }
 }
