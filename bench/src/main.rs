@@ -15,10 +15,11 @@
 //! `--scaling` runs the scaling points instead (see `scaling`): body size, channels and
 //! concurrent publishers, three repetitions by default.
 //!
-//! Layout: `scenario` (sizes, the `Client` contract, checks), `serena_client`, `lapin_client`,
-//! `amqprs_client` (one implementation each), `measure` (getrusage, RSS), `runner` (the
-//! parent and child processes), `report` (records, JSON, medians), `scaling` (the scaling
-//! points and their tables).
+//! Layout: `scenario` (sizes, the `Client` and `UnconfirmedClient` contracts, checks),
+//! `serena_client`, `lapin_client`, `amqprs_client` (one implementation each), `measure`
+//! (getrusage, RSS, the broker's CPU), `runner` (the parent and child processes, runtime
+//! flavors, queue names), `report` (records, the table, the JSON document, medians), `machine`
+//! (date, kernel), `scaling` (the scaling points and their tables).
 
 mod amqprs_client;
 mod lapin_client;
