@@ -21,8 +21,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::measure::{Meter, current_rss_bytes};
 use crate::scenario::{
-    Body, Client, Names, Outcome, Params, Result, Tally, check_reply, correlation_id, expect_count,
-    expect_distinct_ids, mismatch, per_item,
+    Body, Client, Names, Outcome, Params, Result, Tally, UnconfirmedClient, check_reply,
+    correlation_id, expect_count, expect_distinct_ids, mismatch, per_item, until_held,
 };
 
 /// amqprs, driven through its public API.
@@ -629,6 +629,41 @@ impl Client for Amqprs {
             messages: total,
             payload_bytes: total * p.small_body as u64,
             span: Some(span),
+            ..Outcome::default()
+        })
+    }
+}
+
+impl UnconfirmedClient for Amqprs {
+    async fn publish_noconfirm(p: &Params, names: &Names) -> Result<Outcome> {
+        let conn = connect().await?;
+        // No confirm_select and no ledger: nothing comes back for a publish.
+        let ch = conn.open_channel(None).await?;
+        declare(&ch, &names.main).await?;
+        let mut body = Body::new(p.small_body);
+
+        let meter = Meter::start();
+        for index in 0..p.publish_messages {
+            publish(
+                &ch,
+                &names.main,
+                body.stamp(index),
+                BasicProperties::default(),
+            )
+            .await?;
+        }
+        let written_time = meter.elapsed();
+        until_held(|| ready(&ch, &names.main), p.publish_messages).await?;
+        let span = meter.stop();
+
+        delete(&ch, &names.main).await?;
+        ch.close().await?;
+        conn.close().await?;
+        Ok(Outcome {
+            messages: p.publish_messages,
+            payload_bytes: p.publish_messages * p.small_body as u64,
+            span: Some(span),
+            written_time: Some(written_time),
             ..Outcome::default()
         })
     }

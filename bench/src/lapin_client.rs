@@ -19,8 +19,8 @@ use tokio::sync::oneshot;
 
 use crate::measure::{Meter, current_rss_bytes};
 use crate::scenario::{
-    Body, Client, Names, Outcome, Params, Result, Tally, check_reply, correlation_id, expect_count,
-    expect_distinct_ids, mismatch, per_item,
+    Body, Client, Names, Outcome, Params, Result, Tally, UnconfirmedClient, check_reply,
+    correlation_id, expect_count, expect_distinct_ids, mismatch, per_item, until_held,
 };
 
 /// lapin, driven through its public API.
@@ -550,6 +550,41 @@ impl Client for Lapin {
             messages: total,
             payload_bytes: total * p.small_body as u64,
             span: Some(span),
+            ..Outcome::default()
+        })
+    }
+}
+
+impl UnconfirmedClient for Lapin {
+    async fn publish_noconfirm(p: &Params, names: &Names) -> Result<Outcome> {
+        let conn = connect().await?;
+        let ch = conn.create_channel().await?;
+        declare(&ch, &names.main).await?;
+        let mut body = Body::new(p.small_body);
+
+        let meter = Meter::start();
+        for index in 0..p.publish_messages {
+            // Without confirm mode the returned PublisherConfirm is already NotRequested.
+            publish(
+                &ch,
+                &names.main,
+                body.stamp(index),
+                BasicProperties::default(),
+            )
+            .await?;
+        }
+        let written_time = meter.elapsed();
+        until_held(|| ready(&ch, &names.main), p.publish_messages).await?;
+        let span = meter.stop();
+
+        delete(&ch, &names.main).await?;
+        ch.close(200, "bye".into()).await?;
+        close(conn).await?;
+        Ok(Outcome {
+            messages: p.publish_messages,
+            payload_bytes: p.publish_messages * p.small_body as u64,
+            span: Some(span),
+            written_time: Some(written_time),
             ..Outcome::default()
         })
     }

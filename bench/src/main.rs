@@ -3,22 +3,27 @@
 //! ```text
 //! cargo run --release --manifest-path bench/Cargo.toml -- [--scaling] [--quick] [--json]
 //!     [--reps N] [--only SCENARIO,...|DIMENSION,...] [--clients CLIENT,...]
+//!     [--flavor multi_thread|current_thread|both] [--name-len N]
 //! ```
 //!
 //! Each scenario runs for each client in turn (serena, lapin, amqprs, serena, ...), several
-//! repetitions, every run in a fresh child process on a tokio runtime of two workers. With
-//! `--json` each run prints one JSON line; otherwise a table of medians is printed at the end.
+//! repetitions, every run in a fresh child process, on a multi-thread tokio runtime of two
+//! workers and on a current-thread runtime (`--flavor` picks one of them). Progress
+//! goes to stderr; at the end a table of medians goes to stdout, or with `--json` one JSON
+//! document (the date, the machine, every run and the medians; see `report::document`).
 //! Any count or size that does not match fails the whole run with a non-zero exit.
 //! `--scaling` runs the scaling points instead (see `scaling`): body size, channels and
 //! concurrent publishers, three repetitions by default.
 //!
-//! Layout: `scenario` (sizes, the `Client` contract, checks), `serena_client`, `lapin_client`,
-//! `amqprs_client` (one implementation each), `measure` (getrusage, RSS), `runner` (the
-//! parent and child processes), `report` (records, JSON, medians), `scaling` (the scaling
-//! points and their tables).
+//! Layout: `scenario` (sizes, the `Client` and `UnconfirmedClient` contracts, checks),
+//! `serena_client`, `lapin_client`, `amqprs_client` (one implementation each), `measure`
+//! (getrusage, RSS, the broker's CPU), `runner` (the parent and child processes, runtime
+//! flavors, queue names), `report` (records, the table, the JSON document, medians), `machine`
+//! (date, kernel), `scaling` (the scaling points and their tables).
 
 mod amqprs_client;
 mod lapin_client;
+mod machine;
 mod measure;
 mod report;
 mod runner;
@@ -30,7 +35,7 @@ use std::pin::Pin;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use runner::{CLIENTS, Plan};
+use runner::{CLIENTS, ChildOptions, Flavor, Plan};
 use scaling::{Dimension, Point};
 use scenario::Scenario;
 
@@ -40,13 +45,16 @@ pub(crate) async fn next<S: futures_core::Stream + Unpin>(stream: &mut S) -> Opt
 }
 
 const USAGE: &str = "usage: serena-bench [--scaling] [--quick] [--json] [--reps N] \
-[--only SCENARIO,...|DIMENSION,...] [--clients serena,lapin,amqprs]
-scenarios: publish_confirm consume_ack rpc_latency large_body many_channels
+[--only SCENARIO,...|DIMENSION,...] [--clients serena,lapin,amqprs] \
+[--flavor multi_thread|current_thread|both] [--name-len N]
+scenarios: publish_confirm publish_noconfirm consume_ack rpc_latency large_body many_channels
 scaling dimensions (with --scaling): body channels publishers";
 
 fn parse_plan(args: &[String]) -> Result<Plan, String> {
     let mut plan = Plan {
         quick: false,
+        flavors: Flavor::ALL.to_vec(),
+        name_len: None,
         json: false,
         reps: 0,
         scenarios: Scenario::ALL.to_vec(),
@@ -70,6 +78,25 @@ fn parse_plan(args: &[String]) -> Result<Plan, String> {
                     .ok_or("--reps takes a positive number")?;
             }
             "--only" => only = Some(value()?.clone()),
+            "--name-len" => {
+                let len = value()?
+                    .parse()
+                    .ok()
+                    .filter(|n| scenario::NAME_LEN.contains(n));
+                plan.name_len = Some(len.ok_or(format!(
+                    "--name-len takes {}..={} bytes",
+                    scenario::NAME_LEN.start(),
+                    scenario::NAME_LEN.end()
+                ))?);
+            }
+            "--flavor" => {
+                plan.flavors = match value()?.as_str() {
+                    "both" => Flavor::ALL.to_vec(),
+                    name => vec![Flavor::parse(name).ok_or(format!(
+                        "--flavor takes multi_thread, current_thread or both, not {name:?}"
+                    ))?],
+                };
+            }
             "--clients" => {
                 plan.clients = value()?
                     .split(',')
@@ -105,6 +132,27 @@ fn parse_plan(args: &[String]) -> Result<Plan, String> {
     Ok(plan)
 }
 
+/// The runtimes of a run, for its first line.
+fn flavors_line(plan: &Plan) -> String {
+    let names: Vec<String> = plan
+        .flavors
+        .iter()
+        .map(|f| match f {
+            Flavor::MultiThread => format!("multi_thread ({} workers)", runner::WORKERS),
+            Flavor::CurrentThread => "current_thread".to_owned(),
+        })
+        .collect();
+    format!("runtime {}", names.join(" and "))
+}
+
+/// The broker's version, asked once at the start (outside every measured part).
+fn rabbitmq_version() -> scenario::Result<Option<String>> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(serena_client::broker_version())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
 
@@ -116,8 +164,14 @@ fn main() -> ExitCode {
             eprintln!("unknown scenario {scenario:?}");
             return ExitCode::FAILURE;
         };
-        let quick = rest.iter().any(|a| a == "--quick");
-        return match runner::child(client, scenario, quick, base) {
+        let options = match ChildOptions::parse(rest) {
+            Ok(options) => options,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        return match runner::child(client, scenario, options, base) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("{client} {scenario}: {e}");
@@ -134,8 +188,14 @@ fn main() -> ExitCode {
             eprintln!("unknown scaling point {point:?}");
             return ExitCode::FAILURE;
         };
-        let quick = rest.iter().any(|a| a == "--quick");
-        return match scaling::child(client, point, quick, base) {
+        let options = match ChildOptions::parse(rest) {
+            Ok(options) => options,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        return match scaling::child(client, point, options, base) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("{client} {}: {e}", point.name());
@@ -151,22 +211,67 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mut meta = report::Meta {
+        mode: if plan.scaling { "scaling" } else { "scenarios" },
+        date: machine::utc_now(),
+        args: args.clone(),
+        quick: plan.quick,
+        reps: plan.reps,
+        flavors: plan.flavors.iter().map(|f| f.name()).collect(),
+        skipped: Vec::new(),
+        queue_name_len: plan.name_len,
+        rabbitmq_version: None,
+    };
+    if !plan.scaling {
+        for &scenario in &plan.scenarios {
+            for &client in &plan.clients {
+                if let Some(reason) = scenario.skip_reason(client) {
+                    eprintln!("note: {client} {scenario}: {reason}");
+                    meta.skipped.push((scenario.name(), client, reason));
+                }
+            }
+        }
+    }
+    match rabbitmq_version() {
+        Ok(Some(version)) => {
+            eprintln!("broker: RabbitMQ {version}");
+            meta.rabbitmq_version = Some(version);
+        }
+        Ok(None) => eprintln!("broker: RabbitMQ did not say its version"),
+        Err(e) => eprintln!("broker: could not read its version: {e}"),
+    }
+    match measure::broker_pid() {
+        Some(pid) => eprintln!(
+            "broker: beam.smp pid {pid}; its CPU is read from /proc/{pid}/stat around every \
+             measured part (the whole broker: other traffic to it counts too)"
+        ),
+        None => eprintln!(
+            "broker: no beam.smp started with `-s rabbit boot` found; broker CPU is absent"
+        ),
+    }
+    if let Some(len) = plan.name_len {
+        eprintln!("queue names (and routing keys) padded to {len} bytes");
+    }
     let started = Instant::now();
     if plan.scaling {
         eprintln!(
-            "{} scaling run: {} repetition(s) of {} point(s) × {} client(s), {} tokio workers each",
+            "{} scaling run: {} repetition(s) of {} point(s) × {} client(s) × {}",
             if plan.quick { "quick" } else { "full" },
             plan.reps,
             Point::all(&plan.dimensions).len(),
             plan.clients.len(),
-            runner::WORKERS,
+            flavors_line(&plan),
         );
         return match scaling::run_all(&plan) {
             Ok(runs) => {
-                if !plan.json {
+                if plan.json {
+                    let mut doc = report::document(&meta, &runs);
+                    report::annotate(&mut doc, scaling::json_fields);
+                    println!("{doc:#}");
+                } else {
                     print!(
                         "{}",
-                        scaling::tables(&runs, &plan.dimensions, &plan.clients)
+                        scaling::tables(&runs, &plan.dimensions, &plan.flavors, &plan.clients)
                     );
                 }
                 eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
@@ -179,17 +284,23 @@ fn main() -> ExitCode {
         };
     }
     eprintln!(
-        "{} run: {} repetition(s) of {} scenario(s) × {} client(s), {} tokio workers each",
+        "{} run: {} repetition(s) of {} scenario(s) × {} client(s) × {}",
         if plan.quick { "quick" } else { "full" },
         plan.reps,
         plan.scenarios.len(),
         plan.clients.len(),
-        runner::WORKERS,
+        flavors_line(&plan),
     );
     match runner::run_all(&plan) {
         Ok(runs) => {
-            if !plan.json {
-                print!("{}", report::table(&runs, &plan.scenarios, &plan.clients));
+            if plan.json {
+                println!("{:#}", report::document(&meta, &runs));
+            } else {
+                let flavors: Vec<&str> = plan.flavors.iter().map(|f| f.name()).collect();
+                print!(
+                    "{}",
+                    report::table(&runs, &plan.scenarios, &flavors, &plan.clients)
+                );
             }
             eprintln!("done in {:.0} s", started.elapsed().as_secs_f64());
             ExitCode::SUCCESS

@@ -19,7 +19,7 @@
 use std::fmt::Write as _;
 
 use crate::report::{Medians, Run};
-use crate::runner::{self, Plan};
+use crate::runner::{self, ChildOptions, Flavor, Plan};
 use crate::scenario::{Client, Names, Outcome, Params, Result};
 use crate::{amqprs_client::Amqprs, lapin_client::Lapin, serena_client, serena_client::Serena};
 
@@ -179,9 +179,9 @@ impl Point {
 }
 
 /// Child side: runs one point with one client and prints its record for the parent.
-pub fn child(client: &str, point: Point, quick: bool, base: &str) -> Result<()> {
-    let names = Names::new(base);
-    let rt = runner::runtime();
+pub fn child(client: &str, point: Point, options: ChildOptions, base: &str) -> Result<()> {
+    let (quick, names) = (options.quick, Names::new(base, options.name_len));
+    let rt = runner::runtime(options.flavor);
     let outcome = rt.block_on(async {
         match client {
             "serena" => point.run::<Serena>(quick, &names).await,
@@ -191,26 +191,22 @@ pub fn child(client: &str, point: Point, quick: bool, base: &str) -> Result<()> 
         }
     })?;
     rt.shutdown_timeout(std::time::Duration::from_secs(5));
-    println!("{}", Run::named(client, &point.name(), outcome).to_wire());
+    let run = Run::named(client, &point.name(), options.flavor.name(), outcome);
+    println!("{}", run.to_wire());
     Ok(())
 }
 
-/// The JSON line of a scaling run: the scenario fields plus its dimension and value.
-fn json(run: &Run, point: Point) -> String {
-    let mut line = run.json();
-    line.pop();
-    write!(
-        line,
-        ",\"dimension\":\"{}\",\"value\":{}}}",
-        point.dimension.name(),
-        point.value
-    )
-    .expect("write to String");
-    line
+/// The dimension and value of the point named `name`, for the `--json` document.
+pub fn json_fields(name: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let point = Point::parse(name)?;
+    let mut fields = serde_json::Map::new();
+    fields.insert("dimension".into(), point.dimension.name().into());
+    fields.insert("value".into(), point.value.into());
+    Some(fields)
 }
 
-/// Parent side: every repetition, every point, every client in turn; queues deleted after
-/// every run, also a failed one.
+/// Parent side: every repetition, every point, every runtime flavor, every client in turn;
+/// queues deleted after every run, also a failed one.
 pub fn run_all(plan: &Plan) -> Result<Vec<Run>> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -220,23 +216,29 @@ pub fn run_all(plan: &Plan) -> Result<Vec<Run>> {
     for rep in 1..=plan.reps {
         for &point in &points {
             let name = point.name();
-            for &client in &plan.clients {
-                let base = runner::base(client, &name, rep);
-                let names = Names::new(&base);
-                let result = runner::run_child_with(plan, "--child-scaling", client, &name, &base);
+            for (&flavor, &client) in plan
+                .flavors
+                .iter()
+                .flat_map(|f| plan.clients.iter().map(move |c| (f, c)))
+            {
+                let f = flavor.name();
+                let base = runner::base();
+                let names = Names::new(&base, plan.name_len);
+                let result =
+                    runner::run_child_with(plan, flavor, "--child-scaling", client, &name, &base);
                 let cleaned = rt.block_on(serena_client::delete_queues(&names));
-                let run = result.map_err(|e| format!("repetition {rep}, {client} {name}: {e}"))?;
+                let mut run =
+                    result.map_err(|e| format!("repetition {rep}, {client} {name} {f}: {e}"))?;
                 cleaned.map_err(|e| format!("deleting the queues of {base}: {e}"))?;
-                if plan.json {
-                    println!("{}", json(&run, point));
-                } else {
-                    eprintln!(
-                        "rep {rep}/{} {name:<17} {client:<7} {:>10.0} msgs/s {:>8.2} µs CPU/msg",
-                        plan.reps,
-                        run.msgs_per_s(),
-                        run.cpu_us_per_msg(),
-                    );
-                }
+                run.rep = rep;
+                eprintln!(
+                    "rep {rep}/{} {name:<17} {f:<14} {client:<7} {:>10.0} msgs/s {:>8.2} µs \
+                     CPU/msg {}",
+                    plan.reps,
+                    run.msgs_per_s(),
+                    run.cpu_us_per_msg(),
+                    crate::report::progress_cells(&run),
+                );
                 runs.push(run);
             }
         }
@@ -244,17 +246,25 @@ pub fn run_all(plan: &Plan) -> Result<Vec<Run>> {
     Ok(runs)
 }
 
-/// One table per dimension: medians of every client side by side, and serena's ratios to the
+/// One table per dimension and runtime flavor: medians of every client side by side, and serena's ratios to the
 /// best peer (throughput: higher is better; CPU per message: lower is better).
-pub fn tables(runs: &[Run], dimensions: &[Dimension], clients: &[&str]) -> String {
+pub fn tables(
+    runs: &[Run],
+    dimensions: &[Dimension],
+    flavors: &[Flavor],
+    clients: &[&str],
+) -> String {
     let mut out = String::new();
-    for &dimension in dimensions {
+    for (&dimension, &flavor) in dimensions
+        .iter()
+        .flat_map(|d| flavors.iter().map(move |f| (d, f)))
+    {
         let heading = match dimension {
             Dimension::Body => "body size",
             Dimension::Channels => "channels",
             Dimension::Publishers => "publishers",
         };
-        write!(out, "\n| {heading} |").expect("write to String");
+        write!(out, "\n| {heading}, {} |", flavor.name()).expect("write to String");
         for client in clients {
             write!(out, " {client} msgs/s |").expect("write to String");
         }
@@ -271,7 +281,9 @@ pub fn tables(runs: &[Run], dimensions: &[Dimension], clients: &[&str]) -> Strin
                 .map(|&client| {
                     let mine: Vec<&Run> = runs
                         .iter()
-                        .filter(|r| r.client == client && r.scenario == name)
+                        .filter(|r| {
+                            r.client == client && r.scenario == name && r.flavor == flavor.name()
+                        })
                         .collect();
                     (!mine.is_empty()).then(|| Medians::of(client, &mine))
                 })

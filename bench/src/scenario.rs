@@ -1,11 +1,11 @@
-//! The five scenarios, their sizes, the contract every client implements, and the checks that
+//! The six scenarios, their sizes, the contract every client implements, and the checks that
 //! make a run fail loudly when a count or a size is wrong.
 //!
 //! Every message body carries its index in its first and last eight bytes (little endian), so
 //! a consumer can tell a lost, duplicated, truncated or foreign message from a good one.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::measure::Span;
 
@@ -28,6 +28,8 @@ pub(crate) use mismatch;
 pub enum Scenario {
     /// 64-byte messages published with confirms, a sliding window of outstanding confirms.
     PublishConfirm,
+    /// 64-byte messages published without confirms, until the queue holds them all.
+    PublishNoconfirm,
     /// Prefilled 64-byte messages consumed with a prefetch window and one ack each.
     ConsumeAck,
     /// Sequential request/reply round trips through a responder in the same process.
@@ -40,8 +42,9 @@ pub enum Scenario {
 
 impl Scenario {
     /// All of them, in run order.
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::PublishConfirm,
+        Scenario::PublishNoconfirm,
         Scenario::ConsumeAck,
         Scenario::RpcLatency,
         Scenario::LargeBody,
@@ -52,6 +55,7 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::PublishConfirm => "publish_confirm",
+            Scenario::PublishNoconfirm => "publish_noconfirm",
             Scenario::ConsumeAck => "consume_ack",
             Scenario::RpcLatency => "rpc_latency",
             Scenario::LargeBody => "large_body",
@@ -62,6 +66,22 @@ impl Scenario {
     /// Parses a name given by [`name`](Self::name).
     pub fn parse(name: &str) -> Option<Scenario> {
         Scenario::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// True when the scenario pushes messages as fast as it can, so the machine's CPU bounds
+    /// its rate; false for rpc_latency (one round trip at a time) and many_channels (mostly
+    /// opening channels).
+    pub fn is_throughput(self) -> bool {
+        !matches!(self, Scenario::RpcLatency | Scenario::ManyChannels)
+    }
+
+    /// Why `client` sits this scenario out, if it does: serena has no channel without
+    /// publisher confirms yet, so it has no publish_noconfirm.
+    pub fn skip_reason(self, client: &str) -> Option<&'static str> {
+        (self == Scenario::PublishNoconfirm && client == "serena").then_some(
+            "serena cannot open a channel without publisher confirms yet (its unconfirmed \
+             channel is coming); skipped",
+        )
     }
 }
 
@@ -76,7 +96,7 @@ impl fmt::Display for Scenario {
 pub struct Params {
     /// Size of the small messages (publish_confirm, consume_ack, rpc_latency, many_channels).
     pub small_body: usize,
-    /// publish_confirm: messages published.
+    /// publish_confirm and publish_noconfirm: messages published.
     pub publish_messages: u64,
     /// publish_confirm: most publishes awaiting their confirm at once.
     pub publish_window: usize,
@@ -126,8 +146,9 @@ impl Params {
     }
 }
 
-/// Queue names of one run, unique to it. `main` is the scenario's queue; `reply` is the reply
-/// queue of rpc_latency (unused elsewhere). The runner deletes both after every run.
+/// Queue names of one run, unique to it and short (under 32 bytes, see `runner::base`; they
+/// are the routing keys too). `main` is the scenario's queue; `reply` is the reply queue of
+/// rpc_latency (unused elsewhere). The runner deletes both after every run.
 #[derive(Debug, Clone)]
 pub struct Names {
     /// The scenario's queue.
@@ -136,12 +157,21 @@ pub struct Names {
     pub reply: String,
 }
 
+/// The `--name-len` values: from above any name's natural length to AMQP's short-string limit.
+pub const NAME_LEN: std::ops::RangeInclusive<usize> = 24..=255;
+
 impl Names {
-    /// Names built on a unique base.
-    pub fn new(base: &str) -> Names {
+    /// Names built on a unique base; with `len`, each padded with `_` to exactly `len` bytes
+    /// (`--name-len`, to see what long queue names and routing keys cost), `len` in
+    /// [`NAME_LEN`].
+    pub fn new(base: &str, len: Option<usize>) -> Names {
+        let pad = |name: String| match len {
+            Some(len) => format!("{name}{}", "_".repeat(len.saturating_sub(name.len()))),
+            None => name,
+        };
         Names {
-            main: format!("{base}.main"),
-            reply: format!("{base}.reply"),
+            main: pad(format!("{base}.main")),
+            reply: pad(format!("{base}.reply")),
         }
     }
 }
@@ -163,6 +193,9 @@ pub struct Outcome {
     pub open_time: Option<Duration>,
     /// many_channels: time of the publish round that followed.
     pub round_time: Option<Duration>,
+    /// publish_noconfirm: time until the last publish call returned (the queue may not hold
+    /// them all yet; the span ends when it does).
+    pub written_time: Option<Duration>,
 }
 
 /// One AMQP client under test. Each function connects to 127.0.0.1:5672 as guest, sets up
@@ -224,10 +257,61 @@ pub trait Client {
     ) -> impl Future<Output = Result<Outcome>>;
 }
 
-/// Runs `scenario` with client `C`.
+/// A client that can publish on a channel without publisher confirms.
+pub trait UnconfirmedClient: Client {
+    /// Publishes `publish_messages` bodies of `small_body` bytes to `names.main` on a channel
+    /// without publisher confirms, not mandatory, as fast as the client takes them; records
+    /// the time until the last publish call returned as `written_time`, and ends the measured
+    /// part only once the queue holds every message ([`until_held`] with a passive declare on
+    /// the publishing channel).
+    fn publish_noconfirm(p: &Params, names: &Names) -> impl Future<Output = Result<Outcome>>;
+}
+
+/// Waits until `count` (a passive queue.declare's message_count on the channel that
+/// published) returns `expected`, asking again every millisecond; fails on more than
+/// `expected` or after 30 s.
+///
+/// This is publish_noconfirm's end: without confirms, a returned publish call says only that
+/// the client took the message. The broker handles a channel's frames in order and hands each
+/// publish to the queue before it handles a later declare on that channel, so the first answer
+/// normally counts every message already; asking again covers a queue that lags. Each ask is
+/// one round trip, inside the measured part.
+pub async fn until_held<F: Future<Output = Result<u64>>>(
+    mut count: impl FnMut() -> F,
+    expected: u64,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let held = count().await?;
+        if held == expected {
+            return Ok(());
+        }
+        if held > expected {
+            mismatch!("the queue holds {held} messages, {expected} were published");
+        }
+        if Instant::now() > deadline {
+            mismatch!("the queue holds {held} of {expected} messages after 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Runs publish_noconfirm with client `C`.
+pub async fn run_unconfirmed<C: UnconfirmedClient>(p: &Params, names: &Names) -> Result<Outcome> {
+    let outcome = C::publish_noconfirm(p, names).await?;
+    if outcome.span.is_none() || outcome.written_time.is_none() {
+        return Err(format!("{} publish_noconfirm: the client measured nothing", C::NAME).into());
+    }
+    Ok(outcome)
+}
+
+/// Runs `scenario` with client `C` (publish_noconfirm: see [`run_unconfirmed`]).
 pub async fn run<C: Client>(scenario: Scenario, p: &Params, names: &Names) -> Result<Outcome> {
     let outcome = match scenario {
         Scenario::PublishConfirm => C::publish_confirm(p, names).await?,
+        Scenario::PublishNoconfirm => {
+            return Err(format!("{} has no publish_noconfirm", C::NAME).into());
+        }
         Scenario::ConsumeAck => C::consume_ack(p, names).await?,
         Scenario::RpcLatency => C::rpc_latency(p, names).await?,
         Scenario::LargeBody => C::large_body(p, names).await?,
@@ -405,6 +489,36 @@ mod tests {
         assert!(check_reply(5, Some("req-4"), body.stamp(5), 64).is_err());
         assert!(check_reply(5, None, body.stamp(5), 64).is_err());
         assert!(check_reply(5, Some(&id), body.stamp(4), 64).is_err());
+    }
+
+    #[test]
+    fn until_held_waits_for_every_message_and_no_more() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let answers = std::cell::RefCell::new(vec![5, 3, 0]);
+        let next = || {
+            let n = answers.borrow_mut().pop().expect("asked too often");
+            async move { Ok(n) }
+        };
+        rt.block_on(until_held(next, 5)).unwrap();
+        assert!(
+            answers.borrow().is_empty(),
+            "asked until the count was reached"
+        );
+        let too_many = rt.block_on(until_held(|| async { Ok(6) }, 5));
+        assert!(too_many.is_err());
+    }
+
+    #[test]
+    fn only_serena_sits_out_publish_noconfirm() {
+        assert!(Scenario::PublishNoconfirm.skip_reason("serena").is_some());
+        assert!(Scenario::PublishNoconfirm.skip_reason("lapin").is_none());
+        assert!(Scenario::PublishConfirm.skip_reason("serena").is_none());
+        for scenario in Scenario::ALL {
+            assert_eq!(Scenario::parse(scenario.name()), Some(scenario));
+        }
     }
 
     #[test]

@@ -128,6 +128,15 @@ pub async fn delete_queues(names: &Names) -> Result<()> {
     .await?
 }
 
+/// The broker's version, from the properties of its connection.start.
+pub async fn broker_version() -> Result<Option<String>> {
+    open_connection(&config(), async |conn| -> Result<Option<String>> {
+        let version = conn.server_properties().get("version");
+        Ok(version.and_then(|v| v.as_str()).map(str::to_owned))
+    })
+    .await?
+}
+
 /// The responder of rpc_latency: echoes each request to its reply_to until told to stop, and
 /// returns how many it answered.
 async fn respond(queue: String, size: usize, stop: oneshot::Receiver<()>) -> Result<u64> {
