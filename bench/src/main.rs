@@ -218,20 +218,9 @@ fn main() -> ExitCode {
         quick: plan.quick,
         reps: plan.reps,
         flavors: plan.flavors.iter().map(|f| f.name()).collect(),
-        skipped: Vec::new(),
         queue_name_len: plan.name_len,
         rabbitmq_version: None,
     };
-    if !plan.scaling {
-        for &scenario in &plan.scenarios {
-            for &client in &plan.clients {
-                if let Some(reason) = scenario.skip_reason(client) {
-                    eprintln!("note: {client} {scenario}: {reason}");
-                    meta.skipped.push((scenario.name(), client, reason));
-                }
-            }
-        }
-    }
     match rabbitmq_version() {
         Ok(Some(version)) => {
             eprintln!("broker: RabbitMQ {version}");

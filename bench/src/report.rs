@@ -405,8 +405,6 @@ pub struct Meta {
     pub flavors: Vec<&'static str>,
     /// `--name-len`: every queue name and routing key padded to this many bytes.
     pub queue_name_len: Option<usize>,
-    /// (scenario, client, reason) of every pair the plan left out.
-    pub skipped: Vec<(&'static str, &'static str, &'static str)>,
     /// The broker's version from its connection.start properties, if it said.
     pub rabbitmq_version: Option<String>,
 }
@@ -433,11 +431,6 @@ pub fn document(meta: &Meta, runs: &[Run]) -> Value {
         },
         "runs": runs.iter().map(|r| r.to_json(cores)).collect::<Vec<_>>(),
         "medians": all_medians(runs).iter().map(Medians::to_json).collect::<Vec<_>>(),
-        "skipped": meta.skipped.iter().map(|(scenario, client, reason)| json!({
-            "scenario": scenario,
-            "client": client,
-            "reason": reason,
-        })).collect::<Vec<_>>(),
     })
 }
 
@@ -515,16 +508,6 @@ pub fn table(runs: &[Run], scenarios: &[Scenario], flavors: &[&str], clients: &[
                 cell((scenario == Scenario::LargeBody).then_some(m.mb_per_s), 0),
             )
             .expect("write to String");
-        }
-        for &client in clients {
-            if let Some(reason) = scenario.skip_reason(client) {
-                writeln!(
-                    out,
-                    "| {scenario} | {flavor} | {client} | 0 | - | - | - | - | - | - | - | - | - \
-                     | {reason} |"
-                )
-                .expect("write to String");
-            }
         }
         if let Some(ratios) = ratios(&rows, scenario == Scenario::LargeBody) {
             writeln!(out, "|  |  | serena ÷ best peer |  | {ratios} |").expect("write to String");

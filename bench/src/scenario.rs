@@ -74,15 +74,6 @@ impl Scenario {
     pub fn is_throughput(self) -> bool {
         !matches!(self, Scenario::RpcLatency | Scenario::ManyChannels)
     }
-
-    /// Why `client` sits this scenario out, if it does: serena has no channel without
-    /// publisher confirms yet, so it has no publish_noconfirm.
-    pub fn skip_reason(self, client: &str) -> Option<&'static str> {
-        (self == Scenario::PublishNoconfirm && client == "serena").then_some(
-            "serena cannot open a channel without publisher confirms yet (its unconfirmed \
-             channel is coming); skipped",
-        )
-    }
 }
 
 impl fmt::Display for Scenario {
@@ -512,10 +503,7 @@ mod tests {
     }
 
     #[test]
-    fn only_serena_sits_out_publish_noconfirm() {
-        assert!(Scenario::PublishNoconfirm.skip_reason("serena").is_some());
-        assert!(Scenario::PublishNoconfirm.skip_reason("lapin").is_none());
-        assert!(Scenario::PublishConfirm.skip_reason("serena").is_none());
+    fn every_scenario_parses_from_its_name() {
         for scenario in Scenario::ALL {
             assert_eq!(Scenario::parse(scenario.name()), Some(scenario));
         }

@@ -10,14 +10,14 @@ use std::time::Instant;
 use serena::proto::BasicProperties;
 use serena::{
     Channel, Confirmation, ConnectionConfig, ConsumeOptions, PublishOptions, QueueDeclareOptions,
-    open_connection,
+    UnconfirmedChannel, open_connection,
 };
 use tokio::sync::oneshot;
 
 use crate::measure::{Meter, current_rss_bytes};
 use crate::scenario::{
-    Body, Client, Names, Outcome, Params, Result, Tally, check_reply, correlation_id, expect_count,
-    expect_distinct_ids, mismatch, per_item,
+    Body, Client, Names, Outcome, Params, Result, Tally, UnconfirmedClient, check_reply,
+    correlation_id, expect_count, expect_distinct_ids, mismatch, per_item, until_held,
 };
 
 /// serena, driven through its public API.
@@ -43,17 +43,16 @@ async fn declare(ch: &Channel, queue: &str) -> Result<()> {
     Ok(())
 }
 
+fn passive() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    }
+}
+
 /// Ready messages in `queue`.
 async fn ready(ch: &Channel, queue: &str) -> Result<u64> {
-    let ok = ch
-        .queue_declare(
-            queue,
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-        )
-        .await?;
+    let ok = ch.queue_declare(queue, passive()).await?;
     Ok(u64::from(ok.message_count))
 }
 
@@ -579,4 +578,46 @@ async fn rpc_call(
     let reply = reply?;
     let correlation = reply.properties.correlation_id.as_deref();
     check_reply(index, correlation, &reply.body, size)
+}
+
+impl UnconfirmedClient for Serena {
+    async fn publish_noconfirm(p: &Params, names: &Names) -> Result<Outcome> {
+        open_connection(&config(), async |conn| -> Result<Outcome> {
+            let ch = conn.unconfirmed_channel().await?;
+            ch.queue_declare(&names.main, QueueDeclareOptions::default())
+                .await?;
+            let mut body = Body::new(p.small_body);
+
+            let meter = Meter::start();
+            for index in 0..p.publish_messages {
+                ch.basic_publish("", &names.main, body.stamp(index), BasicProperties::default())
+                    .await?;
+            }
+            let written_time = meter.elapsed();
+            // The passive declare goes on the publishing channel, after its publishes.
+            let held = |ch: &UnconfirmedChannel| {
+                let ch = ch.clone();
+                let queue = names.main.clone();
+                async move {
+                    let ok = ch.queue_declare(&queue, passive()).await?;
+                    Ok(u64::from(ok.message_count))
+                }
+            };
+            until_held(|| held(&ch), p.publish_messages).await?;
+            let span = meter.stop();
+
+            let check = conn.channel().await?;
+            check.queue_delete(&names.main, false, false).await?;
+            check.close().await?;
+            ch.close().await?;
+            Ok(Outcome {
+                messages: p.publish_messages,
+                payload_bytes: p.publish_messages * p.small_body as u64,
+                span: Some(span),
+                written_time: Some(written_time),
+                ..Outcome::default()
+            })
+        })
+        .await?
+    }
 }

@@ -1,6 +1,6 @@
 //! Fire-and-forget channels: publishing without publisher confirms.
 
-use super::channel::{Channel, ExchangeDeclareOptions};
+use super::channel::{Channel, ExchangeDeclareOptions, QueueDeclareOk, QueueDeclareOptions};
 use crate::error::{Error, Result};
 use crate::proto::BasicProperties;
 use crate::proto::connection::Publish;
@@ -79,6 +79,16 @@ impl UnconfirmedChannel {
         options: ExchangeDeclareOptions,
     ) -> Result<()> {
         self.channel.exchange_declare(exchange, kind, options).await
+    }
+
+    /// Declares a queue (see [`Channel::queue_declare`]). A passive declare after publishes
+    /// counts them: the broker handles a channel's frames in order.
+    pub async fn queue_declare(
+        &self,
+        queue: &str,
+        options: QueueDeclareOptions,
+    ) -> Result<QueueDeclareOk> {
+        self.channel.queue_declare(queue, options).await
     }
 
     /// Publishes `body` and resolves as soon as it is queued for the socket; no confirm, no
