@@ -12,19 +12,19 @@
 //! ```no_run
 //! use serena::{ConnectionConfig, open_connection, proto::BasicProperties};
 //!
-//! # async fn demo() -> serena::Result<()> {
-//! open_connection(&ConnectionConfig::default(), async |conn| {
-//!     conn.open_channel(async |ch| {
-//!         ch.queue_declare("greetings", Default::default()).await?;
-//!         ch.basic_publish("", "greetings", b"hello", BasicProperties::default()).await?;
-//!         let msg = ch.basic_get("greetings", false).await?.expect("a message");
-//!         msg.ack().await?;
-//!         Ok::<_, serena::Error>(())
+//! async fn greet() -> serena::Result<()> {
+//!     open_connection(&ConnectionConfig::default(), async |conn| {
+//!         conn.open_channel(async |ch| {
+//!             ch.queue_declare("greetings", Default::default()).await?;
+//!             ch.basic_publish("", "greetings", b"hello", BasicProperties::default()).await?;
+//!             let msg = ch.basic_get("greetings", false).await?.expect("a message");
+//!             msg.ack().await?;
+//!             Ok(())
+//!         })
+//!         .await
 //!     })
-//!     .await?
-//! })
-//! .await??;
-//! # Ok(()) }
+//!     .await
+//! }
 //! ```
 //!
 //! ## Layout
