@@ -39,9 +39,9 @@ async fn main() -> Result<(), Error> {
                 }
             }
             println!("{received} message(s) received");
-            Ok::<_, Error>(())
+            Ok(())
         })
-        .await?
+        .await
     })
-    .await?
+    .await
 }

@@ -35,9 +35,9 @@ async fn main() -> Result<(), Error> {
                 .await?;
                 println!("sent and confirmed: {body}");
             }
-            Ok::<_, Error>(())
+            Ok(())
         })
-        .await?
+        .await
     })
-    .await?
+    .await
 }

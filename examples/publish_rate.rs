@@ -73,9 +73,9 @@ async fn main() -> Result<(), Error> {
                 elapsed.as_secs_f64(),
                 count as f64 / elapsed.as_secs_f64()
             );
-            Ok::<_, Error>(())
+            Ok(())
         })
-        .await?
+        .await
     })
-    .await?
+    .await
 }

@@ -233,14 +233,14 @@ async fn publish_demo(orders: u64) -> Result<Expected, Error> {
         .map_err(|e| Error::Config(e.to_string()))?
         .connection
         .resolve()?;
-    let mut expected = Expected {
-        processed: 0,
-        retried: 0,
-        parked: 1,
-        urgent: 0,
-    };
     open_connection(&config, async |conn| {
         conn.open_channel(async |ch| {
+            let mut expected = Expected {
+                processed: 0,
+                retried: 0,
+                parked: 1,
+                urgent: 0,
+            };
             let mut confirms = Vec::new();
             for id in 1..=orders {
                 let invalid = id % 10 == 0;
@@ -292,10 +292,9 @@ async fn publish_demo(orders: u64) -> Result<Expected, Error> {
             for c in confirms {
                 c.await?;
             }
-            Ok::<_, Error>(())
+            Ok(expected)
         })
-        .await?
+        .await
     })
-    .await??;
-    Ok(expected)
+    .await
 }

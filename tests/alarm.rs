@@ -102,13 +102,12 @@ async fn drain_and_delete(queue: &str) -> BTreeMap<u32, u32> {
                 ch.queue_delete(queue, false, false).await?;
                 Ok::<_, Error>(ids)
             })
-            .await?
+            .await
         }),
     )
     .await
     .expect("no hang")
-    .expect("connection")
-    .expect("drain")
+    .expect("the connection and the drain")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,13 +213,12 @@ async fn publishers_wait_while_blocked_resume_after_and_user_timeouts_fire() {
                 assert_eq!(conn_a.blocked(), None);
                 Ok::<_, Error>((blocked_after, resumed_after, unsent_took, late_took))
             })
-            .await?
+            .await
         }),
     )
     .await
     .expect("the test finishes")
-    .expect("connection A")
-    .expect("connection B and the test's calls");
+    .expect("both connections and the test's calls");
 
     // Both connections closed cleanly, so the broker has handled everything they sent.
     let ids = drain_and_delete(&q).await;

@@ -181,7 +181,7 @@ async fn on_broker<T: std::fmt::Debug>(
         })
         .await;
         match attempt {
-            Ok(Ok(Ok(v))) => return v,
+            Ok(v) => return v,
             other if Instant::now() >= deadline => panic!("the broker is not usable: {other:?}"),
             _ => tokio::time::sleep(Duration::from_millis(200)).await,
         }

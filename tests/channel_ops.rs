@@ -76,8 +76,7 @@ async fn with_connection<T>(
 ) -> T {
     within(TEST_LIMIT, "connection scope", open_connection(cfg, body))
         .await
-        .expect("the connection")
-        .expect("the test body")
+        .expect("the connection and the test body")
 }
 
 /// A queue that goes away with its connection.

@@ -98,11 +98,10 @@ async fn reset_and_publish(count: u64) {
             .await?;
             Ok::<_, Error>(())
         })
-        .await?
+        .await
     })
     .await
-    .expect("connection")
-    .expect("setup");
+    .expect("connection");
 }
 
 async fn depth(queue: &str) -> u32 {
@@ -119,11 +118,10 @@ async fn depth(queue: &str) -> u32 {
                 .await?;
             Ok::<_, Error>(ok.message_count)
         })
-        .await?
+        .await
     })
     .await
     .expect("connection")
-    .expect("depth")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,11 +179,10 @@ async fn typed_handlers_state_publishing_rejects_and_poison() {
             }
             Ok::<_, Error>(())
         })
-        .await?
+        .await
     })
     .await
-    .expect("connection")
-    .expect("cleanup");
+    .expect("connection");
 }
 
 const FAILING: &str = "serena-test.consumers.failing";
@@ -261,11 +258,10 @@ async fn reset_failing_and_flowing(failing: u32, flowing: u32) {
             }
             Ok::<_, Error>(())
         })
-        .await?
+        .await
     })
     .await
-    .expect("connection")
-    .expect("setup");
+    .expect("connection");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -324,9 +320,8 @@ async fn a_handler_that_always_fails_dead_letters_its_messages_while_others_flow
             }
             Ok::<_, Error>(())
         })
-        .await?
+        .await
     })
     .await
-    .expect("connection")
-    .expect("cleanup");
+    .expect("connection");
 }

@@ -87,7 +87,7 @@ async fn doomed_client(config: &ConnectionConfig, cancelled: &Cancelled) -> (Err
     let guard = cancelled.guard();
     let result = open_connection(config, async move |_conn| {
         let _guard = guard;
-        std::future::pending::<()>().await;
+        std::future::pending::<Result<(), Error>>().await
     })
     .await;
     let err = result.expect_err("the connection fails");

@@ -424,9 +424,7 @@ async fn frames_between_our_channel_close_and_its_close_ok_are_ignored() {
         Ok::<_, Error>((again.id(), ok.queue))
     });
     let (close, result) = with_peer(peer, client).await;
-    let (id, queue) = result
-        .expect("the connection stays up")
-        .expect("the calls succeed");
+    let (id, queue) = result.expect("the connection stays up and the calls succeed");
     assert_eq!((id, queue.as_str()), (OPEN + 1, "after"));
     assert_eq!(close.reply_code, 200, "a clean close: {close:?}");
 }
@@ -465,9 +463,7 @@ async fn crossing_channel_closes_keep_the_connection() {
         Ok::<_, Error>((again.id(), ok.queue))
     });
     let (close, result) = with_peer(peer, client).await;
-    let (id, queue) = result
-        .expect("the connection stays up")
-        .expect("the calls succeed");
+    let (id, queue) = result.expect("the connection stays up and the calls succeed");
     assert_eq!((id, queue.as_str()), (OPEN + 1, "after"));
     assert_eq!(close.reply_code, 200, "a clean close: {close:?}");
 }
@@ -515,7 +511,7 @@ async fn deeply_nested_server_properties_fail_the_handshake() {
     };
     let config = server.client_config();
     let client = async {
-        let result = open_connection(&config, async |_| ()).await;
+        let result = open_connection(&config, async |_| Ok::<_, Error>(())).await;
         (result, Instant::now())
     };
     let (sent, (result, failed_at)) = with_peer(peer, client).await;

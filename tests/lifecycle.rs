@@ -90,9 +90,8 @@ fn config(name: &str) -> ConnectionConfig {
 async fn scope<T>(name: &str, body: impl AsyncFnOnce(&Connection) -> Result<T>) -> T {
     match timeout(LIMIT, open_connection(&config(name), body)).await {
         Err(_) => panic!("{name}: still running after {LIMIT:?}: a hang"),
-        Ok(Err(e)) => panic!("{name}: the connection ended: {e} ({e:?})"),
-        Ok(Ok(Err(e))) => panic!("{name}: a call failed: {e} ({e:?})"),
-        Ok(Ok(Ok(v))) => v,
+        Ok(Err(e)) => panic!("{name}: the connection ended or a call failed: {e} ({e:?})"),
+        Ok(Ok(v)) => v,
     }
 }
 

@@ -62,8 +62,6 @@ async fn on_broker<T>(body: impl AsyncFnOnce(&Channel) -> serena::Result<T>) -> 
     )
     .await
     .expect("the direct connection does not hang")
-    .expect("direct connection")
-    .expect("direct channel")
     .expect("setup or check on the direct connection")
 }
 

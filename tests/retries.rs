@@ -146,11 +146,10 @@ async fn a_failing_message_comes_back_after_each_delay_and_is_parked_after_the_l
             delete_all(ch, &names).await?;
             Ok::<_, serena::Error>(parked)
         })
-        .await?
+        .await
     })
     .await
-    .expect("connection")
-    .expect("the scenario");
+    .expect("connection");
 
     assert_eq!(&parked.body[..], b"order 1");
     let headers = parked.properties.headers.clone().expect("headers");
@@ -234,11 +233,10 @@ async fn without_a_schedule_a_failure_is_retried_in_the_worker_then_dead_lettere
             delete_all(ch, &[&queue, &dlq]).await?;
             Ok::<_, serena::Error>(dead)
         })
-        .await?
+        .await
     })
     .await
-    .expect("connection")
-    .expect("the scenario");
+    .expect("connection");
     assert_eq!(&dead.body[..], b"job");
     let calls = calls.lock().unwrap().clone();
     let numbers: Vec<u32> = calls.iter().map(|(a, _)| a.number).collect();
@@ -288,11 +286,10 @@ async fn a_poison_message_is_parked_at_once_with_its_reason() {
             delete_all(ch, &[&queue, &schedule.steps[0].queue, &schedule.park]).await?;
             Ok::<_, serena::Error>(parked)
         })
-        .await?
+        .await
     })
     .await
-    .expect("connection")
-    .expect("the scenario");
+    .expect("connection");
     let reason = parked
         .properties
         .headers
@@ -348,11 +345,10 @@ async fn a_handler_that_settles_its_own_delivery_is_not_settled_again() {
             assert_eq!(left.message_count, 0);
             delete_all(ch, &[&queue]).await
         })
-        .await?
+        .await
     })
     .await
-    .expect("connection")
-    .expect("the scenario");
+    .expect("connection");
 }
 
 /// Polls a future that completes without waiting (a settle only queues a frame).
@@ -402,8 +398,7 @@ async fn a_topology_with_a_retry_key_is_applied_and_its_schedule_followed() {
             panic!("the supervisor never applied the topology");
         })
         .await
-        .expect("connection")
-        .expect("publish");
+        .expect("connection and publish");
     };
     let (stats, ()) = tokio::join!(
         run_until(supervisor, Duration::from_secs(10), |s| s.parked == 1),
@@ -433,9 +428,8 @@ async fn a_topology_with_a_retry_key_is_applied_and_its_schedule_followed() {
                 serena::topology::retry_queue_name(&queue, Duration::from_millis(300));
             delete_all(ch, &[&queue, &delay_queue, &park]).await
         })
-        .await?
+        .await
     })
     .await
-    .expect("connection")
-    .expect("cleanup");
+    .expect("connection");
 }

@@ -46,11 +46,10 @@ async fn fill(queue: &str, arguments: FieldTable, count: u32) {
             .await?;
             publish_ids(ch, "", queue, 0..u64::from(count), 500).await
         })
-        .await?
+        .await
     })
     .await
-    .expect("connection")
-    .expect("fill");
+    .expect("connection and fill");
 }
 
 /// Messages ready in `queue`, then deletes it.
@@ -70,11 +69,10 @@ async fn depth_and_delete(queue: &str) -> u32 {
             ch.queue_delete(queue, false, false).await?;
             Ok::<_, Error>(n)
         })
-        .await?
+        .await
     })
     .await
-    .expect("connection")
-    .expect("depth")
+    .expect("connection and depth")
 }
 
 fn body_number(d: &serena::Delivery) -> u32 {
@@ -641,10 +639,9 @@ async fn an_exclusive_standby_takes_over_when_the_active_connection_closes() {
     // Its other consumer runs meanwhile.
     open_connection(&ConnectionConfig::default(), async |conn| {
         conn.open_channel(async |ch| publish_ids(ch, "", side, 0..5, 5).await)
-            .await?
+            .await
     })
     .await
-    .expect("connection")
     .expect("publish to the side queue");
     wait_until("the side consumer runs", Duration::from_secs(10), || {
         side_seen.load(Ordering::SeqCst) == 5
@@ -653,10 +650,9 @@ async fn an_exclusive_standby_takes_over_when_the_active_connection_closes() {
 
     open_connection(&ConnectionConfig::default(), async |conn| {
         conn.open_channel(async |ch| publish_ids(ch, "", q, 0..u64::from(TOTAL), 100).await)
-            .await?
+            .await
     })
     .await
-    .expect("connection")
     .expect("publish");
     wait_until(
         "the active worker consumes",

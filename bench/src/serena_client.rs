@@ -112,7 +112,7 @@ pub async fn prefill(p: &Params, queue: &str) -> Result<()> {
         ch.close().await?;
         Ok(())
     })
-    .await?
+    .await
 }
 
 /// Deletes the queues of a run (missing ones are fine), for the runner's cleanup.
@@ -124,7 +124,7 @@ pub async fn delete_queues(names: &Names) -> Result<()> {
         ch.close().await?;
         Ok(())
     })
-    .await?
+    .await
 }
 
 /// The broker's version, from the properties of its connection.start.
@@ -133,7 +133,7 @@ pub async fn broker_version() -> Result<Option<String>> {
         let version = conn.server_properties().get("version");
         Ok(version.and_then(|v| v.as_str()).map(str::to_owned))
     })
-    .await?
+    .await
 }
 
 /// The responder of rpc_latency: echoes each request to its reply_to until told to stop, and
@@ -179,7 +179,7 @@ async fn respond(queue: String, size: usize, stop: oneshot::Receiver<()>) -> Res
         ch.close().await?;
         Ok(answered)
     })
-    .await?
+    .await
 }
 
 impl Client for Serena {
@@ -217,7 +217,7 @@ impl Client for Serena {
                 ..Outcome::default()
             })
         })
-        .await?
+        .await
     }
 
     async fn consume_ack(p: &Params, names: &Names) -> Result<Outcome> {
@@ -267,7 +267,7 @@ impl Client for Serena {
                 ..Outcome::default()
             })
         })
-        .await?
+        .await
     }
 
     async fn rpc_latency(p: &Params, names: &Names) -> Result<Outcome> {
@@ -314,7 +314,7 @@ impl Client for Serena {
                 ..Outcome::default()
             })
         })
-        .await?
+        .await
     }
 
     async fn large_body(p: &Params, names: &Names) -> Result<Outcome> {
@@ -375,7 +375,7 @@ impl Client for Serena {
                 ..Outcome::default()
             })
         })
-        .await?
+        .await
     }
 
     async fn many_channels(p: &Params, names: &Names) -> Result<Outcome> {
@@ -435,7 +435,7 @@ impl Client for Serena {
                 ..Outcome::default()
             })
         })
-        .await?
+        .await
     }
 
     async fn spread_publish(
@@ -493,7 +493,7 @@ impl Client for Serena {
                 ..Outcome::default()
             })
         })
-        .await?
+        .await
     }
 
     async fn concurrent_publish(
@@ -553,7 +553,7 @@ impl Client for Serena {
                 ..Outcome::default()
             })
         })
-        .await?
+        .await
     }
 }
 
@@ -590,8 +590,13 @@ impl UnconfirmedClient for Serena {
 
             let meter = Meter::start();
             for index in 0..p.publish_messages {
-                ch.basic_publish("", &names.main, body.stamp(index), BasicProperties::default())
-                    .await?;
+                ch.basic_publish(
+                    "",
+                    &names.main,
+                    body.stamp(index),
+                    BasicProperties::default(),
+                )
+                .await?;
             }
             let written_time = meter.elapsed();
             // The passive declare goes on the publishing channel, after its publishes.
@@ -618,6 +623,6 @@ impl UnconfirmedClient for Serena {
                 ..Outcome::default()
             })
         })
-        .await?
+        .await
     }
 }

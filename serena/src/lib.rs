@@ -12,19 +12,19 @@
 //! ```no_run
 //! use serena::{ConnectionConfig, open_connection, proto::BasicProperties};
 //!
-//! # async fn demo() -> serena::Result<()> {
-//! open_connection(&ConnectionConfig::default(), async |conn| {
-//!     conn.open_channel(async |ch| {
-//!         ch.queue_declare("greetings", Default::default()).await?;
-//!         ch.basic_publish("", "greetings", b"hello", BasicProperties::default()).await?;
-//!         let msg = ch.basic_get("greetings", false).await?.expect("a message");
-//!         msg.ack().await?;
-//!         Ok::<_, serena::Error>(())
+//! async fn greet() -> serena::Result<()> {
+//!     open_connection(&ConnectionConfig::default(), async |conn| {
+//!         conn.open_channel(async |ch| {
+//!             ch.queue_declare("greetings", Default::default()).await?;
+//!             ch.basic_publish("", "greetings", b"hello", BasicProperties::default()).await?;
+//!             let msg = ch.basic_get("greetings", false).await?.expect("a message");
+//!             msg.ack().await?;
+//!             Ok(())
+//!         })
+//!         .await
 //!     })
-//!     .await?
-//! })
-//! .await??;
-//! # Ok(()) }
+//!     .await
+//! }
 //! ```
 //!
 //! ## Layout
@@ -39,22 +39,26 @@
 //! - `driver` (private): the transport (TCP, TLS, Unix socket), the handshake, and the reader
 //!   and writer tasks that own the socket; they feed the machine bytes and time, write what
 //!   it queues, and complete the handles' waiters through its `Sinks`.
-//! - [`client`]: the handles: [`Connection`], [`Channel`], [`Consumer`], [`Delivery`]. They
-//!   call methods on the machine (under the connection's one lock) and never hold protocol
-//!   state of their own.
-//! - [`config`]: [`ConnectionConfig`], from code or an `amqp://` / `amqps://` URI: TLS,
-//!   host lists, Unix sockets.
-//! - [`error`]: [`Error`] and [`UnexpectedCloseError`].
+//! - `client` (private; its items are at the crate root): the handles: [`Connection`],
+//!   [`Channel`], [`Consumer`], [`Delivery`]. They call methods on the machine (under the
+//!   connection's one lock) and never hold protocol state of their own.
+//! - `config` (private; at the root): [`ConnectionConfig`], from code or an `amqp://` /
+//!   `amqps://` URI: TLS, host lists, Unix sockets.
+//! - `error` (private; at the root): [`Error`] and [`UnexpectedCloseError`].
+//!
+//! Every type has one public path: the handles, the configuration and the errors are named
+//! from the crate root (`serena::Channel`, `serena::ConnectionConfig`, `serena::Error`);
+//! [`topology`], [`worker`] and [`proto`] are modules of their own.
 //! - [`topology`]: declarative exchanges, queues and bindings from `topology.toml`. The model,
 //!   the TOML loading with line and column in every error and the validation are the crate
 //!   `serena-topology` (pure, shared with `#[consumer]`, which loads the file at compile time);
 //!   apply, verify and resolving the `[connection]` settings are here.
 //! - [`worker`]: `#[consumer]` handlers, extractors, outcomes and the supervisor.
 
-pub mod client;
-pub mod config;
+mod client;
+mod config;
 mod driver;
-pub mod error;
+mod error;
 pub use serena_proto as proto;
 pub mod topology;
 pub mod worker;

@@ -338,7 +338,7 @@ async fn soak(
             .collect(),
     );
     let declared = open_connection(&config, async |conn| declare_queues(conn, &queues).await).await;
-    if let Err(e) = declared.and_then(|r| r) {
+    if let Err(e) = declared {
         summary.failures.push(format!("declaring the queues: {e}"));
         return summary;
     }
@@ -520,10 +520,10 @@ async fn soak(
             }
             Ok::<_, Error>(left)
         })
-        .await?
+        .await
     })
     .await;
-    match deleted.and_then(|r| r) {
+    match deleted {
         Ok(left) => eprintln!("  queues deleted; {left} messages were left in them"),
         Err(e) => summary.failures.push(format!("deleting the queues: {e}")),
     }

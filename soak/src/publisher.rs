@@ -51,9 +51,9 @@ pub(crate) async fn declare_queues(conn: &Connection, queues: &[String]) -> sere
         for q in queues {
             ch.queue_declare(q, queue_options()).await?;
         }
-        Ok::<_, Error>(())
+        Ok(())
     })
-    .await?
+    .await
 }
 
 /// One confirmed publisher.
@@ -93,9 +93,8 @@ impl PublisherTask {
                 self.life(conn, &mut out).await
             })
             .await;
-            let error = match result {
-                Ok(Ok(())) => return,
-                Ok(Err(e)) | Err(e) => e,
+            let Err(error) = result else {
+                return;
             };
             if *self.connected.borrow() != generation {
                 // It was connected: a lost connection, not a failed attempt.

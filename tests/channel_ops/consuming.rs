@@ -64,8 +64,8 @@ async fn scope_ends_cleanly_while_a_consumer_holds_unacknowledged_deliveries() {
         )
         .await;
         match result {
-            Ok(Ok(16)) => {}
-            other => panic!("round {round}: expected Ok(Ok(16)), got {other:?}"),
+            Ok(16) => {}
+            other => panic!("round {round}: expected Ok(16), got {other:?}"),
         }
     }
 }

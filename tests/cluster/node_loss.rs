@@ -331,13 +331,12 @@ pub(crate) fn node_loss() -> CaseFuture {
         // new quorum queue's leader on the declaring node): losing node 1 loses the leader.
         open_connection(&config(0, "node-loss-setup"), async |conn| {
             conn.open_channel(async |ch| ch.queue_delete(QUEUE, false, false).await)
-                .await??;
+                .await?;
             let report = harness::topology().apply(conn).await;
             assert!(report.is_ok(), "{report}");
             Ok::<_, Error>(())
         })
         .await
-        .expect("connection")
         .expect("jobs.work declared again");
         let leader_before = queue_info(1, QUEUE).await.expect("jobs.work").leader;
         assert_eq!(leader_before, node_name(0), "jobs.work's leader");

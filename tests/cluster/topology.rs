@@ -100,15 +100,13 @@ pub(crate) fn replicated_queues() -> CaseFuture {
                 }
                 Ok::<_, Error>(())
             })
-            .await?
+            .await
         })
         .await
-        .expect("connection")
-        .expect("published and confirmed through node 2");
+        .expect("connection");
         let got = c3
             .open_channel(async |ch| ch.basic_get("jobs.work", true).await)
             .await
-            .expect("channel")
             .expect("basic.get through node 3");
         assert_eq!(got.map(|m| m.body.to_vec()), Some(b"work".to_vec()));
 
@@ -116,7 +114,6 @@ pub(crate) fn replicated_queues() -> CaseFuture {
         // node 3 is missing for a verify through node 2...
         c3.open_channel(async |ch| ch.queue_delete("jobs.pair", false, false).await)
             .await
-            .expect("channel")
             .expect("queue.delete");
         let drift = topology.verify(&c2).await;
         assert!(!drift.is_ok(), "{drift}");

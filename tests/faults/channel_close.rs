@@ -97,8 +97,7 @@ async fn calls_after_a_404_fail_at_once_with_the_same_close() {
     timeout(LIMIT, scope)
         .await
         .expect("no hang")
-        .expect("the connection survives a channel close")
-        .expect("the calls behave");
+        .expect("the connection survives a channel close and the calls behave");
 }
 
 /// A handle-style channel dropped just before its scope ends is closed in the background
@@ -115,6 +114,5 @@ async fn dropping_a_channel_right_before_the_scope_ends_still_closes_cleanly() {
     timeout(LIMIT, scope)
         .await
         .expect("no hang")
-        .expect("the connection closes cleanly")
-        .expect("the channel work");
+        .expect("the connection closes cleanly after the channel work");
 }

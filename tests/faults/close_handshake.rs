@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use serena::open_connection;
 use serena::proto::Method;
 use serena::proto::method::connection;
+use serena::{Error, open_connection};
 use serena_tests::fake_peer::{FakeServer, Offer};
 
 use super::{Cancelled, LIMIT, doomed_client, with_peer};
@@ -31,7 +31,7 @@ async fn the_client_keeps_its_socket_open_until_close_ok() {
         Ok(shut_early)
     };
     let config = server.client_config();
-    let client = open_connection(&config, async |_| ());
+    let client = open_connection(&config, async |_| Ok::<_, Error>(()));
     let (shut_early, result) = with_peer(peer, client).await;
     result.expect("a clean close");
     assert!(
@@ -62,7 +62,7 @@ async fn a_close_without_close_ok_gives_up_and_leaves_nothing_behind() {
     let config = server.client_config();
     let client = async {
         let began = Instant::now();
-        let result = open_connection(&config, async |_| ()).await;
+        let result = open_connection(&config, async |_| Ok::<_, Error>(())).await;
         let took = began.elapsed();
         let _ = scope_done_tx.send(());
         (result, took)

@@ -37,7 +37,7 @@ async fn a_server_without_publisher_confirms_is_refused() {
             p.expect_eof().await
         };
         let config = server.client_config();
-        let client = open_connection(&config, async |_| ());
+        let client = open_connection(&config, async |_| Ok::<_, Error>(()));
         let ((), result) = with_peer(peer, client).await;
         let err = result.expect_err("refused");
         assert!(matches!(err, Error::ConfirmsNotSupported), "{err:?}");
@@ -60,7 +60,7 @@ async fn a_server_offering_only_external_is_refused() {
         Ok(p.write_fails_within(Duration::from_secs(2)).await)
     };
     let config = server.client_config();
-    let client = open_connection(&config, async |_| ());
+    let client = open_connection(&config, async |_| Ok::<_, Error>(()));
     let (socket_closed, result) = with_peer(peer, client).await;
     assert!(socket_closed, "the client closed its socket");
     match result.expect_err("no common mechanism") {
@@ -292,7 +292,7 @@ async fn a_socket_closed_mid_handshake_is_an_io_error_not_a_timeout() {
     };
     let began = Instant::now();
     let config = server.client_config();
-    let client = open_connection(&config, async |_| ());
+    let client = open_connection(&config, async |_| Ok::<_, Error>(()));
     let ((), result) = with_peer(peer, client).await;
     match result.expect_err("the handshake cannot finish") {
         Error::Io(e) => assert!(
@@ -351,7 +351,7 @@ async fn a_server_that_stops_answering_mid_handshake_hits_the_connect_timeout() 
             p.expect_eof().await
         };
         let began = Instant::now();
-        let client = open_connection(&config, async |_| ());
+        let client = open_connection(&config, async |_| Ok::<_, Error>(()));
         let ((), result) = with_peer(peer, client).await;
         match result.expect_err("the handshake never finishes") {
             Error::ConnectTimeout { addr, after } => {

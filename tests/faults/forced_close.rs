@@ -337,7 +337,7 @@ async fn a_connection_clone_elsewhere_sees_the_forced_close() {
         if let Some(tx) = conn_tx.take() {
             let _ = tx.send(conn.clone());
         }
-        std::future::pending::<()>().await;
+        std::future::pending::<serena::Result<()>>().await
     });
     let (result, noticed_after) = with_forced_close(&name, ready, scope).await;
     expect_forced(result, noticed_after);

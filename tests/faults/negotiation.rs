@@ -82,7 +82,7 @@ async fn tune_ok_carries_the_settled_limits() {
             let served = p.serve().await?;
             Ok((hs, served))
         };
-        let client = open_connection(&config, async |conn| conn.tuning());
+        let client = open_connection(&config, async |conn| Ok::<_, Error>(conn.tuning()));
         let ((hs, served), result) = with_peer(peer, client).await;
         let t = &hs.tune_ok;
         let sent = tuning(t.channel_max, t.frame_max, t.heartbeat);
@@ -135,7 +135,7 @@ async fn the_settled_limits_are_kept() {
         Ok::<(), Error>(())
     });
     let ((served, largest_frame), result) = with_peer(peer, client).await;
-    result.expect("connection").expect("channel work");
+    result.expect("the connection and the channel work");
     assert_eq!(served.channels_opened, 5);
     assert_eq!((served.publishes, served.body_bytes), (1, 20_000));
     assert!(served.closed_cleanly);

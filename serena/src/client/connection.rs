@@ -37,34 +37,46 @@ const FLUSH_GRACE: Duration = Duration::from_secs(1);
 /// Opens a connection, runs `body` inside it, and closes it.
 ///
 /// When `body` finishes, the connection is closed cleanly (`connection.close` / `close-ok`) and
-/// its value returned. When the server closes the connection, the socket fails or heartbeats
-/// stop, `body` is cancelled (dropped at its current `.await`) and the error returned, for a
-/// server close an [`UnexpectedCloseError`](crate::UnexpectedCloseError). No task started for
-/// the connection outlives this call.
+/// `body`'s result returned, `Ok` or `Err` alike. When the server closes the connection, the
+/// socket fails or heartbeats stop, `body` is cancelled (dropped at its current `.await`) and
+/// the error returned, for a server close an
+/// [`UnexpectedCloseError`](crate::UnexpectedCloseError). An error of the connection itself
+/// (it could not be opened, it died, its close failed) wins over `body`'s result. No task
+/// started for the connection outlives this call.
+///
+/// `body` returns `Result<T, E>` for any error type `E` that serena's [`Error`] converts
+/// into (`serena::Error` itself, `anyhow::Error`, an application's own error), and so does the
+/// scope: `?` works on serena's calls inside `body` and on the scope's result outside it.
 ///
 /// ```no_run
-/// # async fn demo() -> serena::Result<()> {
 /// use serena::{ConnectionConfig, open_connection};
 ///
-/// let count = open_connection(&ConnectionConfig::default(), async |conn| {
-///     conn.open_channel(async |ch| {
-///         let q = ch.queue_declare("hello", Default::default()).await?;
-///         ch.basic_publish("", "hello", b"hi", Default::default()).await?;
-///         Ok::<_, serena::Error>(q.message_count)
+/// async fn count_hello() -> serena::Result<u32> {
+///     open_connection(&ConnectionConfig::default(), async |conn| {
+///         conn.open_channel(async |ch| {
+///             let q = ch.queue_declare("hello", Default::default()).await?;
+///             ch.basic_publish("", "hello", b"hi", Default::default()).await?;
+///             Ok(q.message_count)
+///         })
+///         .await
 ///     })
-///     .await?
-/// })
-/// .await??;
-/// # let _ = count; Ok(()) }
+///     .await
+/// }
 /// ```
-pub async fn open_connection<T>(
+///
+/// The error type is inferred from where the scope's result goes. When nothing fixes it (the
+/// result is `?`-ed into another error type and `body` ends in `Ok(..)`), name it on the
+/// binding: `let n: serena::Result<u32> = open_connection(..).await;`.
+pub async fn open_connection<T, E: From<Error>>(
     config: &ConnectionConfig,
-    body: impl AsyncFnOnce(&Connection) -> T,
-) -> Result<T> {
-    run_scope(Connection::open(config).await?, body).await
+    body: impl AsyncFnOnce(&Connection) -> Result<T, E>,
+) -> Result<T, E> {
+    run_scope(Connection::open(config).await?, body).await?
 }
 
-/// Runs `body` inside the open connection `conn`, then closes it: [`open_connection`]'s scope.
+/// Runs `body` inside the open connection `conn`, then closes it: [`open_connection`]'s scope,
+/// for any `body` value (the supervisor's carries its own error type); the outer `Result` is
+/// the connection's.
 pub(crate) async fn run_scope<T>(
     conn: Connection,
     body: impl AsyncFnOnce(&Connection) -> T,
@@ -341,8 +353,13 @@ impl Connection {
     /// The channel comes with publisher confirms on and QoS set (prefetch a third of
     /// `channel_buffer_size`, per consumer). When the server closes the channel (or the
     /// connection dies), `body` is cancelled and the [`UnexpectedCloseError`](crate::UnexpectedCloseError)
-    /// returned; otherwise the channel is closed cleanly and `body`'s value returned.
-    pub async fn open_channel<T>(&self, body: impl AsyncFnOnce(&Channel) -> T) -> Result<T> {
+    /// returned; otherwise the channel is closed cleanly and `body`'s result returned (an
+    /// error of the close wins over it). As with [`open_connection`], `body` returns
+    /// `Result<T, E>` for any `E: From<serena::Error>`, and so does the scope.
+    pub async fn open_channel<T, E: From<Error>>(
+        &self,
+        body: impl AsyncFnOnce(&Channel) -> Result<T, E>,
+    ) -> Result<T, E> {
         let ch = self.channel().await?;
         let mut closed = ch.closed_watch();
         let outcome = tokio::select! {
@@ -352,9 +369,9 @@ impl Connection {
         match outcome {
             Ok(v) => {
                 ch.close().await?;
-                Ok(v)
+                v
             }
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 

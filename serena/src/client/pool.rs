@@ -109,8 +109,12 @@ impl ChannelPool {
         }
     }
 
-    /// Runs `body` with a pooled channel.
-    pub async fn with<T>(&self, body: impl AsyncFnOnce(&Channel) -> Result<T>) -> Result<T> {
+    /// Runs `body` with a pooled channel. Like the other scopes, `body` returns
+    /// `Result<T, E>` for any `E: From<serena::Error>`, and so does `with`.
+    pub async fn with<T, E: From<Error>>(
+        &self,
+        body: impl AsyncFnOnce(&Channel) -> Result<T, E>,
+    ) -> Result<T, E> {
         let ch = self.acquire().await?;
         body(&ch).await
     }
