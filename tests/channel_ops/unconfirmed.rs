@@ -151,6 +151,38 @@ async fn fire_and_forget_publishes_dropped_after_their_first_poll_send_all_or_no
     .await;
 }
 
+#[tokio::test]
+async fn the_scope_closes_the_channel_after_its_publishes_and_ends_with_a_server_close() {
+    let missing = unique_name("ff-scope-missing");
+    with_connection(&config(), async |conn| {
+        let ch = conn.channel().await?;
+        let q = ch.queue_declare("", exclusive()).await?.queue;
+        conn.open_unconfirmed_channel(async |telemetry| {
+            publish_numbered_unconfirmed(telemetry, &q, 1_000).await
+        })
+        .await?;
+        wait_ready(&ch, &q, 1_000).await?;
+        // The server closing the channel cancels the body, which would publish forever.
+        let scope = conn.open_unconfirmed_channel(async |telemetry| -> Result<()> {
+            telemetry
+                .basic_publish(&missing, "k", b"lost", BasicProperties::default())
+                .await?;
+            loop {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        let err = within(STEP, "the scope's end", scope)
+            .await
+            .expect_err("the server's 404");
+        let close = err.unexpected_close().expect("a server close");
+        assert!(matches!(close.scope, CloseScope::Channel(_)), "{close:?}");
+        assert_eq!(close.reply_code, 404, "{close:?}");
+        assert!(close.reply_text.contains(&missing), "{}", close.reply_text);
+        ch.close().await
+    })
+    .await;
+}
+
 #[test]
 fn fire_and_forget_futures_are_send() {
     fn assert_send<T: Send>(_: T) {}
@@ -158,5 +190,9 @@ fn fire_and_forget_futures_are_send() {
         assert_send(ch.basic_publish("", "q", b"x", BasicProperties::default()));
         assert_send(ch.close());
     }
+    fn scope(conn: &serena::Connection) {
+        assert_send(conn.open_unconfirmed_channel(async |ch| ch.close().await));
+    }
+    let _ = scope;
     let _ = publish;
 }

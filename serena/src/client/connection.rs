@@ -74,6 +74,28 @@ pub async fn open_connection<T, E: From<Error>>(
     run_scope(Connection::open(config).await?, body).await?
 }
 
+/// Runs `body` with `handle` (a handle of the channel `ch`) until it returns or the channel
+/// ends. A clean return closes the channel (an error of the close wins over `body`'s result);
+/// the channel's end cancels `body` and is the scope's error.
+async fn channel_scope<H, T, E: From<Error>>(
+    ch: &Channel,
+    handle: &H,
+    body: impl AsyncFnOnce(&H) -> Result<T, E>,
+) -> Result<T, E> {
+    let mut closed = ch.closed_watch();
+    let outcome = tokio::select! {
+        v = body(handle) => Ok(v),
+        e = wait_closed(&mut closed) => Err(e),
+    };
+    match outcome {
+        Ok(v) => {
+            ch.close().await?;
+            v
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Runs `body` inside the open connection `conn`, then closes it: [`open_connection`]'s scope,
 /// for any `body` value (the supervisor's carries its own error type); the outer `Result` is
 /// the connection's.
@@ -361,18 +383,18 @@ impl Connection {
         body: impl AsyncFnOnce(&Channel) -> Result<T, E>,
     ) -> Result<T, E> {
         let ch = self.channel().await?;
-        let mut closed = ch.closed_watch();
-        let outcome = tokio::select! {
-            v = body(&ch) => Ok(v),
-            e = wait_closed(&mut closed) => Err(e),
-        };
-        match outcome {
-            Ok(v) => {
-                ch.close().await?;
-                v
-            }
-            Err(e) => Err(e.into()),
-        }
+        channel_scope(&ch, &ch, body).await
+    }
+
+    /// Opens a channel without publisher confirms ([`UnconfirmedChannel`]), runs `body` with
+    /// it, and closes it; the scope of [`open_channel`](Self::open_channel) for fire-and-forget
+    /// publishing. A clean end closes the channel after the broker received every publish.
+    pub async fn open_unconfirmed_channel<T, E: From<Error>>(
+        &self,
+        body: impl AsyncFnOnce(&UnconfirmedChannel) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let ch = self.unconfirmed_channel().await?;
+        channel_scope(ch.channel(), &ch, body).await
     }
 
     /// Opens a channel as a handle: confirms on, QoS set. It is closed by

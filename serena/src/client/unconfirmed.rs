@@ -9,7 +9,9 @@ use crate::proto::connection::Publish;
 /// losing a message when the connection dies is acceptable and a confirm per message is not
 /// worth its round trip.
 ///
-/// Opened with [`Connection::unconfirmed_channel`](crate::Connection::unconfirmed_channel);
+/// Opened for a scope with
+/// [`Connection::open_unconfirmed_channel`](crate::Connection::open_unconfirmed_channel), or as
+/// a handle with [`Connection::unconfirmed_channel`](crate::Connection::unconfirmed_channel);
 /// every [`Channel`] keeps confirms on. There is no way to wait for a confirm here, on
 /// purpose: [`basic_publish`](Self::basic_publish) resolves once the message is queued for
 /// the socket, and a message the broker cannot route is dropped by it (or goes to the
@@ -27,13 +29,15 @@ use crate::proto::connection::Publish;
 ///
 /// ```no_run
 /// # async fn demo(conn: &serena::Connection) -> serena::Result<()> {
-/// let telemetry = conn.unconfirmed_channel().await?;
-/// for reading in [20.5_f64, 20.7, 21.0] {
-///     let body = reading.to_string();
-///     telemetry.basic_publish("amq.topic", "sensors.kitchen", body, Default::default()).await?;
-/// }
-/// telemetry.close().await?; // after the broker took all three
-/// # Ok(()) }
+/// conn.open_unconfirmed_channel(async |telemetry| {
+///     for reading in [20.5_f64, 20.7, 21.0] {
+///         let body = reading.to_string();
+///         telemetry.basic_publish("amq.topic", "sensors.kitchen", body, Default::default()).await?;
+///     }
+///     Ok(())
+/// })
+/// .await // the scope closes the channel after the broker took all three
+/// # }
 /// ```
 #[derive(Debug, Clone)]
 pub struct UnconfirmedChannel {
@@ -43,6 +47,10 @@ pub struct UnconfirmedChannel {
 impl UnconfirmedChannel {
     pub(crate) fn new(channel: Channel) -> Self {
         UnconfirmedChannel { channel }
+    }
+
+    pub(super) fn channel(&self) -> &Channel {
+        &self.channel
     }
 
     /// The channel id.
