@@ -92,7 +92,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let message = delivered.ok_or("the message was not reassembled")?;
     assert_eq!(message.method, deliver);
-    assert_eq!(message.properties, properties);
+    assert_eq!(*message.properties, properties);
     assert_eq!(&message.body[..], &body[..]);
     println!(
         "decoded {frames} frames; the message came back identical: {} with {} body bytes",

@@ -44,7 +44,7 @@ async fn publish_confirm_get_ack_roundtrip() {
             ch.basic_publish("", &q, b"hello", props.clone()).await?;
             let msg = ch.basic_get(&q, false).await?.expect("one message");
             assert_eq!(&msg.body[..], b"hello");
-            assert_eq!(msg.properties, props);
+            assert_eq!(*msg.properties, props);
             assert_eq!(msg.message_count, 0);
             msg.ack().await?;
             assert!(ch.basic_get(&q, false).await?.is_none());

@@ -105,7 +105,7 @@ fn get(
     match conn.recv_on(ch)? {
         Assembled::Content(c) => {
             let ok = expect!(c.method, Method::BasicGetOk(ok) => ok);
-            Ok(Some((ok, c.properties, c.body)))
+            Ok(Some((ok, *c.properties, c.body)))
         }
         Assembled::Method(Method::BasicGetEmpty(_)) => Ok(None),
         other => panic!("expected get-ok or get-empty, got {other:?}"),

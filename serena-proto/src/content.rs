@@ -139,17 +139,15 @@ fn encode_message(
 pub struct Content {
     /// `basic.deliver`, `basic.get-ok`, `basic.return` (or `basic.publish` on a server).
     pub method: Method,
-    /// The message properties.
-    pub properties: BasicProperties,
+    /// The message properties, boxed as they came in the content header (see
+    /// [`ContentHeader::properties`]).
+    pub properties: Box<BasicProperties>,
     /// The whole body.
     pub body: Bytes,
 }
 
 /// What the assembler hands on.
 #[derive(Debug, Clone, PartialEq)]
-// Frames and messages move by value on the hot path: a few hundred bytes of memcpy is
-// cheaper than a heap allocation per message, so the large variant stays unboxed.
-#[allow(clippy::large_enum_variant)]
 pub enum Assembled {
     /// A method without content.
     Method(Method),
@@ -158,16 +156,13 @@ pub enum Assembled {
 }
 
 #[derive(Debug, Default)]
-// Frames and messages move by value on the hot path: a few hundred bytes of memcpy is
-// cheaper than a heap allocation per message, so the large variant stays unboxed.
-#[allow(clippy::large_enum_variant)]
 enum State {
     #[default]
     Idle,
     AwaitHeader(Method),
     AwaitBody {
         method: Method,
-        properties: BasicProperties,
+        properties: Box<BasicProperties>,
         expected: u64,
         /// The first body frame, kept without copying in case it is the only one.
         first: Option<Bytes>,

@@ -42,9 +42,6 @@ pub const FRAME_HEARTBEAT: u8 = 8;
 
 /// One AMQP frame.
 #[derive(Debug, Clone, PartialEq)]
-// Frames and messages move by value on the hot path: a few hundred bytes of memcpy is
-// cheaper than a heap allocation per message, so the large variant stays unboxed.
-#[allow(clippy::large_enum_variant)]
 pub enum Frame {
     /// A method on a channel (0 for the connection).
     Method {

@@ -82,7 +82,7 @@ fn an_empty_body_completes_the_message_at_the_header() {
         a.handle_frame(header(0)),
         Ok(Some(Assembled::Content(Content {
             method: deliver(),
-            properties: props(),
+            properties: Box::new(props()),
             body: Bytes::new(),
         })))
     );
@@ -106,7 +106,7 @@ fn a_body_in_several_frames_is_joined() {
         panic!("the message was not completed");
     };
     assert_eq!(c.method, deliver());
-    assert_eq!(c.properties, props());
+    assert_eq!(*c.properties, props());
     assert_eq!(&c.body[..], b"hello world");
     assert!(a.is_idle());
     // Ready for the next message.
@@ -274,7 +274,7 @@ fn a_body_of_several_frames_arrives_whole() {
     content::encode_content(&mut read_buf, CH, &deliver(), &props(), &body, 4096).unwrap();
     let message = receive(&mut read_buf, 4096);
     assert_eq!(message.method, deliver());
-    assert_eq!(message.properties, props());
+    assert_eq!(*message.properties, props());
     assert_eq!(&message.body[..], &body[..]);
 }
 

@@ -189,7 +189,7 @@ fn content_header_with_all_fourteen_properties() {
     let header = ContentHeader {
         class_id: 60,
         body_size: 123_456,
-        properties: BasicProperties {
+        properties: Box::new(BasicProperties {
             content_type: Some("application/json".into()),
             content_encoding: Some("gzip".into()),
             headers: Some(
@@ -208,7 +208,7 @@ fn content_header_with_all_fourteen_properties() {
             user_id: Some("guest".into()),
             app_id: Some("golden-app".into()),
             cluster_id: Some("cluster-9".into()),
-        },
+        }),
     };
     let payload = cat(&[
         &[0x00, 0x3C],                                     // class 60

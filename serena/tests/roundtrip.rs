@@ -270,7 +270,7 @@ proptest! {
             panic!("no message assembled");
         };
         prop_assert_eq!(message.method, method);
-        prop_assert_eq!(message.properties, props);
+        prop_assert_eq!(*message.properties, props);
         prop_assert_eq!(&message.body[..], &body[..]);
     }
 }

@@ -106,13 +106,13 @@ async fn empty_body_round_trips_through_get_and_consume() {
         ch.basic_publish("", &q, b"", props.clone()).await?;
         let got = ch.basic_get(&q, true).await?.expect("a message");
         assert!(got.body.is_empty());
-        assert_eq!(got.properties, props);
+        assert_eq!(*got.properties, props);
 
         ch.basic_publish("", &q, b"", props.clone()).await?;
         let mut consumer = ch.basic_consume(&q, ConsumeOptions::default()).await?;
         let d = next_delivery(&mut consumer).await;
         assert!(d.body.is_empty());
-        assert_eq!(d.properties, props);
+        assert_eq!(*d.properties, props);
         d.ack().await?;
         drop(consumer);
         ch.close().await

@@ -709,7 +709,7 @@ impl<S: Sinks> ChannelMachine<S> {
             reply_text: r.reply_text.to_string(),
             exchange: r.exchange.to_string(),
             routing_key: r.routing_key.to_string(),
-            properties: content.properties,
+            properties: *content.properties,
             body: content.body,
         });
         // Its publish is still unconfirmed (RabbitMQ sends a return before the publish's

@@ -27,8 +27,9 @@ pub struct Delivery {
     pub exchange: ShortString,
     /// Its routing key.
     pub routing_key: ShortString,
-    /// Its properties.
-    pub properties: BasicProperties,
+    /// Its properties, boxed as they were decoded: a delivery moves from the socket to the
+    /// handler without copying them.
+    pub properties: Box<BasicProperties>,
     /// Its body.
     pub body: Bytes,
     /// The channel it came on; `None` for a [`detached`](Self::detached) delivery.
@@ -68,7 +69,7 @@ impl Delivery {
             redelivered: false,
             exchange: exchange.into(),
             routing_key: routing_key.into(),
-            properties,
+            properties: Box::new(properties),
             body: body.into(),
             channel: None,
             settled: Arc::default(),
@@ -131,7 +132,7 @@ pub struct GetMessage {
 impl GetMessage {
     pub(crate) fn new(
         ok: basic::GetOk,
-        properties: BasicProperties,
+        properties: Box<BasicProperties>,
         body: Bytes,
         channel: Arc<ChannelLink>,
     ) -> Self {

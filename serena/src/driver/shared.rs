@@ -29,8 +29,6 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// What a consumer's stream receives.
-// Deliveries are the common case; boxing them would cost an allocation per message.
-#[allow(clippy::large_enum_variant)]
 pub(crate) enum ConsumerEvent {
     Delivery(Content),
     /// The consumer ended: cancelled by the server, or its channel died.
@@ -299,6 +297,11 @@ mod tests {
         {
             let mut st = lock(&conn.state);
             let ch = st.machine.open_channel(watch.clone(), open).expect("an id");
+            let (select, _select_rx) = oneshot::channel();
+            let confirm_mode = crate::proto::method::confirm::Select { nowait: false };
+            st.machine
+                .call(ch, &confirm_mode.into(), select)
+                .expect("confirm.select");
             st.machine
                 .publish(
                     ch,

@@ -371,7 +371,7 @@ pub struct Properties(pub BasicProperties);
 
 impl FromDelivery for Properties {
     fn from_delivery(ctx: &DeliveryContext) -> Result<Self, Rejection> {
-        Ok(Properties(ctx.delivery.properties.clone()))
+        Ok(Properties((*ctx.delivery.properties).clone()))
     }
 }
 

@@ -133,7 +133,7 @@ impl LocalRetry {
 /// The failed message's copy for its next stop: the same body and properties, with the
 /// attempt and the failure in its headers.
 fn marked(delivery: &Delivery, queue: &str, next_attempt: u32, reason: &str) -> BasicProperties {
-    let mut properties = delivery.properties.clone();
+    let mut properties = (*delivery.properties).clone();
     let mut headers = properties.headers.take().unwrap_or_default();
     if headers.get(FIRST_FAILURE_HEADER).is_none() {
         headers.insert(FIRST_FAILURE_HEADER, reason);

@@ -402,7 +402,7 @@ pub(crate) fn content_header() -> BoxedStrategy<ContentHeader> {
         .prop_map(|(class_id, body_size, properties)| ContentHeader {
             class_id,
             body_size,
-            properties,
+            properties: Box::new(properties),
         })
         .boxed()
 }
