@@ -32,7 +32,7 @@ async fn main() -> Result<(), Error> {
                     _ = tokio::signal::ctrl_c() => break,
                 };
                 println!("received: {}", String::from_utf8_lossy(&delivery.body));
-                delivery.ack().await?;
+                delivery.ack()?;
                 received += 1;
                 if limit == Some(received) {
                     break;

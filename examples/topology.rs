@@ -68,7 +68,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
             String::from_utf8_lossy(&message.body),
             message.routing_key
         );
-        message.ack().await?;
+        message.ack()?;
     }
     ch.close().await?;
     conn.close().await?;

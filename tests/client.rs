@@ -46,7 +46,7 @@ async fn publish_confirm_get_ack_roundtrip() {
             assert_eq!(&msg.body[..], b"hello");
             assert_eq!(*msg.properties, props);
             assert_eq!(msg.message_count, 0);
-            msg.ack().await?;
+            msg.ack()?;
             assert!(ch.basic_get(&q, false).await?.is_none());
             ch.queue_delete(&q, false, false).await
         })
@@ -164,7 +164,7 @@ async fn consumer_receives_in_order_and_ends_when_its_queue_is_deleted() {
             for i in 0..50u8 {
                 let d = consumer.next().await.expect("item")?;
                 assert_eq!(&d.body[..], &[i]);
-                d.ack().await?;
+                d.ack()?;
             }
             conn.open_channel(async |other| other.queue_delete(&q, false, false).await)
                 .await?;
@@ -217,7 +217,7 @@ async fn cancelled_consumer_drains_then_ends_cleanly() {
                 .await
                 .expect("delivery arrives")
                 .expect("an item")?;
-            first.ack().await?;
+            first.ack()?;
             consumer.cancel().await?;
             assert!(
                 consumer.next().await.is_none(),

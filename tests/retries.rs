@@ -136,7 +136,7 @@ async fn a_failing_message_comes_back_after_each_delay_and_is_parked_after_the_l
                 .basic_get(&schedule.park, false)
                 .await?
                 .expect("the message is parked");
-            parked.ack().await?;
+            parked.ack()?;
             let work = ch
                 .queue_declare(&queue, durable_with(FieldTable::new()))
                 .await?;
@@ -229,7 +229,7 @@ async fn without_a_schedule_a_failure_is_retried_in_the_worker_then_dead_lettere
                 "{stats:?}"
             );
             let dead = ch.basic_get(&dlq, false).await?.expect("dead-lettered");
-            dead.ack().await?;
+            dead.ack()?;
             delete_all(ch, &[&queue, &dlq]).await?;
             Ok::<_, serena::Error>(dead)
         })
@@ -282,7 +282,7 @@ async fn a_poison_message_is_parked_at_once_with_its_reason() {
             .await;
             assert_eq!((stats.parked, stats.retried), (1, 0), "{stats:?}");
             let parked = ch.basic_get(&schedule.park, false).await?.expect("parked");
-            parked.ack().await?;
+            parked.ack()?;
             delete_all(ch, &[&queue, &schedule.steps[0].queue, &schedule.park]).await?;
             Ok::<_, serena::Error>(parked)
         })
@@ -313,10 +313,10 @@ async fn a_handler_that_settles_its_own_delivery_is_not_settled_again() {
         decide: |_: &Attempt, ctx: &DeliveryContext| {
             // What a handler taking `Delivery` may do: settle it itself, then return Ack.
             let delivery = ctx.delivery.clone();
-            let acked = futures_block(delivery.ack());
+            let acked = delivery.ack();
             assert!(acked.is_ok(), "{acked:?}");
             assert!(matches!(
-                futures_block(delivery.nack(true)),
+                delivery.nack(true),
                 Err(serena::Error::AlreadySettled { .. })
             ));
             Outcome::Ack
@@ -349,16 +349,6 @@ async fn a_handler_that_settles_its_own_delivery_is_not_settled_again() {
     })
     .await
     .expect("connection");
-}
-
-/// Polls a future that completes without waiting (a settle only queues a frame).
-fn futures_block<F: std::future::Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    let waker = std::task::Waker::noop();
-    match f.as_mut().poll(&mut std::task::Context::from_waker(waker)) {
-        std::task::Poll::Ready(v) => v,
-        std::task::Poll::Pending => panic!("a settle does not wait"),
-    }
 }
 
 #[tokio::test]
@@ -423,7 +413,7 @@ async fn a_topology_with_a_retry_key_is_applied_and_its_schedule_followed() {
                 .and_then(FieldValue::as_str)
                 .map(str::to_owned);
             assert_eq!(reason.as_deref(), Some("attempt 2 failed"));
-            parked.ack().await?;
+            parked.ack()?;
             let delay_queue =
                 serena::topology::retry_queue_name(&queue, Duration::from_millis(300));
             delete_all(ch, &[&queue, &delay_queue, &park]).await

@@ -113,7 +113,7 @@ async fn apply_declares_everything_and_applying_again_changes_nothing() {
         .await
         .unwrap()
         .expect("a message");
-    refused.nack(false).await.unwrap();
+    refused.nack(false).unwrap();
     let mut parked = 0;
     for _ in 0..50 {
         parked = message_count(&conn, &parking).await;

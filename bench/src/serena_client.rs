@@ -241,7 +241,7 @@ impl Client for Serena {
                 };
                 let delivery = delivery?;
                 tally.record_body(&delivery.body, p.small_body)?;
-                delivery.ack().await?;
+                delivery.ack()?;
             }
             // A round trip on the channel: every ack before it has reached the broker.
             let left = ready(&ch, &names.main).await?;
@@ -340,7 +340,7 @@ impl Client for Serena {
                     };
                     let delivery = delivery?;
                     tally.record_body(&delivery.body, size)?;
-                    delivery.ack().await?;
+                    delivery.ack()?;
                 }
                 Ok::<_, crate::scenario::BenchError>(consumer)
             });

@@ -185,7 +185,7 @@ pub(crate) async fn run(args: ConsumeArgs, url: Option<&str>) -> Result<(), Fail
                 .and_then(|()| stdout.flush())
                 .map_err(|e| Failure::failed(format!("cannot write to stdout: {e}")))?;
             if !args.no_ack {
-                delivery.ack().await.map_err(failed)?;
+                delivery.ack().map_err(failed)?;
             }
             seen += 1;
         }

@@ -18,7 +18,7 @@
 //!             ch.queue_declare("greetings", Default::default()).await?;
 //!             ch.basic_publish("", "greetings", b"hello", BasicProperties::default()).await?;
 //!             let msg = ch.basic_get("greetings", false).await?.expect("a message");
-//!             msg.ack().await?;
+//!             msg.ack()?;
 //!             Ok(())
 //!         })
 //!         .await

@@ -238,7 +238,7 @@ async fn call_runs_extraction_the_function_and_the_policy_end_to_end() {
         Outcome::Park { reason } if reason.contains("no state of type")
     ));
     // Settling a detached delivery fails instead of pretending.
-    assert!(ctx.delivery.ack().await.is_err());
+    assert!(ctx.delivery.ack().is_err());
     assert!(
         ctx.publisher
             .publish("", "q", b"x", Default::default())

@@ -99,7 +99,7 @@ async fn an_unread_consumer_does_not_block_other_channels() {
             for expected in 0..FLOWING {
                 let d = next_delivery(&mut flowing).await;
                 assert_eq!(number(&d), expected);
-                d.ack().await?;
+                d.ack()?;
             }
             Ok::<_, Error>(())
         };
@@ -146,13 +146,13 @@ async fn dropping_a_consumer_requeues_its_buffered_deliveries() {
         while let Some(m) = other.basic_get(&q, false).await? {
             assert!(m.redelivered, "{m:?}");
             back.push(m.body[0]);
-            m.ack().await?;
+            m.ack()?;
         }
         back.sort_unstable();
         assert_eq!(back, [1, 2, 3, 4]);
 
         // The one handed out is still ours to settle.
-        taken.ack().await?;
+        taken.ack()?;
         ch.close().await?;
         assert_eq!(ready(&other, &q).await?, 0);
         other.close().await
@@ -169,11 +169,11 @@ async fn nack_requeues_reject_drops_and_ack_of_a_get_settles() {
         let mut consumer = ch.basic_consume(&q, ConsumeOptions::default()).await?;
         let d = next_delivery(&mut consumer).await;
         assert!(!d.redelivered);
-        d.nack(true).await?;
+        d.nack(true)?;
         let again = next_delivery(&mut consumer).await;
         assert_eq!(&again.body[..], b"once more");
         assert!(again.redelivered);
-        again.reject(false).await?;
+        again.reject(false)?;
         assert_quiet(&mut consumer, Duration::from_millis(300)).await;
         drop(consumer);
         // Closing the channel would requeue anything still unsettled: nothing comes back.
@@ -184,7 +184,7 @@ async fn nack_requeues_reject_drops_and_ack_of_a_get_settles() {
         publish(&ch, "", &q, b"fetched").await?;
         let m = ch.basic_get(&q, false).await?.expect("a message");
         assert!(!m.redelivered);
-        m.ack().await?;
+        m.ack()?;
         ch.close().await?;
 
         let ch = conn.channel().await?;

@@ -113,7 +113,7 @@ async fn empty_body_round_trips_through_get_and_consume() {
         let d = next_delivery(&mut consumer).await;
         assert!(d.body.is_empty());
         assert_eq!(*d.properties, props);
-        d.ack().await?;
+        d.ack()?;
         drop(consumer);
         ch.close().await
     })

@@ -319,12 +319,12 @@ async fn basic_qos_limits_a_new_consumer_to_its_prefetch() {
         let first = next_delivery(&mut consumer).await;
         assert_eq!(&first.body[..], b"1");
         assert_quiet(&mut consumer, Duration::from_millis(300)).await;
-        first.ack().await?;
+        first.ack()?;
         let second = next_delivery(&mut consumer).await;
         assert_eq!(&second.body[..], b"2");
-        second.ack().await?;
+        second.ack()?;
         let third = next_delivery(&mut consumer).await;
-        third.ack().await?;
+        third.ack()?;
         // Channel-wide (global) prefetch is accepted too.
         ch.basic_qos(10, true).await?;
         drop(consumer);
@@ -347,7 +347,7 @@ async fn basic_recover_requeues_unacknowledged_messages() {
         let second = ch.basic_get(&q, false).await?.expect("requeued");
         assert_eq!(&second.body[..], b"again");
         assert!(second.redelivered);
-        second.ack().await?;
+        second.ack()?;
         ch.close().await
     })
     .await;

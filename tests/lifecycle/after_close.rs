@@ -58,9 +58,9 @@ async fn settling_a_delivery_after_a_server_close_fails_and_spares_the_connectio
         server_closes(&ch).await;
 
         let results = [
-            ("ack", held[0].ack().await),
-            ("nack", held[1].nack(true).await),
-            ("reject", held[2].reject(false).await),
+            ("ack", held[0].ack()),
+            ("nack", held[1].nack(true)),
+            ("reject", held[2].reject(false)),
             ("cancel", consumer.cancel().await),
         ];
         for (what, result) in results {
@@ -125,7 +125,7 @@ async fn acks_racing_a_server_close_spare_the_connection() {
                 let mut acked = 0;
                 if start.await.is_ok() {
                     for d in held {
-                        if d.ack().await.is_err() {
+                        if d.ack().is_err() {
                             break;
                         }
                         acked += 1;

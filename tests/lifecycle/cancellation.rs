@@ -154,7 +154,7 @@ async fn a_consume_dropped_after_its_first_poll_leaves_no_consumer() {
         let m = within(STEP, "a get", ch.basic_get(&q, false))
             .await?
             .expect("a message is ready");
-        m.ack().await?;
+        m.ack()?;
         assert!(ch.is_open(), "{:?}", ch.error());
         ch.close().await?;
         assert_connection_works(conn).await
@@ -180,7 +180,7 @@ async fn a_get_dropped_after_its_first_poll_leaves_its_message_gettable() {
         .await?
         .expect("a message");
         assert_eq!(&again.body[..], b"the only one");
-        again.ack().await?;
+        again.ack()?;
         assert_eq!(counts(&ch, &q).await?, (0, 0));
         assert!(ch.is_open(), "{:?}", ch.error());
         ch.close().await?;
@@ -205,7 +205,7 @@ async fn a_cancel_dropped_after_its_first_poll_leaves_no_consumer() {
             let first = within(STEP, "a delivery", consumer.next())
                 .await
                 .expect("the consumer is open")?;
-            first.ack().await?;
+            first.ack()?;
             cancel_after_first_poll("Consumer::cancel", consumer.cancel()).await;
             drop(consumer);
             eventually(

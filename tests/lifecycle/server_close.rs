@@ -29,12 +29,12 @@ async fn busy_consumer(conn: &Connection) -> Result<(Channel, JoinHandle<u64>)> 
     let first = within(STEP, "the first delivery", consumer.next())
         .await
         .expect("the consumer is open")?;
-    first.ack().await?;
+    first.ack()?;
     let acker = tokio::spawn(async move {
         let mut seen = 1;
         while let Some(Ok(d)) = consumer.next().await {
             seen += 1;
-            if d.ack().await.is_err() {
+            if d.ack().is_err() {
                 break;
             }
         }
@@ -110,7 +110,7 @@ async fn a_channel_opened_right_after_a_server_close_gets_only_its_own_deliverie
                         "round {round}: channel {id} got a delivery not from its queue (the \
                          closed channel {old_id} consumed another)"
                     );
-                    d.ack().await?;
+                    d.ack()?;
                 }
                 tokio::time::sleep(SETTLE).await;
                 assert!(fresh.is_open(), "{:?}", fresh.error());

@@ -58,7 +58,7 @@ async fn a_cut_mid_frame_while_consuming_ends_the_scope_and_loses_nothing() {
                 let mut consumer = ch.basic_consume(&q, Default::default()).await?;
                 while let Some(delivery) = consumer.next().await {
                     let delivery = delivery?;
-                    delivery.ack().await?;
+                    delivery.ack()?;
                     let count = {
                         let mut acked = acked.lock().expect("lock");
                         acked.push(id_of(&delivery.body));

@@ -81,7 +81,7 @@ async fn fifty_ms_each_way_slows_calls_but_breaks_nothing() {
                             .expect("deliveries keep coming")
                             .expect("the stream goes on")?;
                         assert_eq!(id_of(&delivery.body), expected, "in order");
-                        delivery.ack().await?;
+                        delivery.ack()?;
                     }
                     Ok::<_, Error>((rpc, publishing))
                 })

@@ -82,7 +82,7 @@ impl Delivery {
     }
 
     /// Acknowledges the message: the broker forgets it.
-    pub async fn ack(&self) -> Result<()> {
+    pub fn ack(&self) -> Result<()> {
         settle(
             self,
             basic::Ack {
@@ -95,7 +95,7 @@ impl Delivery {
 
     /// Refuses the message; with `requeue` it goes back to the queue, otherwise it is dropped
     /// or dead-lettered.
-    pub async fn nack(&self, requeue: bool) -> Result<()> {
+    pub fn nack(&self, requeue: bool) -> Result<()> {
         settle(
             self,
             basic::Nack {
@@ -108,7 +108,7 @@ impl Delivery {
     }
 
     /// Refuses the message (`basic.reject`); with `requeue` it goes back to the queue.
-    pub async fn reject(&self, requeue: bool) -> Result<()> {
+    pub fn reject(&self, requeue: bool) -> Result<()> {
         settle(
             self,
             basic::Reject {

@@ -841,9 +841,9 @@ impl Settle {
             return;
         }
         let (sent, counter) = match outcome {
-            Outcome::Ack => (delivery.ack().await, &counters.acked),
-            Outcome::Requeue => (delivery.nack(true).await, &counters.requeued),
-            Outcome::Reject => (delivery.reject(false).await, &counters.rejected),
+            Outcome::Ack => (delivery.ack(), &counters.acked),
+            Outcome::Requeue => (delivery.nack(true), &counters.requeued),
+            Outcome::Reject => (delivery.reject(false), &counters.rejected),
             Outcome::Retry { reason } => self.failed(&delivery, &reason, false).await,
             Outcome::Park { reason } => self.failed(&delivery, &reason, true).await,
         };
@@ -871,7 +871,7 @@ impl Settle {
                 %reason,
                 "message rejected: its queue has no retry schedule; its dead-letter exchange takes it, if it has one"
             );
-            return (delivery.reject(false).await, &counters.rejected);
+            return (delivery.reject(false), &counters.rejected);
         };
         match retry::move_failed(&self.publisher, schedule, delivery, attempt, reason, park).await {
             Ok(moved) => {
@@ -885,12 +885,12 @@ impl Settle {
                         &counters.parked
                     }
                 };
-                (delivery.ack().await, counter)
+                (delivery.ack(), counter)
             }
             Err(e) => {
                 // Not moved: it stays the broker's, back in its queue, and nothing is lost.
                 tracing::error!(queue = &*self.queue, attempt, error = %e, "could not move a failed message; requeued");
-                (delivery.nack(true).await, &counters.requeued)
+                (delivery.nack(true), &counters.requeued)
             }
         }
     }
