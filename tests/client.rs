@@ -1,5 +1,11 @@
 //! The tokio client against the real RabbitMQ: scopes, declarations, publishing with
-//! confirms, getting, consuming, and every server close a user meets.
+//! confirms, getting, consuming, and every server close a user meets (the tests in this
+//! file); the rest of the client's area in one binary, a module each:
+//!
+//! - [`channel_ops`]: every channel operation with its error paths.
+//! - [`lifecycle`]: what a user sees around a close and around a cancelled call.
+//! - [`connecting`]: Unix sockets, host lists, `update-secret`, the EXTERNAL mechanism.
+//! - [`wire`]: the sans-IO codec against the broker byte for byte, on a plain socket.
 
 use std::time::Duration;
 
@@ -9,6 +15,15 @@ use serena::{
     open_connection,
 };
 use serena_tests::unique_name;
+
+#[path = "client/channel_ops.rs"]
+mod channel_ops;
+#[path = "client/connecting.rs"]
+mod connecting;
+#[path = "client/lifecycle.rs"]
+mod lifecycle;
+#[path = "client/wire.rs"]
+mod wire;
 
 fn config() -> ConnectionConfig {
     let addr = serena_tests::broker_addr();

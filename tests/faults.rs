@@ -10,6 +10,10 @@
 //! - [`negotiation`]: the limits the client settles in `tune-ok`, read off the wire, and kept.
 //! - [`close_handshake`]: `connection.close` / `close-ok` in both directions, on the wire.
 //! - [`channel_close`]: a channel the server closed fails every later call at once.
+//! - [`hostile`]: a scripted server breaking one rule of AMQP 0-9-1 at a time gets the close
+//!   the rule calls for, and the user a typed error.
+//! - [`proxy_faults`]: cuts, stalls and latency injected by a TCP proxy between serena and the
+//!   real broker, also under a supervisor.
 //!
 //! Every wait is bounded with `tokio::time::timeout`, so a hang is a test failure, and every
 //! assertion is on what a user of the client sees: the scope's error, the calls' results,
@@ -31,8 +35,12 @@ mod fake_server;
 mod forced_close;
 #[path = "faults/heartbeat.rs"]
 mod heartbeat;
+#[path = "faults/hostile.rs"]
+mod hostile;
 #[path = "faults/negotiation.rs"]
 mod negotiation;
+#[path = "faults/proxy_faults.rs"]
+mod proxy_faults;
 
 /// The longest any single test may run before it counts as a hang.
 const LIMIT: Duration = Duration::from_secs(60);
