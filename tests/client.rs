@@ -25,15 +25,9 @@ mod lifecycle;
 #[path = "client/wire.rs"]
 mod wire;
 
+/// The test broker; every connection of these tests has the same name.
 fn config() -> ConnectionConfig {
-    let addr = serena_tests::broker_addr();
-    let (host, port) = addr.rsplit_once(':').expect("host:port");
-    ConnectionConfig {
-        host: host.into(),
-        port: port.parse().expect("port"),
-        connection_name: Some("serena-tests".into()),
-        ..Default::default()
-    }
+    serena_tests::config("serena-tests")
 }
 
 fn auto_delete() -> QueueDeclareOptions {

@@ -21,9 +21,11 @@
 
 use std::time::{Duration, Instant};
 
-use serena::{CloseScope, ConnectionConfig, Error, QueueDeclareOptions, open_connection};
+use serena::{CloseScope, ConnectionConfig, Error, open_connection};
 use serena_tests::cancel::Cancelled;
 use serena_tests::fake_peer::PeerResult;
+// The real broker's configuration, as opposed to a fake server's `client_config`.
+use serena_tests::{config as broker_config, exclusive};
 
 #[path = "faults/channel_close.rs"]
 mod channel_close;
@@ -44,27 +46,6 @@ mod proxy_faults;
 
 /// The longest any single test may run before it counts as a hang.
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// A configuration for the real broker, with `name` as the connection's client-provided name
-/// (what `rabbitmqctl` finds it by).
-fn broker_config(name: &str) -> ConnectionConfig {
-    let addr = serena_tests::broker_addr();
-    let (host, port) = addr.rsplit_once(':').expect("host:port");
-    ConnectionConfig {
-        host: host.into(),
-        port: port.parse().expect("port"),
-        connection_name: Some(name.into()),
-        ..Default::default()
-    }
-}
-
-/// A queue only this connection can use, deleted with it.
-fn exclusive() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        exclusive: true,
-        ..Default::default()
-    }
-}
 
 /// Asserts `err` is the broker's forced close of the whole connection (320).
 fn assert_forced(err: &Error) {

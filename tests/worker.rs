@@ -19,20 +19,13 @@ use serena::worker::{
 };
 use serena::{ConnectionConfig, Error, QueueDeclareOptions, open_connection};
 use serena_tests::handlers::handler_fn;
-use serena_tests::{publish_ids, unique_name};
+use serena_tests::{config, publish_ids, unique_name};
 use tokio::sync::Notify;
 
 #[path = "worker/consumers.rs"]
 mod consumers;
 #[path = "worker/retries.rs"]
 mod retries;
-
-fn config(name: &str) -> ConnectionConfig {
-    ConnectionConfig {
-        connection_name: Some(name.to_owned()),
-        ..Default::default()
-    }
-}
 
 fn fast_backoff() -> Backoff {
     Backoff {
