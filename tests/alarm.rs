@@ -25,11 +25,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use serena::{
-    Channel, ConnectionConfig, Error, PublishOptions, QueueDeclareOptions, open_connection,
-};
+use serena::{Channel, Error, PublishOptions, QueueDeclareOptions, open_connection};
 use serena_tests::rabbitmqctl::MemoryAlarm;
-use serena_tests::unique_name;
+use serena_tests::{config, unique_name};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
@@ -47,13 +45,6 @@ const UNSENT: u32 = 100;
 
 /// A message sent before its connection was blocked, then timed out: fate unknown.
 const SENT_LATE: u32 = 101;
-
-fn config(name: &str) -> ConnectionConfig {
-    ConnectionConfig {
-        connection_name: Some(name.to_owned()),
-        ..ConnectionConfig::default()
-    }
-}
 
 fn with_timeout() -> PublishOptions {
     PublishOptions {

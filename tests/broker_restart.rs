@@ -68,11 +68,12 @@ impl Drop for StoppedApp {
     }
 }
 
+/// The test broker, the connection named `name`, connecting for at most 5 s (the broker may
+/// be down).
 fn config(name: &str) -> ConnectionConfig {
     ConnectionConfig {
-        connection_name: Some(name.to_owned()),
         connection_timeout: Duration::from_secs(5),
-        ..ConnectionConfig::default()
+        ..serena_tests::config(name)
     }
 }
 

@@ -1,5 +1,11 @@
 //! The tokio client against the real RabbitMQ: scopes, declarations, publishing with
-//! confirms, getting, consuming, and every server close a user meets.
+//! confirms, getting, consuming, and every server close a user meets (the tests in this
+//! file); the rest of the client's area in one binary, a module each:
+//!
+//! - [`channel_ops`]: every channel operation with its error paths.
+//! - [`lifecycle`]: what a user sees around a close and around a cancelled call.
+//! - [`connecting`]: Unix sockets, host lists, `update-secret`, the EXTERNAL mechanism.
+//! - [`wire`]: the sans-IO codec against the broker byte for byte, on a plain socket.
 
 use std::time::Duration;
 
@@ -10,15 +16,18 @@ use serena::{
 };
 use serena_tests::unique_name;
 
+#[path = "client/channel_ops.rs"]
+mod channel_ops;
+#[path = "client/connecting.rs"]
+mod connecting;
+#[path = "client/lifecycle.rs"]
+mod lifecycle;
+#[path = "client/wire.rs"]
+mod wire;
+
+/// The test broker; every connection of these tests has the same name.
 fn config() -> ConnectionConfig {
-    let addr = serena_tests::broker_addr();
-    let (host, port) = addr.rsplit_once(':').expect("host:port");
-    ConnectionConfig {
-        host: host.into(),
-        port: port.parse().expect("port"),
-        connection_name: Some("serena-tests".into()),
-        ..Default::default()
-    }
+    serena_tests::config("serena-tests")
 }
 
 fn auto_delete() -> QueueDeclareOptions {

@@ -10,6 +10,10 @@
 //! - [`negotiation`]: the limits the client settles in `tune-ok`, read off the wire, and kept.
 //! - [`close_handshake`]: `connection.close` / `close-ok` in both directions, on the wire.
 //! - [`channel_close`]: a channel the server closed fails every later call at once.
+//! - [`hostile`]: a scripted server breaking one rule of AMQP 0-9-1 at a time gets the close
+//!   the rule calls for, and the user a typed error.
+//! - [`proxy_faults`]: cuts, stalls and latency injected by a TCP proxy between serena and the
+//!   real broker, also under a supervisor.
 //!
 //! Every wait is bounded with `tokio::time::timeout`, so a hang is a test failure, and every
 //! assertion is on what a user of the client sees: the scope's error, the calls' results,
@@ -17,9 +21,11 @@
 
 use std::time::{Duration, Instant};
 
-use serena::{CloseScope, ConnectionConfig, Error, QueueDeclareOptions, open_connection};
+use serena::{CloseScope, ConnectionConfig, Error, open_connection};
 use serena_tests::cancel::Cancelled;
 use serena_tests::fake_peer::PeerResult;
+// The real broker's configuration, as opposed to a fake server's `client_config`.
+use serena_tests::{config as broker_config, exclusive};
 
 #[path = "faults/channel_close.rs"]
 mod channel_close;
@@ -31,32 +37,15 @@ mod fake_server;
 mod forced_close;
 #[path = "faults/heartbeat.rs"]
 mod heartbeat;
+#[path = "faults/hostile.rs"]
+mod hostile;
 #[path = "faults/negotiation.rs"]
 mod negotiation;
+#[path = "faults/proxy_faults.rs"]
+mod proxy_faults;
 
 /// The longest any single test may run before it counts as a hang.
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// A configuration for the real broker, with `name` as the connection's client-provided name
-/// (what `rabbitmqctl` finds it by).
-fn broker_config(name: &str) -> ConnectionConfig {
-    let addr = serena_tests::broker_addr();
-    let (host, port) = addr.rsplit_once(':').expect("host:port");
-    ConnectionConfig {
-        host: host.into(),
-        port: port.parse().expect("port"),
-        connection_name: Some(name.into()),
-        ..Default::default()
-    }
-}
-
-/// A queue only this connection can use, deleted with it.
-fn exclusive() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        exclusive: true,
-        ..Default::default()
-    }
-}
 
 /// Asserts `err` is the broker's forced close of the whole connection (320).
 fn assert_forced(err: &Error) {

@@ -1,7 +1,12 @@
 //! The supervisor against the real RabbitMQ: acks, dead-lettering, panics, the concurrency
 //! limit, restarts after forced closes without losing a message, graceful shutdown, the
 //! errors it must stop on instead of looping and those it restarts on, an exclusive consumer
-//! standing by for its turn, and readiness that says why a worker is not ready.
+//! standing by for its turn, and readiness that says why a worker is not ready (the tests in
+//! this file); the rest of the worker's area in one binary, a module each:
+//!
+//! - [`consumers`]: `#[consumer]` handlers end to end, and a handler that fails every message.
+//! - [`retries`]: the failure policy: retry schedules, retries in the worker, parking, a
+//!   handler that settles its own delivery.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,15 +19,13 @@ use serena::worker::{
 };
 use serena::{ConnectionConfig, Error, QueueDeclareOptions, open_connection};
 use serena_tests::handlers::handler_fn;
-use serena_tests::{publish_ids, unique_name};
+use serena_tests::{config, publish_ids, unique_name};
 use tokio::sync::Notify;
 
-fn config(name: &str) -> ConnectionConfig {
-    ConnectionConfig {
-        connection_name: Some(name.to_owned()),
-        ..Default::default()
-    }
-}
+#[path = "worker/consumers.rs"]
+mod consumers;
+#[path = "worker/retries.rs"]
+mod retries;
 
 fn fast_backoff() -> Backoff {
     Backoff {

@@ -1,4 +1,5 @@
-//! Shared helpers for the integration tests: where the broker is, unique names, the broker's
+//! Shared helpers for the integration tests: where the broker is and a configuration for it,
+//! unique names, bounded waits, the queue options most tests declare with, the broker's
 //! operator tool ([`rabbitmqctl`]), a scripted fake server ([`fake_peer`]) and a blocking
 //! connection speaking the raw protocol through `serena::proto` ([`wire`]) and a fault-injecting
 //! TCP proxy ([`proxy`]).
@@ -11,10 +12,50 @@ pub mod rabbitmqctl;
 pub mod wire;
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serena::{ConnectionConfig, QueueDeclareOptions};
 
 /// Address of the broker the tests use; `SERENA_TEST_BROKER` overrides it.
 pub fn broker_addr() -> String {
     std::env::var("SERENA_TEST_BROKER").unwrap_or_else(|_| "127.0.0.1:5672".to_owned())
+}
+
+/// A configuration for the broker the tests use ([`broker_addr`]) as guest, the connection
+/// named `name`: the name the management UI shows and [`rabbitmqctl`] finds it by, so a test
+/// that closes it by name passes a [`unique_name`].
+pub fn config(name: &str) -> ConnectionConfig {
+    let addr = broker_addr();
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    ConnectionConfig {
+        host: host.into(),
+        port: port.parse().expect("port"),
+        connection_name: Some(name.to_owned()),
+        ..ConnectionConfig::default()
+    }
+}
+
+/// Awaits `f` for at most `limit`; a timeout fails the test naming `what`.
+pub async fn within<F: IntoFuture>(limit: Duration, what: &str, f: F) -> F::Output {
+    tokio::time::timeout(limit, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing within {limit:?}"))
+}
+
+/// A queue only its connection uses, gone with it (even when the test fails).
+pub fn exclusive() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    }
+}
+
+/// A passive declare: checks that the queue exists and reads its counts, changes nothing.
+pub fn passive() -> QueueDeclareOptions {
+    QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    }
 }
 
 /// A name no other test (or run) uses: `prefix` plus the process id and a counter.

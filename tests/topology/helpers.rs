@@ -6,10 +6,10 @@ use std::path::Path;
 
 use serena::topology::{ApplyReport, Destination, Entity, EntityName, Topology, TopologyExt};
 use serena::{Connection, ConnectionConfig, QueueDeclareOptions, UnexpectedCloseError};
-use serena_tests::broker_addr;
 
+/// The test broker; every connection of these tests has the same name.
 pub(crate) fn config() -> ConnectionConfig {
-    ConnectionConfig::from_uri(&format!("amqp://guest:guest@{}/%2f", broker_addr())).unwrap()
+    serena_tests::config("serena-tests topology")
 }
 
 /// The repository's example topology with every name prefixed by `prefix`.

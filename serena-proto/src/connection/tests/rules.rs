@@ -13,8 +13,8 @@
 //!
 //! Frames the server may legitimately still send (between our `channel.close` and its
 //! `close-ok`, or when closes cross) must not be taken for violations: the last two tests check
-//! that the connection lives on. `tests/hostile.rs` keeps a few of these cases end to end, over
-//! a socket, with the handshake's own rules.
+//! that the connection lives on. `tests/faults/hostile.rs` keeps a few of these cases end to end,
+//! over a socket, with the handshake's own rules.
 
 use std::sync::mpsc::{Receiver, channel};
 

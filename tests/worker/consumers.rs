@@ -200,7 +200,7 @@ struct Attempts {
 
 /// Fails every message; with `on_error = "requeue"` each one is requeued at once until the
 /// queue's delivery limit dead-letters it (the default, a retry later, is tested in
-/// tests/retries.rs).
+/// tests/worker/retries.rs).
 #[consumer(queue = "serena-test.consumers.failing", on_error = "requeue")]
 async fn always_fails(
     body: bytes::Bytes,

@@ -33,7 +33,7 @@ use serena::{
     ExchangeDeclareOptions, PublishOptions, QueueDeclareOptions, Result, UnexpectedCloseError,
     open_connection,
 };
-use serena_tests::unique_name;
+use serena_tests::{exclusive, passive, unique_name, within};
 
 #[path = "channel_ops/channels.rs"]
 mod channels;
@@ -51,22 +51,9 @@ const TEST_LIMIT: Duration = Duration::from_secs(60);
 /// Upper bound for one awaited event: a delivery, a close, a pool refill.
 const STEP: Duration = Duration::from_secs(5);
 
+/// The test broker; every connection of these tests has the same name.
 fn config() -> ConnectionConfig {
-    let addr = serena_tests::broker_addr();
-    let (host, port) = addr.rsplit_once(':').expect("host:port");
-    ConnectionConfig {
-        host: host.into(),
-        port: port.parse().expect("port"),
-        connection_name: Some("serena-tests channel_ops".into()),
-        ..Default::default()
-    }
-}
-
-/// Awaits `f` for at most `limit`; a timeout fails the test naming `what`.
-async fn within<F: IntoFuture>(limit: Duration, what: &str, f: F) -> F::Output {
-    tokio::time::timeout(limit, f)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: nothing within {limit:?}"))
+    serena_tests::config("serena-tests channel_ops")
 }
 
 /// Runs `body` in a connection of its own and returns its value; any error fails the test.
@@ -79,25 +66,10 @@ async fn with_connection<T>(
         .expect("the connection and the test body")
 }
 
-/// A queue that goes away with its connection.
-fn exclusive() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        exclusive: true,
-        ..Default::default()
-    }
-}
-
 fn exclusive_with(arguments: FieldTable) -> QueueDeclareOptions {
     QueueDeclareOptions {
         arguments,
         ..exclusive()
-    }
-}
-
-fn passive() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
     }
 }
 

@@ -45,13 +45,7 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 /// A configuration straight to the broker, for setting up and checking.
 fn direct() -> ConnectionConfig {
-    let addr = serena_tests::broker_addr();
-    let (host, port) = addr.rsplit_once(':').expect("host:port");
-    ConnectionConfig {
-        host: host.into(),
-        port: port.parse().expect("port"),
-        ..ConnectionConfig::default()
-    }
+    serena_tests::config("serena-tests proxy_faults direct")
 }
 
 /// Runs `body` on a channel of a direct connection; any failure fails the test.

@@ -46,11 +46,8 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use serena::proto::BasicProperties;
-use serena::{
-    Channel, CloseScope, Connection, ConnectionConfig, Error, QueueDeclareOptions, Result,
-    open_connection,
-};
-use serena_tests::unique_name;
+use serena::{Channel, CloseScope, Connection, Error, Result, open_connection};
+use serena_tests::{exclusive, passive, unique_name, within};
 use tokio::time::{Instant, timeout};
 
 #[path = "lifecycle/after_close.rs"]
@@ -73,33 +70,16 @@ const SETTLE: Duration = Duration::from_millis(300);
 /// alone, many times that when the whole binary runs at once.
 const RACE_FOR: Duration = Duration::from_secs(3);
 
-/// A configuration for the real broker, the connection named after its test.
-fn config(name: &str) -> ConnectionConfig {
-    let addr = serena_tests::broker_addr();
-    let (host, port) = addr.rsplit_once(':').expect("host:port");
-    ConnectionConfig {
-        host: host.into(),
-        port: port.parse().expect("port"),
-        connection_name: Some(unique_name(name)),
-        ..Default::default()
-    }
-}
-
-/// Runs `body` in a connection of its own, bounded by [`LIMIT`], and returns its value. The
-/// connection ending (its scope's error) and any failed call fail the test, saying which.
+/// Runs `body` in a connection of its own (named after its test), bounded by [`LIMIT`], and
+/// returns its value. The connection ending (its scope's error) and any failed call fail the
+/// test, saying which.
 async fn scope<T>(name: &str, body: impl AsyncFnOnce(&Connection) -> Result<T>) -> T {
-    match timeout(LIMIT, open_connection(&config(name), body)).await {
+    let config = serena_tests::config(&unique_name(name));
+    match timeout(LIMIT, open_connection(&config, body)).await {
         Err(_) => panic!("{name}: still running after {LIMIT:?}: a hang"),
         Ok(Err(e)) => panic!("{name}: the connection ended or a call failed: {e} ({e:?})"),
         Ok(Ok(v)) => v,
     }
-}
-
-/// Awaits `f` for at most `limit`; a timeout fails the test naming `what`.
-async fn within<F: IntoFuture>(limit: Duration, what: &str, f: F) -> F::Output {
-    timeout(limit, f)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: nothing within {limit:?}"))
 }
 
 /// Calls `probe` every 20 ms until `done` holds for its value, for at most [`STEP`]; past it
@@ -120,21 +100,6 @@ async fn eventually<T: Debug>(
             "{what}: not within {STEP:?}; last seen {value:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A queue only this connection uses, deleted with it.
-fn exclusive() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        exclusive: true,
-        ..Default::default()
-    }
-}
-
-fn passive() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
     }
 }
 

@@ -26,14 +26,11 @@ fn broker() -> Endpoint {
     Endpoint::new(host, port.parse().expect("port"))
 }
 
+/// The test broker, the connection named `name`, connecting for at most 5 s per broker.
 fn config(name: &str) -> ConnectionConfig {
-    let broker = broker();
     ConnectionConfig {
-        host: broker.host,
-        port: broker.port,
-        connection_name: Some(name.to_owned()),
         connection_timeout: Duration::from_secs(5),
-        ..Default::default()
+        ..serena_tests::config(name)
     }
 }
 

@@ -103,8 +103,9 @@ async fn run_until(
     handle.stats()
 }
 
+/// The test broker; every connection of these tests has the same name.
 fn config() -> ConnectionConfig {
-    ConnectionConfig::default()
+    serena_tests::config("serena-tests retries")
 }
 
 #[tokio::test]
