@@ -565,6 +565,8 @@ async fn a_supervisor_that_cannot_connect_says_why() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exclusive_standby_takes_over_when_the_active_connection_closes() {
     const TOTAL: u32 = 300;
+    // The active worker stalls after this many (see the handler).
+    const STALL_AT: usize = 50;
     let q_name = unique_name("exclusive");
     let q = q_name.as_str();
     let side_name = unique_name("side");
@@ -584,8 +586,14 @@ async fn an_exclusive_standby_takes_over_when_the_active_connection_closes() {
         handler_fn(spec, move |d| {
             let handled = handled.clone();
             async move {
-                // Slow enough that the close lands mid-stream, with messages unacked.
                 tokio::time::sleep(Duration::from_millis(10)).await;
+                let stall = who == "active" && handled.lock().expect("lock").len() >= STALL_AT;
+                if stall {
+                    // The close lands mid-stream, with messages unacked, however long
+                    // rabbitmqctl takes to start: the active worker handles nothing more until
+                    // its connection is closed, which cancels this handler.
+                    std::future::pending::<()>().await;
+                }
                 handled.lock().expect("lock").push((who, body_number(&d)));
                 Outcome::Ack
             }
@@ -660,7 +668,7 @@ async fn an_exclusive_standby_takes_over_when_the_active_connection_closes() {
     wait_until(
         "the active worker consumes",
         Duration::from_secs(20),
-        || handled.lock().expect("lock").len() >= 50,
+        || handled.lock().expect("lock").len() >= STALL_AT,
     )
     .await;
     serena_tests::rabbitmqctl::close_connection_async(
