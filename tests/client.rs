@@ -251,7 +251,7 @@ async fn nan_header_is_refused_before_it_can_kill_the_connection() {
     let q = unique_name("nan");
     open_connection(&config(), async |conn| {
         conn.open_channel(async |ch| {
-            ch.queue_declare(&q, auto_delete()).await?;
+            ch.queue_declare(&q, serena_tests::exclusive()).await?;
             let headers = FieldTable::new()
                 .with("fine", 1.5f64)
                 .with("nested", vec![FieldValue::F32(f32::NAN)]);
@@ -293,7 +293,7 @@ async fn amqplain_login_and_uri_settings_work_against_the_broker() {
             Some("RabbitMQ")
         );
         conn.open_channel(async |ch| {
-            ch.queue_declare(&q, auto_delete()).await?;
+            ch.queue_declare(&q, serena_tests::exclusive()).await?;
             // 20 kB at frame_max 8192: split into three body frames and joined again.
             let body = vec![7u8; 20_000];
             ch.basic_publish("", &q, &body, Default::default()).await?;

@@ -571,8 +571,10 @@ async fn an_exclusive_standby_takes_over_when_the_active_connection_closes() {
     let q = q_name.as_str();
     let side_name = unique_name("side");
     let side = side_name.as_str();
-    fill(q, FieldTable::new(), 0).await;
-    fill(side, FieldTable::new(), 0).await;
+    // Gone a minute after this test even when it fails before deleting them.
+    let expires = || FieldTable::new().with("x-expires", 60_000i32);
+    fill(q, expires(), 0).await;
+    fill(side, expires(), 0).await;
     let active_name = unique_name("active");
     // (which supervisor, message number) of every handled delivery, in order.
     let handled: Arc<Mutex<Vec<(&'static str, u32)>>> = Arc::default();

@@ -139,7 +139,9 @@ fn amqplain_login_and_a_smaller_frame_max() -> TestResult {
     // A body of several 4096-byte frames both ways: the decoder refuses any larger frame.
     conn.open_channel(1)?;
     let q = unique_name("amqplain");
-    declare_queue(&mut conn, 1, &q, FieldTable::new())?;
+    // Gone a minute after this test, whatever happens to it.
+    let expires = FieldTable::new().with("x-expires", 60_000i32);
+    declare_queue(&mut conn, 1, &q, expires)?;
     let body: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
     conn.publish(1, "", &q, &BasicProperties::default(), &body)?;
     let frames_before = conn.body_frames();
