@@ -60,6 +60,7 @@ pub enum AuthMechanism {
 /// # let _ = cert;
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ClientCertificate {
     /// The certificate, followed by any intermediate certificates (`certfile`).
     pub cert_file: PathBuf,
@@ -73,6 +74,7 @@ pub struct ClientCertificate {
 /// The files are read on every connection attempt, so certificates rotated on disk are used
 /// from the next (re)connection on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TlsOptions {
     /// PEM file of the CA certificates the server's certificate must chain to (`cacertfile`);
     /// `None`: the system's trusted roots.
@@ -158,6 +160,7 @@ impl fmt::Display for Endpoint {
 /// # let _ = config;
 /// ```
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConnectionConfig {
     /// Host name or address, or the absolute path of a Unix socket (see [`Endpoint`]).
     pub host: String,

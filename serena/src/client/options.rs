@@ -1,7 +1,8 @@
 //! The options of the channel's calls: declaring, publishing and consuming.
 //!
-//! Start from `Default` (or the `const` `new`) and chain the `with_*` builders, or set the
-//! public fields on a `let mut`.
+//! Each is `#[non_exhaustive]`, so options can be added without breaking callers: start from
+//! `Default` (or the `const` `new`) and chain the `with_*` builders, or set the public fields
+//! on a `let mut`.
 
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use crate::error::Error;
 /// assert!(options.durable && !options.auto_delete);
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ExchangeDeclareOptions {
     /// Only check that the exchange exists (fails with 404 if not).
     pub passive: bool,
@@ -97,6 +99,7 @@ impl Default for ExchangeDeclareOptions {
 /// assert!(options.exclusive && !options.durable);
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct QueueDeclareOptions {
     /// Only check that the queue exists (fails with 404 if not).
     pub passive: bool,
@@ -175,6 +178,7 @@ impl Default for QueueDeclareOptions {
 /// assert!(!FIRE_AND_RETURN.mandatory && bounded.mandatory);
 /// ```
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct PublishOptions {
     /// An unroutable message is returned and the publish fails with
     /// [`Error::Returned`] (default `true`).
@@ -239,6 +243,7 @@ impl Default for PublishOptions {
 /// assert_eq!(options.consumer_tag, "audit");
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ConsumeOptions {
     /// Consumer tag; serena picks a unique one when empty.
     pub consumer_tag: String,

@@ -1,6 +1,7 @@
 //! The `with_*` builders of [`ConnectionConfig`], [`TlsOptions`] and [`ClientCertificate`].
 //!
-//! Start from `Default` and chain these, or set the public fields on a `let mut`. Strings and paths take anything that converts into them.
+//! The three are `#[non_exhaustive]`: start from `Default` and chain these, or set the public
+//! fields on a `let mut`. Strings and paths take anything that converts into them.
 
 use std::path::PathBuf;
 use std::time::Duration;
