@@ -25,10 +25,7 @@ async fn main() -> Result<(), Error> {
         conn.open_channel(async |ch| {
             ch.queue_declare(
                 &queue,
-                QueueDeclareOptions {
-                    auto_delete: true,
-                    ..Default::default()
-                },
+                QueueDeclareOptions::default().with_auto_delete(true),
             )
             .await?;
             let body = [0x5au8; 64];
@@ -54,13 +51,7 @@ async fn main() -> Result<(), Error> {
             }
             let elapsed = started.elapsed();
             let depth = ch
-                .queue_declare(
-                    &queue,
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                )
+                .queue_declare(&queue, QueueDeclareOptions::default().with_passive(true))
                 .await?
                 .message_count;
             assert_eq!(

@@ -47,10 +47,7 @@ const UNSENT: u32 = 100;
 const SENT_LATE: u32 = 101;
 
 fn with_timeout() -> PublishOptions {
-    PublishOptions {
-        timeout: Some(USER_TIMEOUT),
-        ..PublishOptions::default()
-    }
+    PublishOptions::default().with_timeout(Some(USER_TIMEOUT))
 }
 
 /// Asserts a timed publish failed with the user's timeout, on time.

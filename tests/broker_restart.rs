@@ -71,10 +71,7 @@ impl Drop for StoppedApp {
 /// The test broker, the connection named `name`, connecting for at most 5 s (the broker may
 /// be down).
 fn config(name: &str) -> ConnectionConfig {
-    ConnectionConfig {
-        connection_timeout: Duration::from_secs(5),
-        ..serena_tests::config(name)
-    }
+    serena_tests::config(name).with_connection_timeout(Duration::from_secs(5))
 }
 
 /// What a publisher did.
@@ -96,10 +93,7 @@ async fn publisher(first: u32, queue: String, stop: Arc<AtomicBool>) -> Publishe
     let mut next = first;
     let mut unconfirmed: Vec<u32> = Vec::new();
     let persistent = BasicProperties::default().with_persistent(true);
-    let options = PublishOptions {
-        timeout: Some(Duration::from_secs(5)),
-        ..PublishOptions::default()
-    };
+    let options = PublishOptions::default().with_timeout(Some(Duration::from_secs(5)));
     let name = unique_name("restart-publisher");
     let mut connected_once = false;
     loop {
@@ -193,10 +187,7 @@ async fn on_broker<T: std::fmt::Debug>(
 async fn a_supervisor_and_publishers_ride_out_a_broker_restart_losing_nothing() {
     let q_name = unique_name("restart");
     let q = q_name.as_str();
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
+    let durable = QueueDeclareOptions::default().with_durable(true);
     on_broker(async |ch| ch.queue_declare(q, durable.clone()).await).await;
 
     let seen: Arc<Mutex<HashMap<u32, u32>>> = Arc::default();

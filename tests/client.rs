@@ -31,10 +31,7 @@ fn config() -> ConnectionConfig {
 }
 
 fn auto_delete() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        auto_delete: true,
-        ..Default::default()
-    }
+    QueueDeclareOptions::default().with_auto_delete(true)
 }
 
 #[tokio::test]
@@ -72,14 +69,8 @@ async fn missing_queue_closes_the_channel_with_404_and_the_connection_lives_on()
     open_connection(&config(), async |conn| {
         let err = conn
             .open_channel(async |ch| {
-                ch.queue_declare(
-                    &q,
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                )
-                .await
+                ch.queue_declare(&q, QueueDeclareOptions::default().with_passive(true))
+                    .await
             })
             .await
             .expect_err("the channel is closed by the server");
@@ -142,13 +133,7 @@ async fn thousand_concurrent_publishes_on_one_channel_are_all_confirmed() {
                 c.await?;
             }
             let ok = ch
-                .queue_declare(
-                    &q,
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                )
+                .queue_declare(&q, QueueDeclareOptions::default().with_passive(true))
                 .await?;
             ch.queue_delete(&q, false, false).await?;
             Ok::<_, Error>(ok.message_count)
@@ -192,10 +177,7 @@ async fn consumer_receives_in_order_and_ends_when_its_queue_is_deleted() {
 
 #[tokio::test]
 async fn wrong_password_is_access_refused() {
-    let cfg = ConnectionConfig {
-        password: serena::Password::new("not-the-password"),
-        ..config()
-    };
+    let cfg = config().with_password(serena::Password::new("not-the-password"));
     let err = open_connection(&cfg, async |_| Ok::<_, Error>(()))
         .await
         .expect_err("refused");
@@ -204,10 +186,7 @@ async fn wrong_password_is_access_refused() {
 
 #[tokio::test]
 async fn unknown_vhost_is_not_allowed() {
-    let cfg = ConnectionConfig {
-        virtual_host: unique_name("no-such-vhost"),
-        ..config()
-    };
+    let cfg = config().with_virtual_host(unique_name("no-such-vhost"));
     let err = open_connection(&cfg, async |_| Ok::<_, Error>(()))
         .await
         .expect_err("refused");

@@ -178,14 +178,8 @@ async fn round_trip(config: &ConnectionConfig) -> Result<(), Error> {
     let big: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
     open_connection(config, async |conn| {
         conn.open_channel(async |ch| {
-            ch.queue_declare(
-                &q,
-                QueueDeclareOptions {
-                    auto_delete: true,
-                    ..Default::default()
-                },
-            )
-            .await?;
+            ch.queue_declare(&q, QueueDeclareOptions::default().with_auto_delete(true))
+                .await?;
             ch.basic_publish("", &q, b"small", Default::default())
                 .await?;
             ch.basic_publish("", &q, big.clone(), Default::default())

@@ -224,24 +224,17 @@ async fn a_406_names_the_difference_and_the_rest_is_still_applied() {
     // What already exists, unlike the topology.
     let conn = Connection::open(&config()).await.unwrap();
     let ch = conn.channel().await.unwrap();
-    let durable_x = serena::ExchangeDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
+    let durable_x = serena::ExchangeDeclareOptions::default().with_durable(true);
     ch.exchange_declare(&fan, "fanout", durable_x)
         .await
         .unwrap();
-    let durable_q = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
+    let durable_q = QueueDeclareOptions::default().with_durable(true);
     ch.queue_declare(&durable, durable_q.clone()).await.unwrap();
-    let with_limit = QueueDeclareOptions {
-        arguments: FieldTable::new()
+    let with_limit = durable_q.with_arguments(
+        FieldTable::new()
             .with("x-queue-type", "classic")
             .with("x-max-length", 10i64),
-        ..durable_q
-    };
+    );
     ch.queue_declare(&limited, with_limit).await.unwrap();
     ch.close().await.unwrap();
 
@@ -293,10 +286,7 @@ async fn a_406_names_the_difference_and_the_rest_is_still_applied() {
     );
     // The failing entities were left as they were: the queue is still there, still durable.
     let ch = conn.channel().await.unwrap();
-    let still_durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
+    let still_durable = QueueDeclareOptions::default().with_durable(true);
     ch.queue_declare(&durable, still_durable).await.unwrap();
     ch.close().await.unwrap();
     conn.close().await.unwrap();

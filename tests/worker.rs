@@ -41,10 +41,7 @@ async fn fill(queue: &str, arguments: FieldTable, count: u32) {
         conn.open_channel(async |ch| {
             ch.queue_declare(
                 queue,
-                QueueDeclareOptions {
-                    arguments,
-                    ..Default::default()
-                },
+                QueueDeclareOptions::default().with_arguments(arguments),
             )
             .await?;
             publish_ids(ch, "", queue, 0..u64::from(count), 500).await
@@ -60,13 +57,7 @@ async fn depth_and_delete(queue: &str) -> u32 {
     open_connection(&ConnectionConfig::default(), async |conn| {
         conn.open_channel(async |ch| {
             let n = ch
-                .queue_declare(
-                    queue,
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                )
+                .queue_declare(queue, QueueDeclareOptions::default().with_passive(true))
                 .await?
                 .message_count;
             ch.queue_delete(queue, false, false).await?;
@@ -416,10 +407,7 @@ async fn errors_a_restart_cannot_fix_stop_the_supervisor() {
         (Phase::StartConsumers, Some(404))
     );
 
-    let bad_login = ConnectionConfig {
-        password: serena::Password::new("wrong"),
-        ..Default::default()
-    };
+    let bad_login = ConnectionConfig::default().with_password(serena::Password::new("wrong"));
     let err = tokio::time::timeout(
         Duration::from_secs(20),
         Supervisor::new(bad_login)
@@ -507,11 +495,11 @@ async fn a_supervisor_that_cannot_connect_says_why() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("address").port();
     drop(listener);
-    let sup = Supervisor::new(ConnectionConfig {
-        host: "127.0.0.1".into(),
-        port,
-        ..Default::default()
-    })
+    let sup = Supervisor::new(
+        ConnectionConfig::default()
+            .with_host("127.0.0.1")
+            .with_port(port),
+    )
     .consumer(handler_fn(
         ConsumerSpec::new("nowhere", "nowhere"),
         |_| async { Outcome::Ack },

@@ -24,17 +24,10 @@ use crate::scenario::{
 pub struct Serena;
 
 /// Every publish in the benchmark: not mandatory, as for the other clients.
-const NOT_MANDATORY: PublishOptions = PublishOptions {
-    mandatory: false,
-    immediate: false,
-    timeout: None,
-};
+const NOT_MANDATORY: PublishOptions = PublishOptions::new().with_mandatory(false);
 
 fn config() -> ConnectionConfig {
-    ConnectionConfig {
-        connection_name: Some("serena-bench".into()),
-        ..ConnectionConfig::default()
-    }
+    ConnectionConfig::default().with_connection_name(Some("serena-bench".into()))
 }
 
 async fn declare(ch: &Channel, queue: &str) -> Result<()> {
@@ -44,10 +37,7 @@ async fn declare(ch: &Channel, queue: &str) -> Result<()> {
 }
 
 fn passive() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    }
+    QueueDeclareOptions::default().with_passive(true)
 }
 
 /// Ready messages in `queue`.
@@ -142,13 +132,7 @@ async fn respond(queue: String, size: usize, stop: oneshot::Receiver<()>) -> Res
     open_connection(&config(), async |conn| -> Result<u64> {
         let ch = conn.channel().await?;
         let mut requests = ch
-            .basic_consume(
-                &queue,
-                ConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-            )
+            .basic_consume(&queue, ConsumeOptions::default().with_no_ack(true))
             .await?;
         let mut answered = 0;
         tokio::pin!(stop);
@@ -276,13 +260,7 @@ impl Client for Serena {
             declare(&ch, &names.main).await?;
             declare(&ch, &names.reply).await?;
             let mut replies = ch
-                .basic_consume(
-                    &names.reply,
-                    ConsumeOptions {
-                        no_ack: true,
-                        ..Default::default()
-                    },
-                )
+                .basic_consume(&names.reply, ConsumeOptions::default().with_no_ack(true))
                 .await?;
             let (stop, stopped) = oneshot::channel();
             let responder = tokio::spawn(respond(names.main.clone(), p.small_body, stopped));

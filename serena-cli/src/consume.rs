@@ -153,10 +153,7 @@ pub(crate) async fn run(args: ConsumeArgs, url: Option<&str>) -> Result<(), Fail
             let prefetch = u16::try_from(n).unwrap_or(u16::MAX);
             ch.basic_qos(prefetch, false).await.map_err(failed)?;
         }
-        let options = ConsumeOptions {
-            no_ack: args.no_ack,
-            ..ConsumeOptions::default()
-        };
+        let options = ConsumeOptions::default().with_no_ack(args.no_ack);
         let mut consumer = ch.basic_consume(queue, options).await.map_err(|e| {
             let hint = if e.reply_code() == Some(serena::UnexpectedCloseError::NOT_FOUND) {
                 "; declare it first (serena topology apply)"

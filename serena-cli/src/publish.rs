@@ -222,10 +222,7 @@ pub(crate) async fn run(args: PublishArgs, url: Option<&str>) -> Result<(), Fail
         }
     };
     let config = connection_config(url, &ConnectionSettings::default())?;
-    let options = PublishOptions {
-        mandatory: !args.no_mandatory,
-        ..PublishOptions::default()
-    };
+    let options = PublishOptions::default().with_mandatory(!args.no_mandatory);
     let (exchange, key) = (args.exchange.as_str(), args.routing_key.as_str());
     with_connection(&config, async |conn| {
         let ch = conn

@@ -353,10 +353,7 @@ fn apply_verify_and_drift() {
         let ch = conn.channel().await.unwrap();
         ch.queue_declare(
             &q,
-            serena::QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
+            serena::QueueDeclareOptions::default().with_durable(true),
         )
         .await
         .unwrap();

@@ -4,6 +4,7 @@
 //! order, or shuffled; TLS is on when [`ConnectionConfig::tls`] is set; a host that is an
 //! absolute path is a Unix socket. [`ConnectionConfig::from_uri`] documents the URI forms.
 
+mod builders;
 mod uri;
 
 use std::path::PathBuf;
@@ -47,8 +48,19 @@ pub enum AuthMechanism {
     External,
 }
 
-/// A client certificate and its private key, both PEM files.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A client certificate and its private key, both PEM files. `Default` leaves both paths
+/// empty: set them with the builders.
+///
+/// ```
+/// use serena::ClientCertificate;
+///
+/// let cert = ClientCertificate::default()
+///     .with_cert_file("/etc/app-tls/tls.crt")
+///     .with_key_file("/etc/app-tls/tls.key");
+/// # let _ = cert;
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ClientCertificate {
     /// The certificate, followed by any intermediate certificates (`certfile`).
     pub cert_file: PathBuf,
@@ -62,6 +74,7 @@ pub struct ClientCertificate {
 /// The files are read on every connection attempt, so certificates rotated on disk are used
 /// from the next (re)connection on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TlsOptions {
     /// PEM file of the CA certificates the server's certificate must chain to (`cacertfile`);
     /// `None`: the system's trusted roots.
@@ -124,30 +137,30 @@ impl fmt::Display for Endpoint {
 /// use std::time::Duration;
 /// use serena::{AuthMechanism, ClientCertificate, ConnectionConfig, Endpoint, TlsOptions};
 ///
-/// let config = ConnectionConfig {
-///     host: "rabbit-1.internal".into(),
-///     port: 5671,
-///     more_hosts: vec![
+/// let config = ConnectionConfig::default()
+///     .with_host("rabbit-1.internal")
+///     .with_port(5671)
+///     .with_more_hosts(vec![
 ///         Endpoint::new("rabbit-2.internal", 5671),
 ///         Endpoint::new("rabbit-3.internal", 5671),
-///     ],
-///     tls: Some(TlsOptions {
-///         ca_file: Some("/etc/rabbitmq-ca/ca.pem".into()),
-///         client_cert: Some(ClientCertificate {
-///             cert_file: "/etc/app-tls/tls.crt".into(),
-///             key_file: "/etc/app-tls/tls.key".into(),
-///         }),
-///         ..Default::default()
-///     }),
-///     auth_mechanism: AuthMechanism::External,
-///     virtual_host: "orders".into(),
-///     connection_name: Some("orders-worker".into()),
-///     connection_timeout: Duration::from_secs(5),
-///     ..Default::default()
-/// };
+///     ])
+///     .with_tls(Some(
+///         TlsOptions::default()
+///             .with_ca_file(Some("/etc/rabbitmq-ca/ca.pem".into()))
+///             .with_client_cert(Some(
+///                 ClientCertificate::default()
+///                     .with_cert_file("/etc/app-tls/tls.crt")
+///                     .with_key_file("/etc/app-tls/tls.key"),
+///             )),
+///     ))
+///     .with_auth_mechanism(AuthMechanism::External)
+///     .with_virtual_host("orders")
+///     .with_connection_name(Some("orders-worker".into()))
+///     .with_connection_timeout(Duration::from_secs(5));
 /// # let _ = config;
 /// ```
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConnectionConfig {
     /// Host name or address, or the absolute path of a Unix socket (see [`Endpoint`]).
     pub host: String,

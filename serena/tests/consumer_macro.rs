@@ -284,11 +284,9 @@ fn closed_port() -> serena::ConnectionConfig {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("address").port();
     drop(listener);
-    serena::ConnectionConfig {
-        host: "127.0.0.1".into(),
-        port,
-        ..Default::default()
-    }
+    serena::ConnectionConfig::default()
+        .with_host("127.0.0.1")
+        .with_port(port)
 }
 
 #[tokio::test]

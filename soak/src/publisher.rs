@@ -38,11 +38,9 @@ const QUEUE_EXPIRES_MS: i32 = 600_000;
 fn queue_options() -> QueueDeclareOptions {
     let mut arguments = FieldTable::new();
     arguments.insert("x-expires", QUEUE_EXPIRES_MS);
-    QueueDeclareOptions {
-        durable: true,
-        arguments,
-        ..Default::default()
-    }
+    QueueDeclareOptions::default()
+        .with_durable(true)
+        .with_arguments(arguments)
 }
 
 /// Declares `queues` (idempotent: the workers do it on every restart too).

@@ -67,19 +67,14 @@ async fn with_connection<T>(
 }
 
 fn exclusive_with(arguments: FieldTable) -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        arguments,
-        ..exclusive()
-    }
+    exclusive().with_arguments(arguments)
 }
 
 /// A non-durable exchange that goes away with its last binding.
 fn transient() -> ExchangeDeclareOptions {
-    ExchangeDeclareOptions {
-        durable: false,
-        auto_delete: true,
-        ..Default::default()
-    }
+    ExchangeDeclareOptions::default()
+        .with_durable(false)
+        .with_auto_delete(true)
 }
 
 fn no_args() -> FieldTable {

@@ -28,10 +28,7 @@ fn broker() -> Endpoint {
 
 /// The test broker, the connection named `name`, connecting for at most 5 s per broker.
 fn config(name: &str) -> ConnectionConfig {
-    ConnectionConfig {
-        connection_timeout: Duration::from_secs(5),
-        ..serena_tests::config(name)
-    }
+    serena_tests::config(name).with_connection_timeout(Duration::from_secs(5))
 }
 
 /// A local port nothing listens on: bound, then released.
@@ -45,14 +42,8 @@ async fn round_trip(config: &ConnectionConfig) -> Result<Endpoint, Error> {
     let q = unique_name("connecting");
     open_connection(config, async |conn| {
         conn.open_channel(async |ch| {
-            ch.queue_declare(
-                &q,
-                QueueDeclareOptions {
-                    auto_delete: true,
-                    ..Default::default()
-                },
-            )
-            .await?;
+            ch.queue_declare(&q, QueueDeclareOptions::default().with_auto_delete(true))
+                .await?;
             ch.basic_publish("", &q, b"over there", Default::default())
                 .await?;
             let got = ch.basic_get(&q, true).await?.expect("the message");
@@ -111,10 +102,7 @@ async fn a_host_that_is_a_path_connects_over_a_unix_socket() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let relay = Relay::start();
         let path = relay.path.to_str().expect("a UTF-8 path").to_owned();
-        let cfg = ConnectionConfig {
-            host: path.clone(),
-            ..config(&unique_name("unix"))
-        };
+        let cfg = config(&unique_name("unix")).with_host(path.clone());
         let reached = round_trip(&cfg)
             .await
             .expect("a connection over the socket");
@@ -141,14 +129,13 @@ async fn a_host_that_is_a_path_connects_over_a_unix_socket() {
 
 #[tokio::test]
 async fn a_missing_socket_file_is_an_io_error() {
-    let cfg = ConnectionConfig {
-        host: std::env::temp_dir()
+    let cfg = config("absent").with_host(
+        std::env::temp_dir()
             .join(format!("{}.sock", unique_name("absent")))
             .to_str()
             .expect("UTF-8")
             .to_owned(),
-        ..config("absent")
-    };
+    );
     let err = tokio::time::timeout(
         TEST_TIMEOUT,
         open_connection(&cfg, async |_| Ok::<_, Error>(())),
@@ -165,12 +152,10 @@ async fn a_missing_socket_file_is_an_io_error() {
 #[tokio::test]
 async fn a_dead_broker_in_the_list_is_skipped() {
     let dead = Endpoint::new("127.0.0.1", closed_port().await);
-    let cfg = ConnectionConfig {
-        host: dead.host.clone(),
-        port: dead.port,
-        more_hosts: vec![broker()],
-        ..config(&unique_name("dead-first"))
-    };
+    let cfg = config(&unique_name("dead-first"))
+        .with_host(dead.host.clone())
+        .with_port(dead.port)
+        .with_more_hosts(vec![broker()]);
     let reached = tokio::time::timeout(TEST_TIMEOUT, round_trip(&cfg))
         .await
         .expect("no hang")
@@ -184,13 +169,11 @@ async fn a_silent_broker_costs_one_connect_timeout() {
     let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let silent_port = silent.local_addr().expect("addr").port();
     let limit = Duration::from_millis(500);
-    let cfg = ConnectionConfig {
-        host: "127.0.0.1".into(),
-        port: silent_port,
-        more_hosts: vec![broker()],
-        connection_timeout: limit,
-        ..config(&unique_name("silent-first"))
-    };
+    let cfg = config(&unique_name("silent-first"))
+        .with_host("127.0.0.1")
+        .with_port(silent_port)
+        .with_more_hosts(vec![broker()])
+        .with_connection_timeout(limit);
     let started = Instant::now();
     let reached = tokio::time::timeout(TEST_TIMEOUT, round_trip(&cfg))
         .await
@@ -322,10 +305,9 @@ async fn a_refused_secret_fails_update_secret_with_the_close() {
 #[tokio::test]
 async fn external_login_sends_the_mechanism_and_no_credentials() {
     let server = FakeServer::bind().await.expect("bind");
-    let cfg = ConnectionConfig {
-        auth_mechanism: AuthMechanism::External,
-        ..server.client_config()
-    };
+    let cfg = server
+        .client_config()
+        .with_auth_mechanism(AuthMechanism::External);
     let client = open_connection(&cfg, async |_| Ok::<_, Error>(()));
     let peer = async {
         let mut peer = server.accept().await?;
@@ -348,10 +330,9 @@ async fn external_login_sends_the_mechanism_and_no_credentials() {
 
     // A server without EXTERNAL: refused before anything is sent.
     let server = FakeServer::bind().await.expect("bind");
-    let cfg = ConnectionConfig {
-        auth_mechanism: AuthMechanism::External,
-        ..server.client_config()
-    };
+    let cfg = server
+        .client_config()
+        .with_auth_mechanism(AuthMechanism::External);
     let client = open_connection(&cfg, async |_| Ok::<_, Error>(()));
     let peer = async {
         let mut peer = server.accept().await?;

@@ -123,13 +123,7 @@ async fn ready_count(queue: &str, node: usize) -> u32 {
     open_connection(&config(node, "cluster-competing-depth"), async |conn| {
         conn.open_channel(async |ch| {
             let ok = ch
-                .queue_declare(
-                    queue,
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                )
+                .queue_declare(queue, QueueDeclareOptions::default().with_passive(true))
                 .await?;
             Ok::<_, Error>(ok.message_count)
         })

@@ -408,9 +408,8 @@ pub(crate) fn topology() -> serena::topology::Topology {
 
 /// A connection configuration for node `i`, named `name` in the broker's listings.
 pub(crate) fn config(i: usize, name: &str) -> serena::ConnectionConfig {
-    serena::ConnectionConfig {
-        connection_name: Some(name.to_owned()),
-        heartbeat: Duration::from_secs(5),
-        ..serena::ConnectionConfig::from_uri(&url(i)).expect("a valid URI")
-    }
+    serena::ConnectionConfig::from_uri(&url(i))
+        .expect("a valid URI")
+        .with_connection_name(Some(name.to_owned()))
+        .with_heartbeat(Duration::from_secs(5))
 }

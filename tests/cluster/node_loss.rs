@@ -55,11 +55,9 @@ fn cluster_config(name: &str) -> ConnectionConfig {
             .collect::<Vec<_>>(),
         "the topology's host list"
     );
-    ConnectionConfig {
-        connection_name: Some(name.to_owned()),
-        connection_timeout: Duration::from_secs(3),
-        ..config
-    }
+    config
+        .with_connection_name(Some(name.to_owned()))
+        .with_connection_timeout(Duration::from_secs(3))
 }
 
 /// What the publishers and workers did, shared with the test.

@@ -31,10 +31,7 @@ async fn calls_after_a_404_fail_at_once_with_the_same_close() {
     let scope = open_connection(&config, async |conn| {
         let ch = conn.channel().await?;
         let missing = unique_name("missing");
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
+        let passive = QueueDeclareOptions::default().with_passive(true);
         let first = ch
             .queue_declare(&missing, passive)
             .await

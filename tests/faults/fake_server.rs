@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use serena::proto::method::connection;
 use serena::proto::{DecodeError, FieldTable, Method, frame};
-use serena::{ConnectionConfig, Error, open_connection};
+use serena::{Error, open_connection};
 use serena_tests::fake_peer::{FakeServer, Offer, server_properties};
 
 use super::{Cancelled, doomed_client, with_peer};
@@ -329,10 +329,9 @@ async fn a_server_that_stops_answering_mid_handshake_hits_the_connect_timeout() 
         StallAfter::Open,
     ] {
         let server = FakeServer::bind().await.expect("bind");
-        let config = ConnectionConfig {
-            connection_timeout: Duration::from_millis(500),
-            ..server.client_config()
-        };
+        let config = server
+            .client_config()
+            .with_connection_timeout(Duration::from_millis(500));
         let offer = Offer::default();
         let peer = async {
             let mut p = server.accept().await?;

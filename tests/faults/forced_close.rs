@@ -18,10 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serena::proto::FieldTable;
-use serena::{
-    Channel, Confirmation, ConsumeOptions, Error, PublishOptions, QueueDeclareOptions,
-    open_connection,
-};
+use serena::{Channel, Confirmation, ConsumeOptions, Error, PublishOptions, open_connection};
 use serena_tests::{rabbitmqctl, unique_name};
 use tokio::sync::oneshot;
 use tokio::time::timeout;
@@ -90,10 +87,7 @@ async fn unconfirmed_publishes_fail_and_none_hangs() {
             let _guard = cancelled.guard();
             // Bounded, so the broker's memory is not the test's business.
             let args = FieldTable::new().with("x-max-length", 200i32);
-            let options = QueueDeclareOptions {
-                arguments: args,
-                ..exclusive()
-            };
+            let options = exclusive().with_arguments(args);
             ch.queue_declare(&q, options).await?;
             // 16 KiB bodies published as fast as the write buffer takes them: the client
             // is always megabytes ahead of the broker's confirms, so whenever the close
@@ -376,10 +370,8 @@ async fn declarations_in_flight_fail_with_the_close() {
                 let ch = channels[lane as usize % 2].clone();
                 let (rounds, exchange) = (rounds.clone(), exchange.clone());
                 lanes.spawn(async move {
-                    let auto_delete = serena::ExchangeDeclareOptions {
-                        auto_delete: true,
-                        ..Default::default()
-                    };
+                    let auto_delete =
+                        serena::ExchangeDeclareOptions::default().with_auto_delete(true);
                     for n in 0u64.. {
                         let declared = async {
                             // Auto-delete: it goes with the last exclusive queue bound to it.

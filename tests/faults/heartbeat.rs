@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serena::{ConnectionConfig, Error, open_connection};
+use serena::{Error, open_connection};
 use serena_tests::unique_name;
 use tokio::time::{sleep, timeout};
 
@@ -24,10 +24,7 @@ async fn roundtrip(conn: &serena::Connection) -> serena::Result<()> {
 
 #[tokio::test]
 async fn one_second_heartbeats_flow_both_ways_on_an_idle_connection() {
-    let config = ConnectionConfig {
-        heartbeat: Duration::from_secs(1),
-        ..broker_config(&unique_name("heartbeat-1s"))
-    };
+    let config = broker_config(&unique_name("heartbeat-1s")).with_heartbeat(Duration::from_secs(1));
     let stats = timeout(
         LIMIT,
         open_connection(&config, async |conn| {
@@ -48,10 +45,7 @@ async fn one_second_heartbeats_flow_both_ways_on_an_idle_connection() {
 
 #[tokio::test]
 async fn zero_turns_heartbeats_off() {
-    let config = ConnectionConfig {
-        heartbeat: Duration::ZERO,
-        ..broker_config(&unique_name("heartbeat-off"))
-    };
+    let config = broker_config(&unique_name("heartbeat-off")).with_heartbeat(Duration::ZERO);
     let stats = timeout(
         LIMIT,
         open_connection(&config, async |conn| {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serena::proto::connection::Tuning;
 use serena::proto::method::connection;
-use serena::{ConnectionConfig, Error, open_connection};
+use serena::{Error, open_connection};
 use serena_tests::fake_peer::{FakeServer, Offer};
 
 use super::with_peer;
@@ -62,12 +62,11 @@ async fn tune_ok_carries_the_settled_limits() {
     ];
     for case in cases {
         let server = FakeServer::bind().await.expect("bind");
-        let config = ConnectionConfig {
-            channel_max: case.client.channel_max,
-            frame_max: case.client.frame_max,
-            heartbeat: Duration::from_secs(u64::from(case.client.heartbeat)),
-            ..server.client_config()
-        };
+        let config = server
+            .client_config()
+            .with_channel_max(case.client.channel_max)
+            .with_frame_max(case.client.frame_max)
+            .with_heartbeat(Duration::from_secs(u64::from(case.client.heartbeat)));
         let offer = Offer {
             tune: connection::Tune {
                 channel_max: case.server.channel_max,

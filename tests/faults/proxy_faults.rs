@@ -118,10 +118,7 @@ async fn fill(queue: &str, ids: std::ops::Range<u32>, size: usize) {
 /// and requeued what it had unacked), then takes every message out of it; returns their ids.
 async fn drain(queue: &str) -> Vec<u32> {
     on_broker(async |ch| {
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
+        let passive = QueueDeclareOptions::default().with_passive(true);
         timeout(Duration::from_secs(10), async {
             while ch
                 .queue_declare(queue, passive.clone())

@@ -195,13 +195,11 @@ impl FakeServer {
 
     /// A client configuration pointing at this server, with a 5 s connect timeout.
     pub fn client_config(&self) -> ConnectionConfig {
-        ConnectionConfig {
-            host: self.addr.ip().to_string(),
-            port: self.addr.port(),
-            connection_timeout: Duration::from_secs(5),
-            connection_name: Some("fake-peer-client".into()),
-            ..Default::default()
-        }
+        ConnectionConfig::default()
+            .with_host(self.addr.ip().to_string())
+            .with_port(self.addr.port())
+            .with_connection_timeout(Duration::from_secs(5))
+            .with_connection_name(Some("fake-peer-client".into()))
     }
 
     /// Accepts the next client, within [`PEER_TIMEOUT`].

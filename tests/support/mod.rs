@@ -27,12 +27,10 @@ pub fn broker_addr() -> String {
 pub fn config(name: &str) -> ConnectionConfig {
     let addr = broker_addr();
     let (host, port) = addr.rsplit_once(':').expect("host:port");
-    ConnectionConfig {
-        host: host.into(),
-        port: port.parse().expect("port"),
-        connection_name: Some(name.to_owned()),
-        ..ConnectionConfig::default()
-    }
+    ConnectionConfig::default()
+        .with_host(host)
+        .with_port(port.parse().expect("port"))
+        .with_connection_name(Some(name.to_owned()))
 }
 
 /// Awaits `f` for at most `limit`; a timeout fails the test naming `what`.
@@ -44,18 +42,12 @@ pub async fn within<F: IntoFuture>(limit: Duration, what: &str, f: F) -> F::Outp
 
 /// A queue only its connection uses, gone with it (even when the test fails).
 pub fn exclusive() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        exclusive: true,
-        ..Default::default()
-    }
+    QueueDeclareOptions::default().with_exclusive(true)
 }
 
 /// A passive declare: checks that the queue exists and reads its counts, changes nothing.
 pub fn passive() -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    }
+    QueueDeclareOptions::default().with_passive(true)
 }
 
 /// A name no other test (or run) uses: `prefix` plus the process id and a counter.

@@ -194,12 +194,10 @@ impl Proxy {
     /// The default client configuration, pointed at the proxy and named `name` (the name the
     /// broker lists the connection under).
     pub fn client_config(&self, name: &str) -> ConnectionConfig {
-        ConnectionConfig {
-            host: self.addr.ip().to_string(),
-            port: self.addr.port(),
-            connection_name: Some(name.to_owned()),
-            ..ConnectionConfig::default()
-        }
+        ConnectionConfig::default()
+            .with_host(self.addr.ip().to_string())
+            .with_port(self.addr.port())
+            .with_connection_name(Some(name.to_owned()))
     }
 
     /// Closes every open connection now (both sockets). New connections are accepted as

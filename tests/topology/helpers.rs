@@ -65,10 +65,7 @@ pub(crate) fn rename(mut t: Topology, prefix: &str) -> Topology {
 
 pub(crate) async fn queue_exists(conn: &Connection, name: &str) -> bool {
     let ch = conn.channel().await.unwrap();
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
+    let passive = QueueDeclareOptions::default().with_passive(true);
     match ch.queue_declare(name, passive).await {
         Ok(_) => {
             ch.close().await.unwrap();
@@ -81,10 +78,7 @@ pub(crate) async fn queue_exists(conn: &Connection, name: &str) -> bool {
 
 pub(crate) async fn message_count(conn: &Connection, name: &str) -> u32 {
     let ch = conn.channel().await.unwrap();
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
+    let passive = QueueDeclareOptions::default().with_passive(true);
     let ok = ch.queue_declare(name, passive).await.unwrap();
     ch.close().await.unwrap();
     ok.message_count
@@ -92,10 +86,7 @@ pub(crate) async fn message_count(conn: &Connection, name: &str) -> u32 {
 
 pub(crate) async fn exchange_exists(conn: &Connection, name: &str) -> bool {
     let ch = conn.channel().await.unwrap();
-    let passive = serena::ExchangeDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
+    let passive = serena::ExchangeDeclareOptions::default().with_passive(true);
     match ch.exchange_declare(name, "direct", passive).await {
         Ok(()) => {
             ch.close().await.unwrap();

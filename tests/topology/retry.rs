@@ -107,10 +107,7 @@ async fn delay_queues_send_a_message_back_after_its_delay() {
     // exchange, and waits there.
     let conn = Connection::open(&config()).await.unwrap();
     let ch = conn.channel().await.unwrap();
-    let no_ack = || ConsumeOptions {
-        no_ack: true,
-        ..Default::default()
-    };
+    let no_ack = || ConsumeOptions::default().with_no_ack(true);
     let mut classic_back = ch.basic_consume(&classic, no_ack()).await.unwrap();
     let mut quorum_back = ch.basic_consume(&quorum, no_ack()).await.unwrap();
     let mut sent = HashMap::new();
@@ -204,15 +201,15 @@ async fn a_delay_queue_with_another_ttl_is_a_406_naming_x_message_ttl() {
     // The 1s delay queue exists already, with a TTL of 5 s.
     let conn = Connection::open(&config()).await.unwrap();
     let ch = conn.channel().await.unwrap();
-    let five_seconds = QueueDeclareOptions {
-        durable: true,
-        arguments: FieldTable::new()
-            .with("x-queue-type", "classic")
-            .with("x-message-ttl", 5_000i64)
-            .with("x-dead-letter-exchange", "")
-            .with("x-dead-letter-routing-key", work.as_str()),
-        ..Default::default()
-    };
+    let five_seconds = QueueDeclareOptions::default()
+        .with_durable(true)
+        .with_arguments(
+            FieldTable::new()
+                .with("x-queue-type", "classic")
+                .with("x-message-ttl", 5_000i64)
+                .with("x-dead-letter-exchange", "")
+                .with("x-dead-letter-routing-key", work.as_str()),
+        );
     ch.queue_declare(&delay, five_seconds.clone())
         .await
         .unwrap();

@@ -72,12 +72,11 @@ async fn reset_and_publish(count: u64) {
             ch.queue_declare(RECEIPTS, Default::default()).await?;
             ch.queue_declare(
                 WORK,
-                QueueDeclareOptions {
-                    arguments: FieldTable::new()
+                QueueDeclareOptions::default().with_arguments(
+                    FieldTable::new()
                         .with("x-dead-letter-exchange", "")
                         .with("x-dead-letter-routing-key", DEAD),
-                    ..Default::default()
-                },
+                ),
             )
             .await?;
             let json = BasicProperties::default().with_content_type("application/json");
@@ -108,13 +107,7 @@ async fn depth(queue: &str) -> u32 {
     open_connection(&ConnectionConfig::default(), async |conn| {
         conn.open_channel(async |ch| {
             let ok = ch
-                .queue_declare(
-                    queue,
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                )
+                .queue_declare(queue, QueueDeclareOptions::default().with_passive(true))
                 .await?;
             Ok::<_, Error>(ok.message_count)
         })
@@ -227,15 +220,15 @@ async fn reset_failing_and_flowing(failing: u32, flowing: u32) {
             ch.queue_declare(FLOWING, Default::default()).await?;
             ch.queue_declare(
                 FAILING,
-                QueueDeclareOptions {
-                    durable: true,
-                    arguments: FieldTable::new()
-                        .with("x-queue-type", "quorum")
-                        .with("x-delivery-limit", DELIVERY_LIMIT)
-                        .with("x-dead-letter-exchange", "")
-                        .with("x-dead-letter-routing-key", FAILING_DEAD),
-                    ..Default::default()
-                },
+                QueueDeclareOptions::default()
+                    .with_durable(true)
+                    .with_arguments(
+                        FieldTable::new()
+                            .with("x-queue-type", "quorum")
+                            .with("x-delivery-limit", DELIVERY_LIMIT)
+                            .with("x-dead-letter-exchange", "")
+                            .with("x-dead-letter-routing-key", FAILING_DEAD),
+                    ),
             )
             .await?;
             let mut pending = Vec::new();

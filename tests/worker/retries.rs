@@ -47,11 +47,9 @@ where
 }
 
 fn durable_with(arguments: FieldTable) -> QueueDeclareOptions {
-    QueueDeclareOptions {
-        durable: true,
-        arguments,
-        ..Default::default()
-    }
+    QueueDeclareOptions::default()
+        .with_durable(true)
+        .with_arguments(arguments)
 }
 
 /// Declares the work queue, the delay queues and the parking queue of `schedule` the way the
@@ -375,10 +373,7 @@ async fn a_topology_with_a_retry_key_is_applied_and_its_schedule_followed() {
         open_connection(&config(), async |conn| {
             for _ in 0..100 {
                 let ch = conn.channel().await?;
-                let passive = QueueDeclareOptions {
-                    passive: true,
-                    ..Default::default()
-                };
+                let passive = QueueDeclareOptions::default().with_passive(true);
                 if ch.queue_declare(&queue, passive).await.is_ok() {
                     ch.basic_publish("", &queue, b"once", Default::default())
                         .await?;

@@ -10,42 +10,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, Sleep};
 
 use super::consumer::{Consumer, GetMessage};
+use super::options::{ConsumeOptions, ExchangeDeclareOptions, PublishOptions, QueueDeclareOptions};
 use crate::driver::shared::{ChannelLink, ConnShared, OUT_HIGH_WATER, RpcReply, State, lock};
 use crate::error::{Error, Result};
 use crate::proto::connection::Publish;
 use crate::proto::method::Request;
 use crate::proto::method::{basic, channel, confirm, exchange, queue};
 use crate::proto::{Assembled, BasicProperties, EncodeError, FieldTable, Method};
-
-/// Options of [`Channel::exchange_declare`].
-#[derive(Debug, Clone, Default)]
-pub struct ExchangeDeclareOptions {
-    /// Only check that the exchange exists (fails with 404 if not).
-    pub passive: bool,
-    /// Survive a broker restart.
-    pub durable: bool,
-    /// Delete when its last binding goes.
-    pub auto_delete: bool,
-    /// Only reachable through exchange-to-exchange bindings.
-    pub internal: bool,
-    /// Extra arguments (`alternate-exchange`, ...).
-    pub arguments: FieldTable,
-}
-
-/// Options of [`Channel::queue_declare`].
-#[derive(Debug, Clone, Default)]
-pub struct QueueDeclareOptions {
-    /// Only check that the queue exists (fails with 404 if not).
-    pub passive: bool,
-    /// Survive a broker restart.
-    pub durable: bool,
-    /// Used only by this connection and deleted when it closes.
-    pub exclusive: bool,
-    /// Delete when its last consumer goes.
-    pub auto_delete: bool,
-    /// Queue arguments (`x-queue-type`, `x-message-ttl`, ...).
-    pub arguments: FieldTable,
-}
 
 /// The server's answer to a queue declaration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,51 +27,6 @@ pub struct QueueDeclareOk {
     pub message_count: u32,
     /// Consumers on the queue.
     pub consumer_count: u32,
-}
-
-/// Options of [`Channel::basic_publish_with`].
-#[derive(Debug, Clone, Copy)]
-pub struct PublishOptions {
-    /// An unroutable message is returned and the publish fails with
-    /// [`Error::Returned`] (default `true`).
-    pub mandatory: bool,
-    /// Deprecated; RabbitMQ closes the connection with 540 when it is set (default `false`).
-    pub immediate: bool,
-    /// The longest the whole publish may take, from the call to the broker's confirm
-    /// (default `None`: no limit of its own; a dead connection still fails it). Past it, the
-    /// publish fails with [`Error::Timeout`]: from `basic_publish_with` while it is still
-    /// waiting to send (the broker blocks the connection under a resource alarm, the outgoing
-    /// buffer is full, or the server paused the channel with `channel.flow`), in which case
-    /// nothing was sent; or from the [`Confirmation`] once the message was sent, in which case
-    /// the broker may still take it. Either way it is not reported confirmed: publish it
-    /// again (at-least-once) or give up, as the caller decides.
-    pub timeout: Option<Duration>,
-}
-
-impl Default for PublishOptions {
-    fn default() -> Self {
-        PublishOptions {
-            mandatory: true,
-            immediate: false,
-            timeout: None,
-        }
-    }
-}
-
-/// Options of [`Channel::basic_consume`].
-#[derive(Debug, Clone, Default)]
-pub struct ConsumeOptions {
-    /// Consumer tag; serena picks a unique one when empty.
-    pub consumer_tag: String,
-    /// Deliveries need no acknowledgement. The broker then applies no prefetch limit and
-    /// pushes as fast as it can: read the consumer promptly, or deliveries pile up in memory.
-    pub no_ack: bool,
-    /// Be the queue's only consumer.
-    pub exclusive: bool,
-    /// Do not receive messages published on this connection (RabbitMQ ignores it).
-    pub no_local: bool,
-    /// Consumer arguments, e.g. `x-priority`.
-    pub arguments: FieldTable,
 }
 
 /// The broker's confirm of one publish; await it. With [`PublishOptions::timeout`] set, it
@@ -508,10 +434,7 @@ impl Channel {
     /// use std::time::Duration;
     /// use serena::{Error, PublishOptions};
     ///
-    /// let options = PublishOptions {
-    ///     timeout: Some(Duration::from_secs(5)),
-    ///     ..Default::default()
-    /// };
+    /// let options = PublishOptions::default().with_timeout(Some(Duration::from_secs(5)));
     /// let sent = ch.basic_publish_with("", "jobs", b"work", Default::default(), options);
     /// match async { sent.await?.await }.await {
     ///     Ok(()) => println!("confirmed"),

@@ -3,15 +3,14 @@
 mod channel;
 mod connection;
 mod consumer;
+mod options;
 mod pool;
 mod unconfirmed;
 
-pub use channel::{
-    Channel, Confirmation, ConsumeOptions, ExchangeDeclareOptions, PublishOptions, QueueDeclareOk,
-    QueueDeclareOptions,
-};
+pub use channel::{Channel, Confirmation, QueueDeclareOk};
 pub use connection::{Connection, HeartbeatStats, open_connection};
 pub(crate) use connection::{run_scope, shuffle};
 pub use consumer::{Consumer, Delivery, GetMessage};
+pub use options::{ConsumeOptions, ExchangeDeclareOptions, PublishOptions, QueueDeclareOptions};
 pub use pool::{ChannelPool, PooledChannel};
 pub use unconfirmed::UnconfirmedChannel;

@@ -1,6 +1,7 @@
 //! Fire-and-forget channels: publishing without publisher confirms.
 
-use super::channel::{Channel, ExchangeDeclareOptions, QueueDeclareOk, QueueDeclareOptions};
+use super::channel::{Channel, QueueDeclareOk};
+use super::options::{ExchangeDeclareOptions, QueueDeclareOptions};
 use crate::error::{Error, Result};
 use crate::proto::BasicProperties;
 use crate::proto::connection::Publish;

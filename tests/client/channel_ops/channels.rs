@@ -6,10 +6,7 @@ use super::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn channel_ids_start_at_one_reuse_the_lowest_and_stop_at_channel_max() {
-    let cfg = ConnectionConfig {
-        channel_max: 3,
-        ..config()
-    };
+    let cfg = config().with_channel_max(3);
     with_connection(&cfg, async |conn| {
         assert_eq!(conn.tuning().channel_max, 3);
         let a = conn.channel().await?;

@@ -6,10 +6,7 @@ use super::*;
 /// With `channel_buffer_size`, how many of 40 messages a consumer that never acknowledges
 /// gets before it goes quiet for a second; and how many are left ready.
 async fn unacked_window(channel_buffer_size: u16) -> (usize, u32) {
-    let cfg = ConnectionConfig {
-        channel_buffer_size,
-        ..config()
-    };
+    let cfg = config().with_channel_buffer_size(channel_buffer_size);
     with_connection(&cfg, async |conn| {
         let ch = conn.channel().await?;
         let q = ch.queue_declare("", exclusive()).await?.queue;
@@ -82,10 +79,7 @@ async fn an_unread_consumer_does_not_block_other_channels() {
 
         // Channel A: a no-ack consumer, so the broker pushes all 1,000 at once; never read.
         let a = conn.channel().await?;
-        let no_ack = ConsumeOptions {
-            no_ack: true,
-            ..Default::default()
-        };
+        let no_ack = ConsumeOptions::default().with_no_ack(true);
         let stalled = a.basic_consume(&stalled_q, no_ack).await?;
         wait_ready(&publisher, &stalled_q, 0).await?;
 

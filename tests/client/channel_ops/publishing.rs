@@ -14,16 +14,12 @@ async fn redeclaring_a_durable_queue_as_transient_closes_the_channel_with_406() 
         // Not exclusive: RabbitMQ makes exclusive queues transient whatever `durable` says.
         // x-expires removes the queue even if this test dies before deleting it.
         let expires = FieldTable::new().with("x-expires", 60_000i32);
-        let durable = QueueDeclareOptions {
-            durable: true,
-            arguments: expires.clone(),
-            ..Default::default()
-        };
-        let transient = QueueDeclareOptions {
-            durable: false,
-            arguments: expires,
-            ..Default::default()
-        };
+        let durable = QueueDeclareOptions::default()
+            .with_durable(true)
+            .with_arguments(expires.clone());
+        let transient = QueueDeclareOptions::default()
+            .with_durable(false)
+            .with_arguments(expires);
         ch.queue_declare(&q, durable).await?;
         let err = ch
             .queue_declare(&q, transient)
@@ -55,10 +51,7 @@ async fn immediate_publish_ends_the_connection_scope_with_540() {
         open_connection(&config(), async |conn| {
             conn.open_channel(async |ch| {
                 let q = ch.queue_declare("", exclusive()).await?.queue;
-                let options = PublishOptions {
-                    immediate: true,
-                    ..Default::default()
-                };
+                let options = PublishOptions::default().with_immediate(true);
                 ch.basic_publish_with("", &q, b"now!", BasicProperties::default(), options)
                     .await?
                     .await
@@ -124,10 +117,7 @@ async fn empty_body_round_trips_through_get_and_consume() {
 async fn sixteen_mib_body_round_trips_split_at_frame_max() {
     const SIZE: usize = 16 * 1024 * 1024;
     // No heartbeats, so every frame counted below belongs to the message.
-    let cfg = ConnectionConfig {
-        heartbeat: Duration::ZERO,
-        ..config()
-    };
+    let cfg = config().with_heartbeat(Duration::ZERO);
     let body: Bytes = (0..SIZE).map(|i| (i % 251) as u8).collect();
     with_connection(&cfg, async |conn| {
         let frame_max = conn.frame_max();

@@ -110,10 +110,7 @@ async fn auto_delete_exchange_is_redeclarable_and_goes_with_its_last_binding() {
         ch.exchange_declare(&x, "direct", transient()).await?;
         // Same declaration again, and a passive one: both fine.
         ch.exchange_declare(&x, "direct", transient()).await?;
-        let check = ExchangeDeclareOptions {
-            passive: true,
-            ..Default::default()
-        };
+        let check = ExchangeDeclareOptions::default().with_passive(true);
         ch.exchange_declare(&x, "direct", check.clone()).await?;
         ch.queue_bind(&q, &x, "k", no_args()).await?;
         ch.queue_unbind(&q, &x, "k", no_args()).await?;
@@ -143,10 +140,7 @@ async fn exchange_to_exchange_binding_routes_through_an_internal_exchange() {
         // Not auto-delete: the exchange unbind below removes its last binding.
         ch.exchange_declare(&source, "direct", ExchangeDeclareOptions::default())
             .await?;
-        let internal = ExchangeDeclareOptions {
-            internal: true,
-            ..transient()
-        };
+        let internal = transient().with_internal(true);
         ch.exchange_declare(&inner, "fanout", internal).await?;
         ch.queue_bind(&q, &inner, "", no_args()).await?;
         ch.exchange_bind(&inner, &source, "rk", no_args()).await?;
@@ -194,10 +188,8 @@ async fn alternate_exchange_takes_what_the_exchange_cannot_route() {
         let x = unique_name("with-ae");
         ch.exchange_declare(&ae, "fanout", transient()).await?;
         ch.queue_bind(&spill, &ae, "", no_args()).await?;
-        let with_ae = ExchangeDeclareOptions {
-            arguments: FieldTable::new().with("alternate-exchange", ae.as_str()),
-            ..transient()
-        };
+        let with_ae =
+            transient().with_arguments(FieldTable::new().with("alternate-exchange", ae.as_str()));
         ch.exchange_declare(&x, "direct", with_ae).await?;
         ch.queue_bind(&main_q, &x, "known", no_args()).await?;
 

@@ -159,10 +159,7 @@ async fn publishes_racing_a_server_close_spare_the_connection() {
     const ROUNDS: usize = 200;
     let nowhere = unique_name("nowhere");
     scope("publish-race-close", async |conn| {
-        let options = PublishOptions {
-            mandatory: false,
-            ..Default::default()
-        };
+        let options = PublishOptions::default().with_mandatory(false);
         let (started, mut rounds) = (Instant::now(), 0);
         while rounds < ROUNDS && started.elapsed() < RACE_FOR {
             rounds += 1;
@@ -207,10 +204,7 @@ async fn dropping_a_no_ack_consumer_leaves_its_channel_open() {
             let ch = conn.channel().await?;
             let q = ch.queue_declare("", exclusive()).await?.queue;
             fill(&ch, &q, BACKLOG, 1024).await?;
-            let options = ConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            };
+            let options = ConsumeOptions::default().with_no_ack(true);
             let mut consumer = ch.basic_consume(&q, options).await?;
             for _ in 0..5 {
                 within(STEP, "a delivery", consumer.next())

@@ -113,10 +113,7 @@ fn with_headers(headers: FieldTable) -> BasicProperties {
 }
 
 fn auto_delete() -> ExchangeDeclareOptions {
-    ExchangeDeclareOptions {
-        auto_delete: true,
-        ..Default::default()
-    }
+    ExchangeDeclareOptions::default().with_auto_delete(true)
 }
 
 /// A headers exchange with one queue bound on `x-match = all, k = v`: a pair is one publish

@@ -85,11 +85,9 @@ fn main() -> ExitCode {
         }
     };
     let config = match ConnectionConfig::from_uri(&args.url) {
-        Ok(c) => ConnectionConfig {
-            connection_name: Some(format!("cluster-worker {}", args.tag)),
-            heartbeat: Duration::from_secs(5),
-            ..c
-        },
+        Ok(c) => c
+            .with_connection_name(Some(format!("cluster-worker {}", args.tag)))
+            .with_heartbeat(Duration::from_secs(5)),
         Err(e) => {
             eprintln!("cluster-worker: {e}");
             return ExitCode::from(2);

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use serena::{ConnectionConfig, Error, QueueDeclareOptions, open_connection};
+use serena::{Error, QueueDeclareOptions, open_connection};
 use serena_tests::proxy::{Direction, Proxy};
 use serena_tests::unique_name;
 use tokio::time::timeout;
@@ -25,24 +25,17 @@ async fn fifty_ms_each_way_slows_calls_but_breaks_nothing() {
     for d in Direction::BOTH {
         proxy.set_latency(d, ONE_WAY);
     }
-    let config = ConnectionConfig {
-        heartbeat: Duration::from_secs(1),
-        ..proxy.client_config(&unique_name("latency"))
-    };
+    let config = proxy
+        .client_config(&unique_name("latency"))
+        .with_heartbeat(Duration::from_secs(1));
     let (rpc, publishing, stats) = timeout(
         LIMIT,
         open_connection(&config, async |conn| {
             let measured = conn
                 .open_channel(async |ch| {
-                    let exclusive = QueueDeclareOptions {
-                        exclusive: true,
-                        ..Default::default()
-                    };
+                    let exclusive = QueueDeclareOptions::default().with_exclusive(true);
                     let q = ch.queue_declare("", exclusive).await?.queue;
-                    let passive = QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    };
+                    let passive = QueueDeclareOptions::default().with_passive(true);
                     // Calls one after another: each waits a full round trip.
                     let start = Instant::now();
                     for _ in 0..5 {

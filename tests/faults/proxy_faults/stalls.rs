@@ -17,9 +17,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serena::{
-    Confirmation, ConnectionConfig, Error, PublishOptions, QueueDeclareOptions, open_connection,
-};
+use serena::{Confirmation, Error, PublishOptions, QueueDeclareOptions, open_connection};
 use serena_tests::proxy::{Direction, Proxy};
 use serena_tests::unique_name;
 use tokio::sync::oneshot;
@@ -47,10 +45,9 @@ struct Outcome {
 /// the connection ended.
 async fn stall(directions: &[Direction]) -> Outcome {
     let proxy = Proxy::start().await.expect("proxy");
-    let config = ConnectionConfig {
-        heartbeat: HEARTBEAT,
-        ..proxy.client_config(&unique_name("stall"))
-    };
+    let config = proxy
+        .client_config(&unique_name("stall"))
+        .with_heartbeat(HEARTBEAT);
     let cancelled = Cancelled::default();
     let pending: Mutex<Option<Confirmation>> = Mutex::default();
     let (ready_tx, ready) = oneshot::channel();
@@ -62,10 +59,7 @@ async fn stall(directions: &[Direction]) -> Outcome {
         assert_eq!(conn.tuning().heartbeat, 1);
         conn.open_channel(async |ch| {
             let _guard = cancelled.guard();
-            let exclusive = QueueDeclareOptions {
-                exclusive: true,
-                ..Default::default()
-            };
+            let exclusive = QueueDeclareOptions::default().with_exclusive(true);
             let q = ch.queue_declare("", exclusive).await?.queue;
             ch.basic_publish("", &q, b"before", Default::default())
                 .await?;
@@ -155,26 +149,19 @@ async fn a_stall_both_ways_is_a_heartbeat_timeout_within_two_intervals() {
 async fn without_heartbeats_a_user_timeout_bounds_a_publish_on_a_stalled_link() {
     const USER_TIMEOUT: Duration = Duration::from_millis(500);
     let proxy = Proxy::start().await.expect("proxy");
-    let config = ConnectionConfig {
-        heartbeat: Duration::ZERO,
-        ..proxy.client_config(&unique_name("stall-no-heartbeat"))
-    };
+    let config = proxy
+        .client_config(&unique_name("stall-no-heartbeat"))
+        .with_heartbeat(Duration::ZERO);
     let (took, result) = timeout(
         LIMIT,
         open_connection(&config, async |conn| {
             conn.open_channel(async |ch| {
-                let exclusive = QueueDeclareOptions {
-                    exclusive: true,
-                    ..Default::default()
-                };
+                let exclusive = QueueDeclareOptions::default().with_exclusive(true);
                 let q = ch.queue_declare("", exclusive).await?.queue;
                 ch.basic_publish("", &q, b"before", Default::default())
                     .await?;
                 proxy.stall(Direction::ServerToClient);
-                let options = PublishOptions {
-                    timeout: Some(USER_TIMEOUT),
-                    ..Default::default()
-                };
+                let options = PublishOptions::default().with_timeout(Some(USER_TIMEOUT));
                 let start = Instant::now();
                 let result = ch
                     .basic_publish_with("", &q, b"stalled", Default::default(), options)
@@ -187,13 +174,7 @@ async fn without_heartbeats_a_user_timeout_bounds_a_publish_on_a_stalled_link() 
                 ch.basic_publish("", &q, b"after", Default::default())
                     .await?;
                 let depth = ch
-                    .queue_declare(
-                        &q,
-                        QueueDeclareOptions {
-                            passive: true,
-                            ..Default::default()
-                        },
-                    )
+                    .queue_declare(&q, QueueDeclareOptions::default().with_passive(true))
                     .await?
                     .message_count;
                 assert_eq!(depth, 3, "the stalled message was sent and landed late");
@@ -225,10 +206,9 @@ async fn without_heartbeats_a_user_timeout_bounds_a_publish_on_a_stalled_link() 
 async fn a_stall_while_streaming_publishes_is_noticed_within_two_intervals() {
     const BODY: usize = 64 * 1024;
     let proxy = Proxy::start().await.expect("proxy");
-    let config = ConnectionConfig {
-        heartbeat: HEARTBEAT,
-        ..proxy.client_config(&unique_name("stall-stream"))
-    };
+    let config = proxy
+        .client_config(&unique_name("stall-stream"))
+        .with_heartbeat(HEARTBEAT);
     let cancelled = Cancelled::default();
     let stalled_at: Mutex<Option<Instant>> = Mutex::default();
     let confirmations: Mutex<Vec<Confirmation>> = Mutex::default();
@@ -238,11 +218,9 @@ async fn a_stall_while_streaming_publishes_is_noticed_within_two_intervals() {
             conn.open_channel(async |ch| {
                 let _guard = cancelled.guard();
                 // Bounded, so the broker's memory is not the test's business.
-                let options = QueueDeclareOptions {
-                    exclusive: true,
-                    arguments: serena::proto::FieldTable::new().with("x-max-length", 100i32),
-                    ..Default::default()
-                };
+                let options = QueueDeclareOptions::default()
+                    .with_exclusive(true)
+                    .with_arguments(serena::proto::FieldTable::new().with("x-max-length", 100i32));
                 let q = ch.queue_declare("", options).await?.queue;
                 let body = vec![0x5A; BODY];
                 for n in 0u32.. {

@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serena::ConnectionConfig;
 use serena::worker::{Backoff, ConsumerSpec, Outcome, Supervisor, SupervisorHandle};
 use serena_tests::handlers::handler_fn;
 use serena_tests::proxy::{Direction, Proxy};
@@ -53,10 +52,9 @@ async fn a_supervisor_behind_the_proxy_restarts_after_each_fault_and_loses_nothi
     declare(q).await;
     fill(q, 0..TOTAL, SIZE).await;
     let proxy = Proxy::start().await.expect("proxy");
-    let config = ConnectionConfig {
-        heartbeat: Duration::from_secs(1),
-        ..proxy.client_config(&unique_name("proxied-sup"))
-    };
+    let config = proxy
+        .client_config(&unique_name("proxied-sup"))
+        .with_heartbeat(Duration::from_secs(1));
 
     let seen: Arc<Mutex<HashMap<u32, u32>>> = Arc::default();
     let done = Arc::new(Notify::new());
