@@ -55,6 +55,8 @@
 //!   apply, verify and resolving the `[connection]` settings are here.
 //! - [`worker`]: `#[consumer]` handlers, extractors, outcomes and the supervisor.
 
+#[macro_use]
+mod macros;
 mod client;
 mod config;
 mod driver;

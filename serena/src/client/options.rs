@@ -48,39 +48,12 @@ impl ExchangeDeclareOptions {
         }
     }
 
-    /// Sets [`passive`](Self::passive).
-    #[must_use]
-    pub const fn with_passive(mut self, passive: bool) -> Self {
-        self.passive = passive;
-        self
-    }
-
-    /// Sets [`durable`](Self::durable).
-    #[must_use]
-    pub const fn with_durable(mut self, durable: bool) -> Self {
-        self.durable = durable;
-        self
-    }
-
-    /// Sets [`auto_delete`](Self::auto_delete).
-    #[must_use]
-    pub const fn with_auto_delete(mut self, auto_delete: bool) -> Self {
-        self.auto_delete = auto_delete;
-        self
-    }
-
-    /// Sets [`internal`](Self::internal).
-    #[must_use]
-    pub const fn with_internal(mut self, internal: bool) -> Self {
-        self.internal = internal;
-        self
-    }
-
-    /// Sets [`arguments`](Self::arguments).
-    #[must_use]
-    pub fn with_arguments(mut self, arguments: FieldTable) -> Self {
-        self.arguments = arguments;
-        self
+    with_fields! {
+        copy with_passive => passive: bool,
+        copy with_durable => durable: bool,
+        copy with_auto_delete => auto_delete: bool,
+        copy with_internal => internal: bool,
+        owned with_arguments => arguments: FieldTable,
     }
 }
 
@@ -125,39 +98,12 @@ impl QueueDeclareOptions {
         }
     }
 
-    /// Sets [`passive`](Self::passive).
-    #[must_use]
-    pub const fn with_passive(mut self, passive: bool) -> Self {
-        self.passive = passive;
-        self
-    }
-
-    /// Sets [`durable`](Self::durable).
-    #[must_use]
-    pub const fn with_durable(mut self, durable: bool) -> Self {
-        self.durable = durable;
-        self
-    }
-
-    /// Sets [`exclusive`](Self::exclusive).
-    #[must_use]
-    pub const fn with_exclusive(mut self, exclusive: bool) -> Self {
-        self.exclusive = exclusive;
-        self
-    }
-
-    /// Sets [`auto_delete`](Self::auto_delete).
-    #[must_use]
-    pub const fn with_auto_delete(mut self, auto_delete: bool) -> Self {
-        self.auto_delete = auto_delete;
-        self
-    }
-
-    /// Sets [`arguments`](Self::arguments).
-    #[must_use]
-    pub fn with_arguments(mut self, arguments: FieldTable) -> Self {
-        self.arguments = arguments;
-        self
+    with_fields! {
+        copy with_passive => passive: bool,
+        copy with_durable => durable: bool,
+        copy with_exclusive => exclusive: bool,
+        copy with_auto_delete => auto_delete: bool,
+        owned with_arguments => arguments: FieldTable,
     }
 }
 
@@ -206,25 +152,10 @@ impl PublishOptions {
         }
     }
 
-    /// Sets [`mandatory`](Self::mandatory).
-    #[must_use]
-    pub const fn with_mandatory(mut self, mandatory: bool) -> Self {
-        self.mandatory = mandatory;
-        self
-    }
-
-    /// Sets [`immediate`](Self::immediate).
-    #[must_use]
-    pub const fn with_immediate(mut self, immediate: bool) -> Self {
-        self.immediate = immediate;
-        self
-    }
-
-    /// Sets [`timeout`](Self::timeout).
-    #[must_use]
-    pub const fn with_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.timeout = timeout;
-        self
+    with_fields! {
+        copy with_mandatory => mandatory: bool,
+        copy with_immediate => immediate: bool,
+        copy with_timeout => timeout: Option<Duration>,
     }
 }
 
@@ -271,39 +202,12 @@ impl ConsumeOptions {
         }
     }
 
-    /// Sets [`consumer_tag`](Self::consumer_tag).
-    #[must_use]
-    pub fn with_consumer_tag(mut self, consumer_tag: impl Into<String>) -> Self {
-        self.consumer_tag = consumer_tag.into();
-        self
-    }
-
-    /// Sets [`no_ack`](Self::no_ack).
-    #[must_use]
-    pub const fn with_no_ack(mut self, no_ack: bool) -> Self {
-        self.no_ack = no_ack;
-        self
-    }
-
-    /// Sets [`exclusive`](Self::exclusive).
-    #[must_use]
-    pub const fn with_exclusive(mut self, exclusive: bool) -> Self {
-        self.exclusive = exclusive;
-        self
-    }
-
-    /// Sets [`no_local`](Self::no_local).
-    #[must_use]
-    pub const fn with_no_local(mut self, no_local: bool) -> Self {
-        self.no_local = no_local;
-        self
-    }
-
-    /// Sets [`arguments`](Self::arguments).
-    #[must_use]
-    pub fn with_arguments(mut self, arguments: FieldTable) -> Self {
-        self.arguments = arguments;
-        self
+    with_fields! {
+        into with_consumer_tag => consumer_tag: String,
+        copy with_no_ack => no_ack: bool,
+        copy with_exclusive => exclusive: bool,
+        copy with_no_local => no_local: bool,
+        owned with_arguments => arguments: FieldTable,
     }
 }
 

@@ -9,158 +9,38 @@ use std::time::Duration;
 use super::{AuthMechanism, ClientCertificate, ConnectionConfig, Endpoint, Password, TlsOptions};
 
 impl ConnectionConfig {
-    /// Sets [`host`](Self::host).
-    #[must_use]
-    pub fn with_host(mut self, host: impl Into<String>) -> Self {
-        self.host = host.into();
-        self
-    }
-
-    /// Sets [`port`](Self::port).
-    #[must_use]
-    pub const fn with_port(mut self, port: u16) -> Self {
-        self.port = port;
-        self
-    }
-
-    /// Sets [`more_hosts`](Self::more_hosts).
-    #[must_use]
-    pub fn with_more_hosts(mut self, more_hosts: Vec<Endpoint>) -> Self {
-        self.more_hosts = more_hosts;
-        self
-    }
-
-    /// Sets [`shuffle_hosts`](Self::shuffle_hosts).
-    #[must_use]
-    pub const fn with_shuffle_hosts(mut self, shuffle_hosts: bool) -> Self {
-        self.shuffle_hosts = shuffle_hosts;
-        self
-    }
-
-    /// Sets [`tls`](Self::tls).
-    #[must_use]
-    pub fn with_tls(mut self, tls: Option<TlsOptions>) -> Self {
-        self.tls = tls;
-        self
-    }
-
-    /// Sets [`username`](Self::username).
-    #[must_use]
-    pub fn with_username(mut self, username: impl Into<String>) -> Self {
-        self.username = username.into();
-        self
-    }
-
-    /// Sets [`password`](Self::password).
-    #[must_use]
-    pub fn with_password(mut self, password: Password) -> Self {
-        self.password = password;
-        self
-    }
-
-    /// Sets [`virtual_host`](Self::virtual_host).
-    #[must_use]
-    pub fn with_virtual_host(mut self, virtual_host: impl Into<String>) -> Self {
-        self.virtual_host = virtual_host.into();
-        self
-    }
-
-    /// Sets [`heartbeat`](Self::heartbeat).
-    #[must_use]
-    pub const fn with_heartbeat(mut self, heartbeat: Duration) -> Self {
-        self.heartbeat = heartbeat;
-        self
-    }
-
-    /// Sets [`channel_buffer_size`](Self::channel_buffer_size).
-    #[must_use]
-    pub const fn with_channel_buffer_size(mut self, channel_buffer_size: u16) -> Self {
-        self.channel_buffer_size = channel_buffer_size;
-        self
-    }
-
-    /// Sets [`frame_max`](Self::frame_max).
-    #[must_use]
-    pub const fn with_frame_max(mut self, frame_max: u32) -> Self {
-        self.frame_max = frame_max;
-        self
-    }
-
-    /// Sets [`channel_max`](Self::channel_max).
-    #[must_use]
-    pub const fn with_channel_max(mut self, channel_max: u16) -> Self {
-        self.channel_max = channel_max;
-        self
-    }
-
-    /// Sets [`connection_name`](Self::connection_name).
-    #[must_use]
-    pub fn with_connection_name(mut self, connection_name: Option<String>) -> Self {
-        self.connection_name = connection_name;
-        self
-    }
-
-    /// Sets [`connection_timeout`](Self::connection_timeout).
-    #[must_use]
-    pub const fn with_connection_timeout(mut self, connection_timeout: Duration) -> Self {
-        self.connection_timeout = connection_timeout;
-        self
-    }
-
-    /// Sets [`auth_mechanism`](Self::auth_mechanism).
-    #[must_use]
-    pub const fn with_auth_mechanism(mut self, auth_mechanism: AuthMechanism) -> Self {
-        self.auth_mechanism = auth_mechanism;
-        self
+    with_fields! {
+        into with_host => host: String,
+        copy with_port => port: u16,
+        owned with_more_hosts => more_hosts: Vec<Endpoint>,
+        copy with_shuffle_hosts => shuffle_hosts: bool,
+        owned with_tls => tls: Option<TlsOptions>,
+        into with_username => username: String,
+        owned with_password => password: Password,
+        into with_virtual_host => virtual_host: String,
+        copy with_heartbeat => heartbeat: Duration,
+        copy with_channel_buffer_size => channel_buffer_size: u16,
+        copy with_frame_max => frame_max: u32,
+        copy with_channel_max => channel_max: u16,
+        owned with_connection_name => connection_name: Option<String>,
+        copy with_connection_timeout => connection_timeout: Duration,
+        copy with_auth_mechanism => auth_mechanism: AuthMechanism,
     }
 }
 
 impl TlsOptions {
-    /// Sets [`ca_file`](Self::ca_file).
-    #[must_use]
-    pub fn with_ca_file(mut self, ca_file: Option<PathBuf>) -> Self {
-        self.ca_file = ca_file;
-        self
-    }
-
-    /// Sets [`server_name`](Self::server_name).
-    #[must_use]
-    pub fn with_server_name(mut self, server_name: Option<String>) -> Self {
-        self.server_name = server_name;
-        self
-    }
-
-    /// Sets [`client_cert`](Self::client_cert).
-    #[must_use]
-    pub fn with_client_cert(mut self, client_cert: Option<ClientCertificate>) -> Self {
-        self.client_cert = client_cert;
-        self
-    }
-
-    /// Sets [`accept_invalid_certificates`](Self::accept_invalid_certificates).
-    #[must_use]
-    pub const fn with_accept_invalid_certificates(
-        mut self,
-        accept_invalid_certificates: bool,
-    ) -> Self {
-        self.accept_invalid_certificates = accept_invalid_certificates;
-        self
+    with_fields! {
+        owned with_ca_file => ca_file: Option<PathBuf>,
+        owned with_server_name => server_name: Option<String>,
+        owned with_client_cert => client_cert: Option<ClientCertificate>,
+        copy with_accept_invalid_certificates => accept_invalid_certificates: bool,
     }
 }
 
 impl ClientCertificate {
-    /// Sets [`cert_file`](Self::cert_file).
-    #[must_use]
-    pub fn with_cert_file(mut self, cert_file: impl Into<PathBuf>) -> Self {
-        self.cert_file = cert_file.into();
-        self
-    }
-
-    /// Sets [`key_file`](Self::key_file).
-    #[must_use]
-    pub fn with_key_file(mut self, key_file: impl Into<PathBuf>) -> Self {
-        self.key_file = key_file.into();
-        self
+    with_fields! {
+        into with_cert_file => cert_file: PathBuf,
+        into with_key_file => key_file: PathBuf,
     }
 }
 
