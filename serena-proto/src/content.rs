@@ -22,9 +22,10 @@ use super::error::{DecodeError, EncodeError};
 use bytes::BufMut;
 
 use super::codec::put_shortstr;
-use super::connection::Publish;
+use super::connection::{Body, Outgoing, Publish};
 use super::frame::{
-    FRAME_OVERHEAD, Frame, encode_body, encode_header_parts, encode_method, encode_method_with,
+    FRAME_BODY, FRAME_END, FRAME_HEADER_SIZE, FRAME_OVERHEAD, Frame, encode_body,
+    encode_header_parts, encode_method, encode_method_with,
 };
 use super::method::Method;
 use super::properties::{BasicProperties, ContentHeader};
@@ -54,15 +55,23 @@ pub fn encode_content(
     )
 }
 
+/// Shared bodies ([`Body::Shared`]) at least this long are queued for the socket by reference,
+/// between the frame headers, instead of being copied into the write buffer. Below it a copy
+/// costs less than the extra piece of a vectored write.
+pub const SHARED_BODY_MIN: usize = 16 * 1024;
+
 /// Appends `basic.publish` with its content header and body frames, from borrowed names: the
 /// bytes [`encode_content`] writes for a [`Method::BasicPublish`], without building one (and
-/// allocating its two names) for every message.
+/// allocating its two names) for every message. A large [`Body::Shared`] is queued by
+/// reference (see [`SHARED_BODY_MIN`]). With `fingerprint`, returns the [`fingerprint`] of the
+/// message (a mandatory publish's, to match its return). On error nothing is queued.
 pub(crate) fn encode_publish(
-    buf: &mut BytesMut,
+    out: &mut Outgoing,
     channel: u16,
     fields: &Publish<'_>,
     frame_max: u32,
-) -> Result<(), EncodeError> {
+    with_fingerprint: bool,
+) -> Result<Option<u64>, EncodeError> {
     use crate::method::basic::Publish as Method;
     let method_frame = |b: &mut BytesMut| {
         encode_method_with(b, channel, |b| {
@@ -79,15 +88,54 @@ pub(crate) fn encode_publish(
             Ok(())
         })
     };
-    let message = (fields.properties, fields.body);
-    encode_message(
+    let body = fields.body.as_slice();
+    let buf = out.buf();
+    let header = encode_head(
         buf,
         channel,
         Method::CLASS_ID,
         method_frame,
-        message,
+        (fields.properties, body.len()),
         frame_max,
-    )
+    )?;
+    let fingerprint = with_fingerprint.then(|| fingerprint(&buf[header], body));
+    let chunk = body_chunk(frame_max);
+    match fields.body {
+        Body::Shared(shared) if shared.len() >= SHARED_BODY_MIN => {
+            let mut at = 0;
+            while at < shared.len() {
+                let end = shared.len().min(at + chunk);
+                let buf = out.buf();
+                buf.put_u8(FRAME_BODY);
+                buf.put_u16(channel);
+                buf.put_u32((end - at) as u32);
+                out.push_shared(shared.slice(at..end));
+                out.buf().put_u8(FRAME_END);
+                at = end;
+            }
+        }
+        _ => encode_body_frames(out.buf(), channel, body, chunk),
+    }
+    Ok(fingerprint)
+}
+
+/// FNV-1a over a message's content header payload and the ends of its body: cheap enough for
+/// every mandatory publish, and enough to tell apart messages that share a route.
+pub(crate) fn fingerprint(header_payload: &[u8], body: &[u8]) -> u64 {
+    const SAMPLE: usize = 32;
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let head = &body[..body.len().min(SAMPLE)];
+    let tail = &body[body.len().saturating_sub(SAMPLE)..];
+    for b in header_payload.iter().chain(head).chain(tail) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The most body bytes one frame carries.
+fn body_chunk(frame_max: u32) -> usize {
+    (frame_max as usize).saturating_sub(FRAME_OVERHEAD).max(1)
 }
 
 /// The frames of one message, the method frame written by `method_frame`. On error `buf` is
@@ -100,8 +148,29 @@ fn encode_message(
     (properties, body): (&BasicProperties, &[u8]),
     frame_max: u32,
 ) -> Result<(), EncodeError> {
-    let chunk = (frame_max as usize).saturating_sub(FRAME_OVERHEAD);
-    if chunk == 0 && !body.is_empty() {
+    encode_head(
+        buf,
+        channel,
+        class_id,
+        method_frame,
+        (properties, body.len()),
+        frame_max,
+    )?;
+    encode_body_frames(buf, channel, body, body_chunk(frame_max));
+    Ok(())
+}
+
+/// The method and content header frames of a message of `body_len` bytes; returns where the
+/// header frame's payload is in `buf`. On error `buf` is left as it was.
+fn encode_head(
+    buf: &mut BytesMut,
+    channel: u16,
+    class_id: u16,
+    method_frame: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
+    (properties, body_len): (&BasicProperties, usize),
+    frame_max: u32,
+) -> Result<std::ops::Range<usize>, EncodeError> {
+    if (frame_max as usize) <= FRAME_OVERHEAD && body_len > 0 {
         return Err(EncodeError::FrameMaxTooSmall { frame_max });
     }
     let start = buf.len();
@@ -120,18 +189,23 @@ fn encode_message(
         .and_then(|()| fits(buf, start, "content method frame"))
         .and_then(|()| {
             let header_start = buf.len();
-            encode_header_parts(buf, channel, class_id, body.len() as u64, properties)?;
-            fits(buf, header_start, "content header frame")
-        })
-        .and_then(|()| {
-            buf.reserve(body.len() + body.len().div_ceil(chunk.max(1)) * FRAME_OVERHEAD);
-            body.chunks(chunk.max(1))
-                .try_for_each(|piece| encode_body(buf, channel, piece))
+            encode_header_parts(buf, channel, class_id, body_len as u64, properties)?;
+            fits(buf, header_start, "content header frame")?;
+            Ok(header_start + FRAME_HEADER_SIZE..buf.len() - 1)
         });
     if result.is_err() {
         buf.truncate(start);
     }
     result
+}
+
+/// Body frames carrying `body`, copied, at most `chunk` bytes each.
+fn encode_body_frames(buf: &mut BytesMut, channel: u16, body: &[u8], chunk: usize) {
+    buf.reserve(body.len() + body.len().div_ceil(chunk) * FRAME_OVERHEAD);
+    for piece in body.chunks(chunk) {
+        // A piece is at most frame_max (a u32) long: the frame always encodes.
+        let _ = encode_body(buf, channel, piece);
+    }
 }
 
 /// A method with its content, reassembled.
@@ -348,11 +422,38 @@ mod tests {
         }
         .into();
         let mut general = BytesMut::from(&b"kept"[..]);
-        let general = encode_content(&mut general, 3, &method, p.properties, p.body, frame_max)
-            .map(|()| general);
-        let mut borrowed = BytesMut::from(&b"kept"[..]);
-        let borrowed = encode_publish(&mut borrowed, 3, p, frame_max).map(|()| borrowed);
+        let general = encode_content(
+            &mut general,
+            3,
+            &method,
+            p.properties,
+            p.body.as_slice(),
+            frame_max,
+        )
+        .map(|()| general);
+        let mut out = Outgoing::default();
+        out.buf().extend_from_slice(b"kept");
+        let borrowed = encode_publish(&mut out, 3, p, frame_max, false)
+            .map(|_| BytesMut::from(&out.take().concat()[..]));
         (general, borrowed)
+    }
+
+    /// The fingerprint `encode_publish` gives, from the header it wrote, and the one a return
+    /// of the same message gets, from a header encoded anew.
+    fn fingerprints(p: &Publish<'_>) -> (u64, u64) {
+        let mut out = Outgoing::default();
+        let given = encode_publish(&mut out, 3, p, 131_072, true)
+            .expect("encodes")
+            .expect("asked for");
+        let mut header = BytesMut::new();
+        crate::properties::encode_header_payload(
+            &mut header,
+            basic::Publish::CLASS_ID,
+            p.body.as_slice().len() as u64,
+            p.properties,
+        )
+        .expect("encodes");
+        (given, fingerprint(&header, p.body.as_slice()))
     }
 
     proptest! {
@@ -366,10 +467,62 @@ mod tests {
             frame_max in prop_oneof![Just(4096u32), Just(131_072), 60u32..200],
         ) {
             let properties = BasicProperties::default().with_content_type("text/plain");
-            let p = Publish { exchange: &exchange, routing_key: &routing_key, mandatory, immediate, properties: &properties, body: &body };
+            let p = Publish { exchange: &exchange, routing_key: &routing_key, mandatory, immediate, properties: &properties, body: Body::Borrowed(&body) };
             let (general, borrowed) = both(&p, frame_max);
             prop_assert_eq!(general, borrowed);
         }
+
+        /// A shared body is queued by reference from [`SHARED_BODY_MIN`] on: the bytes on
+        /// the wire are the same as a copied one's, whatever the frame size.
+        #[test]
+        fn a_shared_body_goes_out_as_the_same_bytes(
+            len in prop_oneof![0usize..100, (SHARED_BODY_MIN - 2)..(SHARED_BODY_MIN + 2), 40_000usize..300_000],
+            frame_max in prop_oneof![Just(4096u32), Just(131_072), 9u32..200],
+        ) {
+            let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let shared = Bytes::from(body.clone());
+            let properties = BasicProperties::default().with_message_id("m");
+            let p = |body| Publish { exchange: "x", routing_key: "k", mandatory: true, immediate: false, properties: &properties, body };
+            let (copied, _) = both(&p(Body::Borrowed(&body)), frame_max);
+            let (by_reference, _) = both(&p(Body::Shared(&shared)), frame_max);
+            prop_assert_eq!(copied, by_reference);
+            let (given, anew) = fingerprints(&p(Body::Shared(&shared)));
+            prop_assert_eq!(given, anew);
+        }
+    }
+
+    #[test]
+    fn a_large_shared_body_is_not_copied() {
+        let shared = Bytes::from(vec![7u8; 3 * 131_072]);
+        let properties = BasicProperties::default();
+        let p = Publish {
+            exchange: "",
+            routing_key: "q",
+            mandatory: false,
+            immediate: false,
+            properties: &properties,
+            body: Body::Shared(&shared),
+        };
+        let mut out = Outgoing::default();
+        encode_publish(&mut out, 1, &p, 131_072, false).expect("encodes");
+        let pieces = out.take();
+        let referenced: Vec<_> = pieces
+            .iter()
+            .filter(|piece| {
+                let range = shared.as_ptr_range();
+                range.contains(&piece.as_ptr())
+            })
+            .collect();
+        assert_eq!(
+            referenced.len(),
+            4,
+            "three full frames and the rest, each by reference"
+        );
+        assert_eq!(
+            referenced.iter().map(|piece| piece.len()).sum::<usize>(),
+            shared.len(),
+            "the whole body, and only it, by reference"
+        );
     }
 
     #[test]
@@ -382,7 +535,7 @@ mod tests {
             mandatory: true,
             immediate: false,
             properties: &properties,
-            body: b"x",
+            body: Body::Borrowed(b"x"),
         };
         let (general, borrowed) = both(&p, 131_072);
         assert_eq!(general, borrowed);
@@ -393,8 +546,9 @@ mod tests {
                 len: 256
             })
         ));
-        let mut buf = BytesMut::from(&b"kept"[..]);
-        let _ = encode_publish(&mut buf, 1, &p, 131_072);
-        assert_eq!(&buf[..], b"kept");
+        let mut out = Outgoing::default();
+        out.buf().extend_from_slice(b"kept");
+        let _ = encode_publish(&mut out, 1, &p, 131_072, true);
+        assert_eq!(out.take().concat(), b"kept");
     }
 }

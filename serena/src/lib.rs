@@ -67,7 +67,7 @@ pub mod worker;
 
 pub use client::{
     Channel, ChannelPool, Confirmation, Connection, ConsumeOptions, Consumer, Delivery,
-    ExchangeDeclareOptions, GetMessage, HeartbeatStats, PooledChannel, PublishOptions,
+    ExchangeDeclareOptions, GetMessage, HeartbeatStats, IntoBody, PooledChannel, PublishOptions,
     QueueDeclareOk, QueueDeclareOptions, UnconfirmedChannel, open_connection,
 };
 pub use config::{

@@ -2,12 +2,13 @@
 //! returns waiting for their confirm, consumers, flow, and its content assembler. The diagram
 //! and the rules are in the parent module's docs.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
+use super::outgoing::Outgoing;
 use super::sinks::{Failure, Returned, ServerClose, Sinks};
-use crate::content::{Assembled, Content, ContentAssembler, encode_publish};
+use crate::content::{Assembled, Content, ContentAssembler, encode_publish, fingerprint};
 use crate::frame::{FRAME_HEADER_SIZE, encode_method};
 use crate::method::{Method, basic, channel};
 use crate::properties::{BasicProperties, encode_header_payload};
@@ -105,6 +106,32 @@ pub(crate) struct Violation {
     pub(crate) failure: Failure,
 }
 
+/// A message body to publish.
+#[derive(Debug, Clone, Copy)]
+pub enum Body<'a> {
+    /// Copied into the write buffer.
+    Borrowed(&'a [u8]),
+    /// Shared with the caller: from [`SHARED_BODY_MIN`](crate::content::SHARED_BODY_MIN)
+    /// bytes on it is queued for the socket by reference, not copied.
+    Shared(&'a Bytes),
+}
+
+impl<'a> Body<'a> {
+    /// The body's bytes.
+    pub fn as_slice(&self) -> &'a [u8] {
+        match *self {
+            Body::Borrowed(b) => b,
+            Body::Shared(b) => b,
+        }
+    }
+}
+
+impl<'a> From<&'a [u8]> for Body<'a> {
+    fn from(bytes: &'a [u8]) -> Self {
+        Body::Borrowed(bytes)
+    }
+}
+
 /// The fields of a `basic.publish`.
 pub struct Publish<'a> {
     /// Exchange to publish to ("" for the default exchange).
@@ -118,8 +145,25 @@ pub struct Publish<'a> {
     /// The message properties.
     pub properties: &'a BasicProperties,
     /// The body.
-    pub body: &'a [u8],
+    pub body: Body<'a>,
 }
+
+/// The last ack this channel queued, while it is still in the open write buffer and nothing
+/// else of the channel followed it: a later ack can be folded into it.
+#[derive(Debug, Clone, Copy)]
+struct LastAck {
+    /// The write buffer's generation when it was queued: a newer one means it left.
+    generation: u64,
+    /// Where its frame starts in the open buffer.
+    at: usize,
+    /// The delivery tag it acks (with everything before it, once folded).
+    delivery_tag: u64,
+}
+
+/// Where a `basic.ack` frame keeps its delivery tag and its `multiple` bit: after the frame
+/// header, the class and the method id.
+const ACK_TAG_AT: usize = FRAME_HEADER_SIZE + 4;
+const ACK_BITS_AT: usize = ACK_TAG_AT + 8;
 
 pub(crate) struct ChannelMachine<S: Sinks> {
     pub(crate) id: u16,
@@ -139,29 +183,10 @@ pub(crate) struct ChannelMachine<S: Sinks> {
     /// `confirm.select` was sent: every publish takes a sequence number and a waiter. A
     /// channel without it publishes fire-and-forget only.
     confirming: bool,
-}
-
-fn send(out: &mut BytesMut, id: u16, method: impl Into<Method>) {
-    let method = method.into();
-    tracing::trace!(channel = id, ?method, "sending");
-    // The methods the machine sends on its own have no field that can fail to encode.
-    if let Err(e) = encode_method(out, id, &method) {
-        tracing::error!(channel = id, %e, "could not encode a protocol reply");
-    }
-}
-
-/// FNV-1a over a message's content header payload and the ends of its body: cheap enough for
-/// every mandatory publish, and enough to tell apart messages that share a route.
-fn fingerprint(header_payload: &[u8], body: &[u8]) -> u64 {
-    const SAMPLE: usize = 32;
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let head = &body[..body.len().min(SAMPLE)];
-    let tail = &body[body.len().saturating_sub(SAMPLE)..];
-    for b in header_payload.iter().chain(head).chain(tail) {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    /// Delivery tags handed to a consumer or a get and not yet settled (`no_ack` ones never
+    /// are): at most the prefetch window, when there is one.
+    unsettled: BTreeSet<u64>,
+    last_ack: Option<LastAck>,
 }
 
 impl<S: Sinks> ChannelMachine<S> {
@@ -179,7 +204,27 @@ impl<S: Sinks> ChannelMachine<S> {
             consumers: HashMap::new(),
             flow_paused: false,
             confirming: false,
+            unsettled: BTreeSet::new(),
+            last_ack: None,
         }
+    }
+
+    /// Queues a method the machine sends on its own.
+    fn send(&mut self, out: &mut Outgoing, method: impl Into<Method>) {
+        let method = method.into();
+        tracing::trace!(channel = self.id, ?method, "sending");
+        // The methods the machine sends on its own have no field that can fail to encode.
+        if let Err(e) = self.encode(out, &method) {
+            tracing::error!(channel = self.id, ?e, "could not encode a protocol reply");
+        }
+    }
+
+    /// Queues a method frame of this channel. Anything but a publish after an ack ends the
+    /// ack's folding: a later ack moved to its place would pass this frame.
+    fn encode(&mut self, out: &mut Outgoing, method: &Method) -> Result<(), Failure> {
+        self.last_ack = None;
+        encode_method(out.buf(), self.id, method)?;
+        Ok(())
     }
 
     pub(crate) fn assembler(&mut self) -> &mut ContentAssembler {
@@ -189,7 +234,7 @@ impl<S: Sinks> ChannelMachine<S> {
     /// Sends a synchronous method; its reply goes to `waiter`.
     pub(crate) fn call(
         &mut self,
-        out: &mut BytesMut,
+        out: &mut Outgoing,
         method: &Method,
         waiter: Option<S::Call>,
     ) -> Result<(), Failure> {
@@ -205,7 +250,7 @@ impl<S: Sinks> ChannelMachine<S> {
             _ => CallKind::Plain,
         };
         tracing::trace!(channel = self.id, ?method, "sending");
-        encode_method(out, self.id, method)?;
+        self.encode(out, method)?;
         if matches!(method, Method::ConfirmSelect(_)) {
             // Confirm mode holds from the next publish on: the broker numbers publishes
             // from select-ok, and a channel's publishes follow its select on the wire.
@@ -222,23 +267,24 @@ impl<S: Sinks> ChannelMachine<S> {
         }
     }
 
-    /// Encodes `basic.publish` with its content.
+    /// Encodes `basic.publish` with its content; with `fingerprint`, returns the message's.
+    /// A publish does not end an ack's folding: moving an ack before it changes nothing.
     fn encode_publish(
         &self,
-        out: &mut BytesMut,
+        out: &mut Outgoing,
         frame_max: u32,
         p: &Publish<'_>,
-    ) -> Result<(), Failure> {
+        fingerprint: bool,
+    ) -> Result<Option<u64>, Failure> {
         self.usable()?;
-        encode_publish(out, self.id, p, frame_max)?;
-        Ok(())
+        Ok(encode_publish(out, self.id, p, frame_max, fingerprint)?)
     }
 
     /// A publish the broker will confirm: it takes the next sequence number and `waiter`
     /// gets the confirm (or the return, for a mandatory one no queue took).
     pub(crate) fn publish(
         &mut self,
-        out: &mut BytesMut,
+        out: &mut Outgoing,
         frame_max: u32,
         p: &Publish<'_>,
         waiter: S::Confirm,
@@ -249,22 +295,11 @@ impl<S: Sinks> ChannelMachine<S> {
                 "a confirmed publish on a channel without confirm mode (confirm.select)",
             ));
         }
-        let start = out.len();
-        self.encode_publish(out, frame_max, p)?;
-        let mandatory = p.mandatory.then(|| {
-            // The header frame follows the method frame: skip the method frame, then take the
-            // header frame's payload from the bytes just written.
-            let frame_len = |at: usize| {
-                let size = u32::from_be_bytes([out[at + 3], out[at + 4], out[at + 5], out[at + 6]]);
-                FRAME_HEADER_SIZE + size as usize + 1
-            };
-            let header = start + frame_len(start);
-            let payload = &out[header + FRAME_HEADER_SIZE..header + frame_len(header) - 1];
-            Route {
-                exchange: p.exchange.into(),
-                routing_key: p.routing_key.into(),
-                fingerprint: fingerprint(payload, p.body),
-            }
+        let fingerprint = self.encode_publish(out, frame_max, p, p.mandatory)?;
+        let mandatory = fingerprint.map(|fingerprint| Route {
+            exchange: p.exchange.into(),
+            routing_key: p.routing_key.into(),
+            fingerprint,
         });
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -280,7 +315,7 @@ impl<S: Sinks> ChannelMachine<S> {
     /// A fire-and-forget publish on a channel without confirm mode: nothing waits for it.
     pub(crate) fn publish_unconfirmed(
         &mut self,
-        out: &mut BytesMut,
+        out: &mut Outgoing,
         frame_max: u32,
         p: &Publish<'_>,
     ) -> Result<(), Failure> {
@@ -296,7 +331,7 @@ impl<S: Sinks> ChannelMachine<S> {
             // confirms nothing could tell the caller, and the return would be dropped.
             return Err(Failure::Misuse("a mandatory publish without confirm mode"));
         }
-        self.encode_publish(out, frame_max, p)
+        self.encode_publish(out, frame_max, p, false).map(drop)
     }
 
     /// Publishes sent and not yet confirmed.
@@ -306,7 +341,7 @@ impl<S: Sinks> ChannelMachine<S> {
 
     pub(crate) fn consume(
         &mut self,
-        out: &mut BytesMut,
+        out: &mut Outgoing,
         method: basic::Consume,
         sink: S::Consumer,
         waiter: S::Call,
@@ -316,7 +351,7 @@ impl<S: Sinks> ChannelMachine<S> {
         let no_ack = method.no_ack;
         let method: Method = method.into();
         tracing::trace!(channel = self.id, ?method, "sending");
-        encode_method(out, self.id, &method)?;
+        self.encode(out, &method)?;
         // Registered before consume-ok, so a delivery can never outrun it. A tag already in
         // use keeps its first consumer; the server refuses the second (530).
         self.consumers
@@ -337,7 +372,7 @@ impl<S: Sinks> ChannelMachine<S> {
     /// cancel is under way and `waiter` is `None`).
     pub(crate) fn cancel(
         &mut self,
-        out: &mut BytesMut,
+        out: &mut Outgoing,
         tag: &ShortString,
         waiter: Option<S::Call>,
     ) -> Result<bool, Failure> {
@@ -347,40 +382,98 @@ impl<S: Sinks> ChannelMachine<S> {
         let Some(slot) = self.consumers.get_mut(tag) else {
             return Ok(false);
         };
-        if !slot.cancelling {
-            slot.cancelling = true;
-            send(
+        let send_cancel = !slot.cancelling;
+        if !send_cancel && waiter.is_none() {
+            return Ok(false);
+        }
+        slot.cancelling = true;
+        slot.cancel_waiters.extend(waiter);
+        if send_cancel {
+            self.send(
                 out,
-                self.id,
                 basic::Cancel {
                     consumer_tag: tag.clone(),
                     nowait: false,
                 },
             );
-        } else if waiter.is_none() {
-            return Ok(false);
         }
-        slot.cancel_waiters.extend(waiter);
         Ok(true)
     }
 
     /// Sends an ack, nack or reject: only while the channel is open, since after a close
     /// RabbitMQ takes such a frame for a channel error of the whole connection (504).
-    pub(crate) fn settle(&mut self, out: &mut BytesMut, method: &Method) -> Result<(), Failure> {
+    ///
+    /// An ack of the oldest unsettled delivery is folded into the channel's last ack when
+    /// that is still waiting in the write buffer with nothing of the channel after it: the
+    /// frame becomes `ack(this tag, multiple)`. That acks exactly what the two acks did,
+    /// since every earlier delivery was settled by frames before it, and the broker handles
+    /// one ack instead of many. (RabbitMQ refuses a multiple ack whose own tag is not
+    /// outstanding, 406 "unknown delivery tag": the folded tag is always this ack's own, which
+    /// is.)
+    /// Returns whether the ack was folded.
+    pub(crate) fn settle(&mut self, out: &mut Outgoing, method: &Method) -> Result<bool, Failure> {
         if self.phase != Phase::Open {
             return Err(Failure::Closed("channel"));
         }
-        encode_method(out, self.id, method)?;
-        Ok(())
+        let (tag, multiple) = match method {
+            Method::BasicAck(a) => (a.delivery_tag, a.multiple),
+            Method::BasicNack(n) => (n.delivery_tag, n.multiple),
+            Method::BasicReject(r) => (r.delivery_tag, false),
+            _ => {
+                return Err(Failure::Misuse(
+                    "settle takes basic.ack, basic.nack or basic.reject",
+                ));
+            }
+        };
+        let oldest = self.unsettled.first() == Some(&tag);
+        if multiple {
+            // Everything up to the tag (tag 0: everything).
+            self.unsettled = match tag {
+                0 => BTreeSet::new(),
+                t => self.unsettled.split_off(&(t + 1)),
+            };
+        } else {
+            self.unsettled.remove(&tag);
+        }
+        let foldable = matches!(method, Method::BasicAck(_)) && !multiple && oldest;
+        if foldable
+            && let Some(last) = self.last_ack
+            && last.generation == out.generation()
+            && last.delivery_tag < tag
+        {
+            let frame = &mut out.buf()[last.at..];
+            frame[ACK_TAG_AT..ACK_TAG_AT + 8].copy_from_slice(&tag.to_be_bytes());
+            frame[ACK_BITS_AT] = 1;
+            self.last_ack = Some(LastAck {
+                delivery_tag: tag,
+                ..last
+            });
+            tracing::trace!(
+                channel = self.id,
+                delivery_tag = tag,
+                "ack folded into the last one"
+            );
+            return Ok(true);
+        }
+        let at = out.buf().len();
+        tracing::trace!(channel = self.id, ?method, "sending");
+        self.encode(out, method)?;
+        if matches!(method, Method::BasicAck(_)) {
+            self.last_ack = Some(LastAck {
+                generation: out.generation(),
+                at,
+                delivery_tag: tag,
+            });
+        }
+        Ok(false)
     }
 
     /// Starts our close, unless it is under way; `waiter` gets the close-ok.
-    pub(crate) fn close(&mut self, out: &mut BytesMut, waiter: Option<S::Call>) {
+    pub(crate) fn close(&mut self, out: &mut Outgoing, waiter: Option<S::Call>) {
         if self.phase != Phase::Closing {
             self.phase = Phase::Closing;
-            send(
+            self.send(
                 out,
-                self.id,
                 channel::Close {
                     reply_code: 200,
                     reply_text: "bye".into(),
@@ -433,7 +526,7 @@ impl<S: Sinks> ChannelMachine<S> {
     /// Handles one method or message for this channel.
     pub(crate) fn handle(
         &mut self,
-        out: &mut BytesMut,
+        out: &mut Outgoing,
         assembled: Assembled,
     ) -> Result<Step<Failure>, Violation> {
         match self.phase {
@@ -446,7 +539,7 @@ impl<S: Sinks> ChannelMachine<S> {
         }
     }
 
-    fn handle_opening(&mut self, out: &mut BytesMut, assembled: Assembled) -> Step<Failure> {
+    fn handle_opening(&mut self, out: &mut Outgoing, assembled: Assembled) -> Step<Failure> {
         match assembled {
             Assembled::Method(m @ Method::ChannelOpenOk(_)) => {
                 self.phase = Phase::Open;
@@ -461,7 +554,7 @@ impl<S: Sinks> ChannelMachine<S> {
     /// channel.close / stability: after our close everything but the close handshake is
     /// discarded, except the broker's confirms and returns, which still tell the truth about
     /// publishes made before the close.
-    fn handle_closing(&mut self, out: &mut BytesMut, assembled: Assembled) -> Step<Failure> {
+    fn handle_closing(&mut self, out: &mut Outgoing, assembled: Assembled) -> Step<Failure> {
         match assembled {
             Assembled::Method(Method::ChannelCloseOk(_)) => Step::Ended(Failure::Closed("channel")),
             Assembled::Method(Method::ChannelClose(c)) => {
@@ -472,7 +565,7 @@ impl<S: Sinks> ChannelMachine<S> {
                     reply_code = c.reply_code,
                     "closes crossed"
                 );
-                send(out, self.id, channel::CloseOk {});
+                self.send(out, channel::CloseOk {});
                 Step::Continue
             }
             Assembled::Method(Method::BasicAck(a)) => {
@@ -491,8 +584,8 @@ impl<S: Sinks> ChannelMachine<S> {
         }
     }
 
-    fn closed_by_server(&mut self, out: &mut BytesMut, c: channel::Close) -> Step<Failure> {
-        send(out, self.id, channel::CloseOk {});
+    fn closed_by_server(&mut self, out: &mut Outgoing, c: channel::Close) -> Step<Failure> {
+        self.send(out, channel::CloseOk {});
         let close = ServerClose {
             channel: Some(self.id),
             reply_code: c.reply_code,
@@ -506,7 +599,7 @@ impl<S: Sinks> ChannelMachine<S> {
 
     fn handle_content(
         &mut self,
-        out: &mut BytesMut,
+        out: &mut Outgoing,
         content: Content,
     ) -> Result<Step<Failure>, Violation> {
         match &content.method {
@@ -517,13 +610,19 @@ impl<S: Sinks> ChannelMachine<S> {
                     tracing::debug!(channel = self.id, tag = %d.consumer_tag, "delivery for an unknown consumer dropped");
                     return Ok(Step::Dropped);
                 };
-                let (tag, delivery_tag) = (d.consumer_tag.clone(), d.delivery_tag);
+                let (tag, delivery_tag, no_ack) =
+                    (d.consumer_tag.clone(), d.delivery_tag, slot.no_ack);
                 match S::deliver(&slot.sink, content) {
-                    true => Ok(Step::Continue),
+                    true => {
+                        if !no_ack {
+                            self.unsettled.insert(delivery_tag);
+                        }
+                        Ok(Step::Continue)
+                    }
                     false => {
                         // The consumer is gone (dropped, or its consume call was): give the
                         // message back and stop the flow.
-                        if !slot.no_ack {
+                        if !no_ack {
                             self.give_back(out, delivery_tag);
                         }
                         let _ = self.cancel(out, &tag, None);
@@ -533,9 +632,14 @@ impl<S: Sinks> ChannelMachine<S> {
             }
             Method::BasicGetOk(ok) => {
                 let (delivery_tag, no_ack) = (ok.delivery_tag, self.front_get_no_ack());
-                if !self.reply_taken(Assembled::Content(content)) && !no_ack {
+                let taken = self.reply_taken(Assembled::Content(content));
+                match (taken, no_ack) {
+                    (_, true) => {}
+                    (true, false) => {
+                        self.unsettled.insert(delivery_tag);
+                    }
                     // The get was dropped before its get-ok: give the message back.
-                    self.give_back(out, delivery_tag);
+                    (false, false) => self.give_back(out, delivery_tag),
                 }
                 Ok(Step::Continue)
             }
@@ -556,10 +660,9 @@ impl<S: Sinks> ChannelMachine<S> {
     }
 
     /// Puts a message nobody will handle back in its queue (`basic.reject` with requeue).
-    fn give_back(&self, out: &mut BytesMut, delivery_tag: u64) {
-        send(
+    fn give_back(&mut self, out: &mut Outgoing, delivery_tag: u64) {
+        self.send(
             out,
-            self.id,
             basic::Reject {
                 delivery_tag,
                 requeue: true,
@@ -577,7 +680,7 @@ impl<S: Sinks> ChannelMachine<S> {
         )
     }
 
-    fn handle_method(&mut self, out: &mut BytesMut, method: Method) -> Step<Failure> {
+    fn handle_method(&mut self, out: &mut Outgoing, method: Method) -> Step<Failure> {
         match method {
             Method::ChannelClose(c) => self.closed_by_server(out, c),
             Method::BasicAck(a) => {
@@ -608,9 +711,8 @@ impl<S: Sinks> ChannelMachine<S> {
                     S::end_consumer(slot.sink, reason);
                 }
                 if !c.nowait {
-                    send(
+                    self.send(
                         out,
-                        self.id,
                         basic::CancelOk {
                             consumer_tag: c.consumer_tag,
                         },
@@ -620,7 +722,7 @@ impl<S: Sinks> ChannelMachine<S> {
             }
             Method::ChannelFlow(f) => {
                 self.flow_paused = !f.active;
-                send(out, self.id, channel::FlowOk { active: f.active });
+                self.send(out, channel::FlowOk { active: f.active });
                 S::flow_changed(&self.sink, f.active);
                 Step::Continue
             }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, Sleep};
 
+use super::body::IntoBody;
 use super::consumer::{Consumer, GetMessage};
 use super::options::{ConsumeOptions, ExchangeDeclareOptions, PublishOptions, QueueDeclareOptions};
 use crate::driver::shared::{ChannelLink, ConnShared, OUT_HIGH_WATER, RpcReply, State, lock};
@@ -407,7 +408,7 @@ impl Channel {
         &self,
         exchange: &str,
         routing_key: &str,
-        body: impl AsRef<[u8]>,
+        body: impl IntoBody,
         properties: BasicProperties,
     ) -> Result<()> {
         self.basic_publish_with(
@@ -447,7 +448,7 @@ impl Channel {
         &self,
         exchange: &str,
         routing_key: &str,
-        body: impl AsRef<[u8]>,
+        body: impl IntoBody,
         properties: BasicProperties,
         options: PublishOptions,
     ) -> Result<Confirmation> {
@@ -466,24 +467,25 @@ impl Channel {
         let deadline = options
             .timeout
             .map(|timeout| (Instant::now() + timeout, timeout));
-        let publish = Publish {
-            exchange,
-            routing_key,
-            mandatory: options.mandatory,
-            immediate: options.immediate,
-            properties: &properties,
-            body: body.as_ref(),
-        };
         let (tx, rx) = oneshot::channel();
         {
             let mut st = self.publishable(deadline).await?;
-            tracing::trace!(channel = link.id.id, %exchange, %routing_key, len = publish.body.len(), "publishing");
             // Nothing else in flight on this channel: a caller waiting on this one confirm,
             // so send it now. Under a stream of publishes the writer batches them instead.
             let alone = st.machine.unconfirmed(link.id) == 0;
-            st.machine
-                .publish(link.id, &publish, tx)
-                .map_err(|e| link.reason(e))?;
+            body.with_body(|body| {
+                let publish = Publish {
+                    exchange,
+                    routing_key,
+                    mandatory: options.mandatory,
+                    immediate: options.immediate,
+                    properties: &properties,
+                    body,
+                };
+                tracing::trace!(channel = link.id.id, %exchange, %routing_key, len = body.as_slice().len(), "publishing");
+                st.machine.publish(link.id, &publish, tx)
+            })
+            .map_err(|e| link.reason(e))?;
             if alone {
                 link.conn.flush_inline(&mut st);
             }

@@ -177,6 +177,10 @@ pub struct HeartbeatStats {
     /// after it closed a channel, deliveries to a consumer that is gone, replies nobody
     /// waits for, what arrives after our close.
     pub late_frames: u64,
+    /// Acks that left folded into an earlier ack of their channel, as one
+    /// `ack(multiple)`: acks made in delivery order while the previous one still waited for
+    /// the socket. The broker saw the same acks in fewer frames.
+    pub acks_folded: u64,
 }
 
 /// An open AMQP connection. Cheap to clone; the connection's tasks stop when the last clone
@@ -354,6 +358,7 @@ impl Connection {
             frames_received: seen.frames_received,
             bytes_written: s.bytes_written.load(Ordering::Relaxed),
             late_frames: seen.late_frames,
+            acks_folded: seen.acks_folded,
         }
     }
 

@@ -1,5 +1,6 @@
 //! The user-facing handles: [`Connection`], [`Channel`], [`Consumer`] and [`Delivery`].
 
+mod body;
 mod channel;
 mod connection;
 mod consumer;
@@ -7,6 +8,7 @@ mod options;
 mod pool;
 mod unconfirmed;
 
+pub use body::IntoBody;
 pub use channel::{Channel, Confirmation, QueueDeclareOk};
 pub use connection::{Connection, HeartbeatStats, open_connection};
 pub(crate) use connection::{run_scope, shuffle};

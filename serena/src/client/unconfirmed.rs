@@ -1,5 +1,6 @@
 //! Fire-and-forget channels: publishing without publisher confirms.
 
+use super::body::IntoBody;
 use super::channel::{Channel, QueueDeclareOk};
 use super::options::{ExchangeDeclareOptions, QueueDeclareOptions};
 use crate::error::{Error, Result};
@@ -107,24 +108,25 @@ impl UnconfirmedChannel {
         &self,
         exchange: &str,
         routing_key: &str,
-        body: impl AsRef<[u8]>,
+        body: impl IntoBody,
         properties: BasicProperties,
     ) -> Result<()> {
-        let publish = Publish {
-            exchange,
-            routing_key,
-            mandatory: false,
-            immediate: false,
-            properties: &properties,
-            body: body.as_ref(),
-        };
         let link = self.channel.link();
         let mut st = self.channel.publishable(None).await?;
-        tracing::trace!(channel = link.id.id, %exchange, %routing_key, len = publish.body.len(), "publishing unconfirmed");
-        let sent = st
-            .machine
-            .publish_unconfirmed(link.id, &publish)
-            .map_err(|e| link.reason(e));
+        let sent = body.with_body(|body| {
+            let publish = Publish {
+                exchange,
+                routing_key,
+                mandatory: false,
+                immediate: false,
+                properties: &properties,
+                body,
+            };
+            tracing::trace!(channel = link.id.id, %exchange, %routing_key, len = body.as_slice().len(), "publishing unconfirmed");
+            st.machine
+                .publish_unconfirmed(link.id, &publish)
+                .map_err(|e| link.reason(e))
+        });
         link.conn.release(st);
         sent
     }

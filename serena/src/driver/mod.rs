@@ -46,13 +46,14 @@ pub(crate) async fn write_loop(mut socket: impl WriteHalf, shared: Arc<ConnShare
                 None
             } else {
                 st.writing = true;
-                Some(st.machine.transmit().split())
+                Some(st.machine.transmit().take())
             }
         };
         match chunk {
-            Some(bytes) => {
-                tracing::trace!(bytes = bytes.len(), "writing");
-                socket.write_all(&bytes).await?;
+            Some(pieces) => {
+                let len: usize = pieces.iter().map(bytes::Bytes::len).sum();
+                tracing::trace!(bytes = len, pieces = pieces.len(), "writing");
+                socket.write_all(&pieces).await?;
                 {
                     let mut st = lock(&shared.state);
                     st.writing = false;
@@ -61,7 +62,7 @@ pub(crate) async fn write_loop(mut socket: impl WriteHalf, shared: Arc<ConnShare
                 shared
                     .stats
                     .bytes_written
-                    .fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    .fetch_add(len as u64, std::sync::atomic::Ordering::Relaxed);
                 shared.out_drained.notify_waiters();
             }
             None => ready.await,

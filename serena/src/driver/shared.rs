@@ -241,9 +241,14 @@ impl ConnShared {
         if out.is_empty() {
             return;
         }
+        let written = {
+            let mut slices = [std::io::IoSlice::new(&[]); super::transport::MAX_PIECES];
+            let n = out.chunks(&mut slices);
+            socket.try_write_vectored(&slices[..n])
+        };
         // Errors (WouldBlock included) are left to the writer task, which meets them too.
-        if let Ok(n) = socket.try_write(out) {
-            bytes::Buf::advance(out, n);
+        if let Ok(n) = written {
+            out.advance(n);
             st.machine.handle_sent(super::now());
             self.stats
                 .bytes_written
@@ -311,7 +316,7 @@ mod tests {
                         mandatory: false,
                         immediate: false,
                         properties: &Default::default(),
-                        body: b"x",
+                        body: crate::proto::connection::Body::Borrowed(b"x"),
                     },
                     confirm,
                 )

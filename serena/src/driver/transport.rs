@@ -16,8 +16,10 @@
 //! state for both directions, so it is split with [`tokio::io::split`] and only the writer
 //! task writes to it: it has no inline writer, and callers leave their bytes to the writer.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -94,8 +96,8 @@ pub(crate) trait WriteHalf: Send + 'static {
     /// A handle for callers' inline writes, for transports that allow them (not TLS).
     fn inline_writer(&self) -> Option<Arc<dyn TryWrite>>;
 
-    /// Writes all of `bytes`.
-    fn write_all(&mut self, bytes: &[u8]) -> impl Future<Output = Result<()>> + Send;
+    /// Writes all of `pieces`, in order.
+    fn write_all(&mut self, pieces: &[Bytes]) -> impl Future<Output = Result<()>> + Send;
 
     /// Ends our direction of the stream (a TLS `close_notify`, then FIN), once no inline
     /// writer is left.
@@ -104,9 +106,14 @@ pub(crate) trait WriteHalf: Send + 'static {
 
 /// A socket half any task may write to without waiting and without `&mut`.
 pub(crate) trait TryWrite: Send + Sync {
-    /// Writes what fits now without waiting; `WouldBlock` when nothing does.
-    fn try_write(&self, bytes: &[u8]) -> io::Result<usize>;
+    /// Writes what fits now of `pieces`, in order, without waiting; `WouldBlock` when
+    /// nothing does.
+    fn try_write_vectored(&self, pieces: &[IoSlice<'_>]) -> io::Result<usize>;
 }
+
+/// The most pieces one vectored write takes (Linux takes up to 1024; a publish of a large
+/// shared body is three per frame).
+pub(crate) const MAX_PIECES: usize = 64;
 
 /// An owned write half of a TCP or Unix socket, which the writer task shares with inline
 /// writers.
@@ -130,8 +137,8 @@ macro_rules! owned_halves {
         }
 
         impl TryWrite for tokio::net::$module::OwnedWriteHalf {
-            fn try_write(&self, bytes: &[u8]) -> io::Result<usize> {
-                tokio::net::$module::OwnedWriteHalf::try_write(self, bytes)
+            fn try_write_vectored(&self, pieces: &[IoSlice<'_>]) -> io::Result<usize> {
+                tokio::net::$module::OwnedWriteHalf::try_write_vectored(self, pieces)
             }
         }
 
@@ -153,11 +160,23 @@ impl<S: SharedHalf> WriteHalf for Arc<S> {
     }
 
     /// The write loop over a half other tasks may also `try_write` to: wait until writable,
-    /// write what fits, again.
-    async fn write_all(&mut self, mut bytes: &[u8]) -> Result<()> {
-        while !bytes.is_empty() {
+    /// write what fits (vectored, up to [`MAX_PIECES`] pieces at a time), again.
+    async fn write_all(&mut self, pieces: &[Bytes]) -> Result<()> {
+        // The next piece to write, and how much of it is already written.
+        let (mut next, mut done) = (0, 0);
+        while next < pieces.len() {
             self.writable().await?;
-            match self.try_write(bytes) {
+            let written = {
+                let mut slices = [IoSlice::new(&[]); MAX_PIECES];
+                let rest = pieces[next..].iter().enumerate();
+                let mut n = 0;
+                for ((i, piece), slot) in rest.zip(slices.iter_mut()) {
+                    *slot = IoSlice::new(if i == 0 { &piece[done..] } else { piece });
+                    n += 1;
+                }
+                self.try_write_vectored(&slices[..n])
+            };
+            match written {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::WriteZero,
@@ -165,7 +184,18 @@ impl<S: SharedHalf> WriteHalf for Arc<S> {
                     )
                     .into());
                 }
-                Ok(n) => bytes = &bytes[n..],
+                Ok(mut n) => {
+                    while n > 0 {
+                        let left = pieces[next].len() - done;
+                        if n < left {
+                            done += n;
+                            break;
+                        }
+                        n -= left;
+                        next += 1;
+                        done = 0;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(e.into()),
             }
@@ -198,9 +228,12 @@ impl<T: AsyncWrite + Send + 'static> WriteHalf for tokio::io::WriteHalf<T> {
         None
     }
 
-    /// The flush pushes the bytes out of a TLS session's buffer.
-    async fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
-        AsyncWriteExt::write_all(self, bytes).await?;
+    /// The flush pushes the bytes out of a TLS session's buffer (which copies every byte
+    /// anyway: vectored writes would buy nothing here).
+    async fn write_all(&mut self, pieces: &[Bytes]) -> Result<()> {
+        for piece in pieces {
+            AsyncWriteExt::write_all(self, piece).await?;
+        }
         self.flush().await?;
         Ok(())
     }

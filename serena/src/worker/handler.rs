@@ -18,7 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-use crate::client::{ChannelPool, Delivery};
+use crate::client::{ChannelPool, Delivery, IntoBody};
 use crate::error::{Error, Result};
 use crate::proto::{BasicProperties, FieldTable};
 use crate::topology::RetrySchedule;
@@ -418,7 +418,7 @@ impl Publisher {
         &self,
         exchange: &str,
         routing_key: &str,
-        body: impl AsRef<[u8]>,
+        body: impl IntoBody,
         properties: BasicProperties,
     ) -> Result<()> {
         let pool = self.pool.as_ref().ok_or(Error::Closed("connection"))?;

@@ -187,3 +187,62 @@ async fn nack_requeues_reject_drops_and_ack_of_a_get_settles() {
     })
     .await;
 }
+
+/// Acks made in delivery order fold into one `ack(multiple)` while the previous ack still
+/// waits for the socket; nacks, rejects and acks out of order between them must keep every
+/// message settled exactly as the handler said. RabbitMQ checks it for us: a multiple ack that
+/// covered a message nacked later, or an ack of a tag already covered, closes the channel with
+/// 406; a lost ack shows as a message back in the queue when the channel closes.
+#[tokio::test]
+async fn acks_in_order_fold_and_every_message_is_settled_as_said() {
+    const N: usize = 600;
+    let cfg = config().with_channel_buffer_size(300);
+    with_connection(&cfg, async |conn| {
+        let ch = conn.channel().await?;
+        let dead = ch.queue_declare("", exclusive()).await?.queue;
+        let args = FieldTable::new()
+            .with("x-dead-letter-exchange", "")
+            .with("x-dead-letter-routing-key", dead.as_str());
+        let q2 = ch.queue_declare("", exclusive_with(args)).await?.queue;
+        for i in 0..N {
+            publish(&ch, "", &q2, i.to_string().as_bytes()).await?;
+        }
+        let mut consumer = ch.basic_consume(&q2, ConsumeOptions::default()).await?;
+        let mut held = Vec::new();
+        let mut rejected = 0;
+        let mut seen = 0;
+        while seen < N {
+            let d = next_delivery(&mut consumer).await;
+            seen += 1;
+            let i: usize = std::str::from_utf8(&d.body).unwrap().parse().unwrap();
+            match i % 10 {
+                // Held back, acked later: out of order.
+                3 => held.push(d),
+                // Dead-lettered between acks.
+                7 => {
+                    d.reject(false)?;
+                    rejected += 1;
+                }
+                _ => d.ack()?,
+            }
+            if held.len() == 5 {
+                for d in held.drain(..).rev() {
+                    d.ack()?;
+                }
+            }
+        }
+        for d in held.drain(..) {
+            d.ack()?;
+        }
+        drop(consumer);
+        // Anything unsettled would be requeued by the close.
+        ch.close().await?;
+        let ch = conn.channel().await?;
+        assert_eq!(ready(&ch, &q2).await?, 0, "an ack was lost");
+        wait_ready(&ch, &dead, rejected).await?;
+        let folded = conn.heartbeat_stats().acks_folded;
+        assert!(folded > 0, "no ack was folded");
+        ch.close().await
+    })
+    .await;
+}

@@ -3,6 +3,7 @@
 //! [`methods`]), with the rules of channels' lives, confirms, returns and consumers; the rules
 //! a hostile server breaks, and the reply code of each, are in [`rules`].
 
+mod acks;
 mod rules;
 
 use std::sync::mpsc::{Receiver, Sender, channel};
@@ -66,7 +67,7 @@ fn machine() -> Connection<T> {
 
 /// The frames the machine queued since the last look.
 fn sent(m: &mut Connection<T>) -> Vec<Frame> {
-    let mut buf = m.transmit().split();
+    let mut buf = bytes::BytesMut::from(&m.transmit().take().concat()[..]);
     let decoder = FrameDecoder::new(131_072);
     let mut frames = Vec::new();
     while let Some(f) = decoder
@@ -338,7 +339,7 @@ fn publish(
             mandatory: true,
             immediate: false,
             properties: &properties,
-            body,
+            body: Body::Borrowed(body),
         },
         tx,
     )
@@ -825,7 +826,7 @@ fn plain_publish(mandatory: bool) -> Publish<'static> {
         mandatory,
         immediate: false,
         properties: &PROPERTIES,
-        body: b"telemetry",
+        body: Body::Borrowed(b"telemetry"),
     }
 }
 
