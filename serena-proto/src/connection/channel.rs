@@ -2,7 +2,8 @@
 //! returns waiting for their confirm, consumers, flow, and its content assembler. The diagram
 //! and the rules are in the parent module's docs.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use bytes::{Bytes, BytesMut};
 
@@ -148,6 +149,31 @@ pub struct Publish<'a> {
     pub body: Body<'a>,
 }
 
+/// FNV-1a for the consumer table: a delivery looks its consumer up by a tag of a dozen bytes,
+/// where SipHash's setup costs more than the lookup. Tags are this client's own (it names
+/// every consumer), so there is nobody to flood the table.
+#[derive(Default)]
+pub(crate) struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
 /// The last ack this channel queued, while it is still in the open write buffer and nothing
 /// else of the channel followed it: a later ack can be folded into it.
 #[derive(Debug, Clone, Copy)]
@@ -178,14 +204,16 @@ pub(crate) struct ChannelMachine<S: Sinks> {
     /// matched by route when the confirm covering its publish arrives (RabbitMQ sends a
     /// publish's return before its ack).
     returns: VecDeque<PendingReturn>,
-    consumers: HashMap<ShortString, ConsumerSlot<S>>,
+    consumers: HashMap<ShortString, ConsumerSlot<S>, BuildHasherDefault<Fnv>>,
     pub(crate) flow_paused: bool,
     /// `confirm.select` was sent: every publish takes a sequence number and a waiter. A
     /// channel without it publishes fire-and-forget only.
     confirming: bool,
     /// Delivery tags handed to a consumer or a get and not yet settled (`no_ack` ones never
     /// are): at most the prefetch window, when there is one.
-    unsettled: BTreeSet<u64>,
+    /// In delivery order: the broker numbers deliveries upwards, so a push keeps it sorted
+    /// and the usual ack (the oldest) is a pop.
+    unsettled: VecDeque<u64>,
     last_ack: Option<LastAck>,
 }
 
@@ -201,11 +229,24 @@ impl<S: Sinks> ChannelMachine<S> {
             confirms: VecDeque::new(),
             next_seq: 1,
             returns: VecDeque::new(),
-            consumers: HashMap::new(),
+            consumers: HashMap::default(),
             flow_paused: false,
             confirming: false,
-            unsettled: BTreeSet::new(),
+            unsettled: VecDeque::new(),
             last_ack: None,
+        }
+    }
+
+    /// Remembers a delivery the user will settle. RabbitMQ numbers them upwards; a server that
+    /// does not still finds the list sorted (and a tag given twice kept once).
+    fn track(&mut self, delivery_tag: u64) {
+        match self.unsettled.back() {
+            Some(&last) if last >= delivery_tag => {
+                if let Err(at) = self.unsettled.binary_search(&delivery_tag) {
+                    self.unsettled.insert(at, delivery_tag);
+                }
+            }
+            _ => self.unsettled.push_back(delivery_tag),
         }
     }
 
@@ -425,15 +466,18 @@ impl<S: Sinks> ChannelMachine<S> {
                 ));
             }
         };
-        let oldest = self.unsettled.first() == Some(&tag);
+        let oldest = self.unsettled.front() == Some(&tag);
         if multiple {
             // Everything up to the tag (tag 0: everything).
-            self.unsettled = match tag {
-                0 => BTreeSet::new(),
-                t => self.unsettled.split_off(&(t + 1)),
+            let upto = match tag {
+                0 => self.unsettled.len(),
+                t => self.unsettled.partition_point(|&u| u <= t),
             };
-        } else {
-            self.unsettled.remove(&tag);
+            self.unsettled.drain(..upto);
+        } else if oldest {
+            self.unsettled.pop_front();
+        } else if let Ok(at) = self.unsettled.binary_search(&tag) {
+            self.unsettled.remove(at);
         }
         let foldable = matches!(method, Method::BasicAck(_)) && !multiple && oldest;
         if foldable
@@ -615,7 +659,7 @@ impl<S: Sinks> ChannelMachine<S> {
                 match S::deliver(&slot.sink, content) {
                     true => {
                         if !no_ack {
-                            self.unsettled.insert(delivery_tag);
+                            self.track(delivery_tag);
                         }
                         Ok(Step::Continue)
                     }
@@ -636,7 +680,7 @@ impl<S: Sinks> ChannelMachine<S> {
                 match (taken, no_ack) {
                     (_, true) => {}
                     (true, false) => {
-                        self.unsettled.insert(delivery_tag);
+                        self.track(delivery_tag);
                     }
                     // The get was dropped before its get-ok: give the message back.
                     (false, false) => self.give_back(out, delivery_tag),
