@@ -71,7 +71,8 @@ pub use client::{
     QueueDeclareOk, QueueDeclareOptions, UnconfirmedChannel, open_connection,
 };
 pub use config::{
-    AuthMechanism, ClientCertificate, ConnectionConfig, Endpoint, Password, TlsOptions,
+    AuthMechanism, ByteStream, ClientCertificate, ConnectFuture, ConnectionConfig, Connector,
+    Endpoint, Password, SharedConnector, TlsOptions,
 };
 pub use error::{
     CertificateProblem, CloseScope, ConnectAttempt, Error, Result, ReturnedMessage, TlsError,

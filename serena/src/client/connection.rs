@@ -249,6 +249,7 @@ impl Connection {
             // generic, compiled once per kind.
             match transport::connect(endpoint, config).await? {
                 Socket::Tcp(s) => Self::start(s, config, endpoint).await,
+                Socket::Custom(s) => Self::start(s, config, endpoint).await,
                 #[cfg(unix)]
                 Socket::Unix(s) => Self::start(s, config, endpoint).await,
                 #[cfg(feature = "tls")]
