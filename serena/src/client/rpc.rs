@@ -217,6 +217,11 @@ impl Drop for EndOnDrop {
 /// - the channel's or connection's end (an [`UnexpectedCloseError`](crate::UnexpectedCloseError),
 ///   say) when that comes first; the scope itself returns it too.
 ///
+/// A responder publishes its reply through the default exchange to the request's `reply_to`
+/// with its `correlation_id`, and not `mandatory`: RabbitMQ returns a mandatory publish to a
+/// reply-to name (it is no queue) even though it delivers it. `#[consumer]` handlers do this
+/// when they return a [`worker::Reply`](crate::worker::Reply).
+///
 /// A responder that fails without replying is seen by the caller as a timeout: serena's
 /// handlers reply only with a value ([`worker::Reply`](crate::worker::Reply)); a handler that
 /// wants its caller to see an error replies with one (a `Reply<Result<T, String>>`, say).
