@@ -141,8 +141,8 @@ async fn ten_thousand_concurrent_calls_through_one_channel_all_answered() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timeout_frees_its_slot_and_its_late_reply_is_dropped() {
-    // The first request is held until the second arrives; then both are answered, the late
-    // one first. One slot: the second call can only start once the first freed it.
+    // The first request is held until the second arrives; then both are answered, the
+    // second first. One slot: the second call can only start once the first freed it.
     let r: Result<(), Error> = open_connection(&config("rpc-timeout"), async |conn| {
         with_responder(conn, 2, double, async |queue| {
             let options = RpcOptions::new()
@@ -158,13 +158,64 @@ async fn a_timeout_frees_its_slot_and_its_late_reply_is_dropped() {
                 assert_eq!(rpc.in_flight(), 0, "the timed-out call left the table");
                 let patient = rpc.with_timeout(Duration::from_secs(10));
                 assert_eq!(patient.call::<u64, u64>(queue, &21).await?, 42);
-                // The late reply (2) came before this one on the same channel, and matched
-                // no call.
-                assert_eq!(rpc.late_replies(), 1);
+                // The late reply (to request 1, sent after this one's) matches no call.
+                within(Duration::from_secs(5), "the late reply", async {
+                    while rpc.late_replies() == 0 {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                })
+                .await;
+                assert_eq!((rpc.late_replies(), rpc.in_flight()), (1, 0));
                 Ok(())
             })
             .await
         })
+        .await
+    })
+    .await;
+    r.expect("scope");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shorter_timeout_started_later_fires_first() {
+    // The scope's one timer is armed for the long call's deadline; the short call, started
+    // after it, must re-arm it for its own.
+    let r: Result<(), Error> = open_connection(&config("rpc-timeouts"), async |conn| {
+        with_responder(
+            conn,
+            1,
+            |_| None,
+            async |queue| {
+                conn.open_rpc(async |rpc| {
+                    let patient = rpc.with_timeout(Duration::from_secs(3));
+                    let long = patient.call::<u64, u64>(queue, &1);
+                    // In a task of its own: only the re-arming wakes the scope's task, not
+                    // the short call's confirm.
+                    let (quick, queue_name) = (
+                        rpc.with_timeout(Duration::from_millis(200)),
+                        queue.to_owned(),
+                    );
+                    let short = tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        let started = Instant::now();
+                        let r = quick.call::<u64, u64>(&queue_name, &2).await;
+                        (r, started.elapsed())
+                    });
+                    let short = async { short.await.expect("the short call's task") };
+                    let started = Instant::now();
+                    let (long, (short, short_took)) = tokio::join!(long, short);
+                    assert!(matches!(short, Err(Error::Timeout(_))), "{short:?}");
+                    assert!(short_took < Duration::from_millis(1_000), "{short_took:?}");
+                    assert!(matches!(long, Err(Error::Timeout(_))), "{long:?}");
+                    let long_took = started.elapsed();
+                    assert!(long_took >= Duration::from_secs(3), "{long_took:?}");
+                    assert!(long_took < Duration::from_secs(5), "{long_took:?}");
+                    assert_eq!(rpc.in_flight(), 0);
+                    Ok(())
+                })
+                .await
+            },
+        )
         .await
     })
     .await;

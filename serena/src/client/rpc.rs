@@ -23,15 +23,19 @@
 //! RabbitMQ 3.10: a reply published `mandatory` to the rewritten name is delivered and also
 //! returned with 312 NO_ROUTE (the name is no queue), so replies are published without it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::future::{Future, poll_fn};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_core::Stream;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{Semaphore, oneshot};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::channel::Channel;
 use super::consumer::{Consumer, Delivery};
@@ -94,15 +98,105 @@ pub struct ReplyMessage {
     pub body: Bytes,
 }
 
-/// The calls waiting for their replies, by correlation id.
+/// A call waiting for its reply.
+#[derive(Debug)]
+struct Waiting {
+    tx: oneshot::Sender<Result<ReplyMessage>>,
+    deadline: Instant,
+    timeout: Duration,
+}
+
+/// The calls waiting for their replies, by correlation id, and their deadlines.
 #[derive(Debug, Default)]
 struct Table {
     next_id: u64,
-    waiting: HashMap<u64, oneshot::Sender<Result<ReplyMessage>>>,
+    waiting: HashMap<u64, Waiting>,
+    /// The waiting calls by deadline: the first is the next to time out.
+    deadlines: BTreeSet<(Instant, u64)>,
+    /// When the dispatcher's one timer fires next; `None` while it is not armed.
+    armed: Option<Instant>,
+    /// The dispatcher's task, woken when a new call's deadline comes before `armed`.
+    dispatcher: Option<Waker>,
     /// Why the scope ended; set once, and every later call fails with it at once.
     ended: Option<Error>,
     /// Replies that matched no waiting call (it had timed out or been dropped).
     late: u64,
+}
+
+impl Table {
+    fn remove(&mut self, id: u64) -> Option<Waiting> {
+        let waiting = self.waiting.remove(&id)?;
+        self.deadlines.remove(&(waiting.deadline, id));
+        Some(waiting)
+    }
+
+    /// Adds a waiting call, failed with [`Error::Timeout`] at `deadline`. Wakes the
+    /// dispatcher when its timer must be armed for this deadline: it is not armed, or armed
+    /// for a later one (all calls having the same timeout, the timer is usually armed for an
+    /// earlier deadline already).
+    fn insert(
+        &mut self,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> (u64, oneshot::Receiver<Result<ReplyMessage>>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let (tx, rx) = oneshot::channel();
+        self.waiting.insert(
+            id,
+            Waiting {
+                tx,
+                deadline,
+                timeout,
+            },
+        );
+        self.deadlines.insert((deadline, id));
+        if self.armed.is_none_or(|at| deadline < at)
+            && let Some(dispatcher) = &self.dispatcher
+        {
+            dispatcher.wake_by_ref();
+        }
+        (id, rx)
+    }
+
+    /// The dispatcher's timer: remembers the dispatcher's waker, fails the calls that are due
+    /// when it fired, and arms it for the earliest deadline. Armed for a call that has since
+    /// finished, it just fires early once and is armed again for the earliest deadline then.
+    fn poll_timer(&mut self, cx: &mut Context<'_>, mut timer: Pin<&mut Sleep>) {
+        if !self
+            .dispatcher
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            self.dispatcher = Some(cx.waker().clone());
+        }
+        loop {
+            if self.armed.is_some() && timer.as_mut().poll(cx).is_ready() {
+                self.armed = None;
+                self.expire(Instant::now());
+            }
+            match self.deadlines.first() {
+                Some(&(at, _)) if self.armed.is_none_or(|armed| at < armed) => {
+                    timer.as_mut().reset(at);
+                    self.armed = Some(at);
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// Fails every call whose deadline is not after `now` with [`Error::Timeout`].
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(at, id)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
+            if let Some(waiting) = self.remove(id) {
+                tracing::debug!(timeout = ?waiting.timeout, "no reply within the timeout");
+                let _ = waiting.tx.send(Err(Error::Timeout(waiting.timeout)));
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -113,16 +207,18 @@ struct Shared {
 }
 
 impl Shared {
-    /// A new correlation id with its waiter, or the reason the scope ended.
-    fn register(&self) -> Result<(u64, oneshot::Receiver<Result<ReplyMessage>>)> {
+    /// A new correlation id with its waiter, failed with [`Error::Timeout`] at `deadline`;
+    /// or the reason the scope ended.
+    fn register(
+        &self,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<(u64, oneshot::Receiver<Result<ReplyMessage>>)> {
         let mut table = lock(&self.table);
         if let Some(e) = &table.ended {
             return Err(e.clone());
         }
-        let id = table.next_id;
-        table.next_id += 1;
-        let (tx, rx) = oneshot::channel();
-        table.waiting.insert(id, tx);
+        let (id, rx) = table.insert(deadline, timeout);
         Ok((id, rx))
     }
 
@@ -133,16 +229,18 @@ impl Shared {
             .correlation_id
             .as_deref()
             .and_then(|c| c.parse::<u64>().ok());
-        let waiter = id.and_then(|id| lock(&self.table).waiting.remove(&id));
-        match waiter {
-            Some(tx) => {
-                let _ = tx.send(Ok(ReplyMessage {
+        let mut table = lock(&self.table);
+        match id.and_then(|id| table.remove(id)) {
+            Some(waiting) => {
+                drop(table);
+                let _ = waiting.tx.send(Ok(ReplyMessage {
                     properties: delivery.properties,
                     body: delivery.body,
                 }));
             }
             None => {
-                lock(&self.table).late += 1;
+                table.late += 1;
+                drop(table);
                 tracing::debug!(
                     correlation_id = delivery.properties.correlation_id.as_deref(),
                     "reply for no waiting call (timed out, dropped or unknown); dropped"
@@ -157,22 +255,38 @@ impl Shared {
         if table.ended.is_none() {
             table.ended = Some(error.clone());
         }
-        for (_, tx) in table.waiting.drain() {
-            let _ = tx.send(Err(error.clone()));
+        table.deadlines.clear();
+        for (_, waiting) in table.waiting.drain() {
+            let _ = waiting.tx.send(Err(error.clone()));
         }
     }
 
-    /// Routes replies until the consumer ends; returns why it ended.
+    /// Routes replies and times calls out until the consumer ends; returns why it ended.
     async fn dispatch(&self, mut replies: Consumer) -> Error {
-        let error = loop {
-            match replies.next().await {
-                Some(Ok(delivery)) => self.deliver(delivery),
-                Some(Err(e)) => break e,
-                None => break Error::Closed("channel"),
-            }
-        };
+        // One timer for every call of the scope, armed for the earliest deadline: cheaper
+        // than a timer per call, registered and cancelled at each round trip.
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(Instant::now()));
+        let error = poll_fn(|cx| self.poll_dispatch(cx, &mut replies, timer.as_mut())).await;
         self.end(error.clone());
         error
+    }
+
+    fn poll_dispatch(
+        &self,
+        cx: &mut Context<'_>,
+        replies: &mut Consumer,
+        timer: Pin<&mut Sleep>,
+    ) -> Poll<Error> {
+        loop {
+            match Pin::new(&mut *replies).poll_next(cx) {
+                Poll::Ready(Some(Ok(delivery))) => self.deliver(delivery),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(e),
+                Poll::Ready(None) => return Poll::Ready(Error::Closed("channel")),
+                Poll::Pending => break,
+            }
+        }
+        lock(&self.table).poll_timer(cx, timer);
+        Poll::Pending
     }
 }
 
@@ -185,7 +299,28 @@ struct Forget<'a> {
 
 impl Drop for Forget<'_> {
     fn drop(&mut self) {
-        lock(&self.shared.table).waiting.remove(&self.id);
+        lock(&self.shared.table).remove(self.id);
+    }
+}
+
+/// `future`, failed with [`Error::Timeout`] at `deadline`; a timer is only set up when it
+/// does not finish at its first poll.
+async fn within<T>(
+    deadline: Instant,
+    timeout: Duration,
+    future: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let mut future = std::pin::pin!(future);
+    let first = poll_fn(|cx| match future.as_mut().poll(cx) {
+        Poll::Ready(v) => Poll::Ready(Some(v)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await;
+    match first {
+        Some(v) => v,
+        None => tokio::time::timeout_at(deadline, future)
+            .await
+            .map_err(|_| Error::Timeout(timeout))?,
     }
 }
 
@@ -298,40 +433,29 @@ impl RpcClient {
         body: impl AsRef<[u8]>,
         properties: BasicProperties,
     ) -> Result<ReplyMessage> {
-        let deadline = Instant::now() + self.timeout;
-        let call = self.request_inner(exchange, routing_key, body.as_ref(), properties);
-        match tokio::time::timeout_at(deadline, call).await {
-            Ok(result) => result,
-            Err(_) => {
-                tracing::debug!(%exchange, %routing_key, timeout = ?self.timeout, "no reply within the timeout");
-                Err(Error::Timeout(self.timeout))
-            }
-        }
-    }
-
-    async fn request_inner(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        body: &[u8],
-        properties: BasicProperties,
-    ) -> Result<ReplyMessage> {
-        let shared = &*self.shared;
-        let _slot = shared
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| Error::Closed("rpc scope"))?;
-        let (id, mut reply) = shared.register()?;
-        let _forget = Forget { shared, id };
-        let properties = properties
-            .with_correlation_id(id.to_string())
-            .with_reply_to(DIRECT_REPLY_TO);
-        let options = PublishOptions::default().with_mandatory(true);
-        let mut confirmation = shared
-            .channel
-            .basic_publish_with(exchange, routing_key, body, properties, options)
-            .await?;
+        let (timeout, shared) = (self.timeout, &*self.shared);
+        let deadline = Instant::now() + timeout;
+        // A free slot, then the request handed to the connection: bounded by a timer of its
+        // own only when it has to wait. The reply's wait is bounded by the dispatcher's timer.
+        let send = async {
+            let slot = shared
+                .slots
+                .acquire()
+                .await
+                .map_err(|_| Error::Closed("rpc scope"))?;
+            let (id, reply) = shared.register(deadline, timeout)?;
+            let forget = Forget { shared, id };
+            let properties = properties
+                .with_correlation_id(id.to_string())
+                .with_reply_to(DIRECT_REPLY_TO);
+            let options = PublishOptions::default().with_mandatory(true);
+            let confirmation = shared
+                .channel
+                .basic_publish_with(exchange, routing_key, body, properties, options)
+                .await?;
+            Ok((slot, forget, reply, confirmation))
+        };
+        let (_slot, _forget, mut reply, mut confirmation) = within(deadline, timeout, send).await?;
         let mut confirmed = false;
         loop {
             tokio::select! {
@@ -375,4 +499,106 @@ pub(super) async fn rpc_scope<T, E: From<Error>>(
         }
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    use super::*;
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[tokio::test]
+    async fn a_call_wakes_the_dispatcher_only_when_the_timer_must_be_armed_earlier() {
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(Instant::now()));
+        let mut table = Table::default();
+        let now = Instant::now();
+        // Nothing to time out: the timer stays unarmed.
+        table.poll_timer(&mut cx, timer.as_mut());
+        assert_eq!(table.armed, None);
+        let (_, _long) = table.insert(now + ms(3_000), ms(3_000));
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "not armed: wake to arm it"
+        );
+        table.poll_timer(&mut cx, timer.as_mut());
+        assert_eq!(table.armed, Some(now + ms(3_000)));
+        let (_, _later) = table.insert(now + ms(4_000), ms(4_000));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "armed earlier: no wake");
+        let (_, mut short) = table.insert(now + ms(50), ms(50));
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            2,
+            "armed later: wake to re-arm"
+        );
+        table.poll_timer(&mut cx, timer.as_mut());
+        assert_eq!(table.armed, Some(now + ms(50)));
+        // The short call times out at its deadline; the others wait on.
+        poll_fn(|cx| {
+            table.poll_timer(cx, timer.as_mut());
+            match Pin::new(&mut short).poll(cx) {
+                Poll::Ready(r) => Poll::Ready(r),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
+        .map(|r| assert!(matches!(r, Err(Error::Timeout(t)) if t == ms(50)), "{r:?}"))
+        .expect("the sender answered");
+        assert!(Instant::now() >= now + ms(50));
+        assert_eq!(table.waiting.len(), 2);
+        assert_eq!(table.armed, Some(now + ms(3_000)));
+    }
+
+    #[tokio::test]
+    async fn a_timer_armed_for_a_finished_call_fires_once_and_is_armed_again() {
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(Instant::now()));
+        let mut table = Table::default();
+        let now = Instant::now();
+        let (first, _) = table.insert(now + ms(20), ms(20));
+        let (_, mut second) = table.insert(now + ms(60), ms(60));
+        table.poll_timer(&mut cx, timer.as_mut());
+        assert_eq!(table.armed, Some(now + ms(20)));
+        // The first call got its reply: the timer is left as it is, and when it fires it
+        // times nothing out and is armed for the second call.
+        assert!(table.remove(first).is_some());
+        tokio::time::sleep(ms(30)).await;
+        table.poll_timer(&mut cx, timer.as_mut());
+        assert_eq!(table.armed, Some(now + ms(60)));
+        assert_eq!(table.waiting.len(), 1);
+        assert!(matches!(
+            second.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        ));
+        tokio::time::sleep(ms(40)).await;
+        table.poll_timer(&mut cx, timer.as_mut());
+        assert!(matches!(second.try_recv(), Ok(Err(Error::Timeout(_)))));
+        assert_eq!(
+            (table.armed, table.waiting.len(), table.deadlines.len()),
+            (None, 0, 0)
+        );
+    }
 }
