@@ -78,7 +78,7 @@ pub async fn open_connection<T, E: From<Error>>(
 /// Runs `body` with `handle` (a handle of the channel `ch`) until it returns or the channel
 /// ends. A clean return closes the channel (an error of the close wins over `body`'s result);
 /// the channel's end cancels `body` and is the scope's error.
-pub(super) async fn channel_scope<H, T, E: From<Error>>(
+async fn channel_scope<H, T, E: From<Error>>(
     ch: &Channel,
     handle: &H,
     body: impl AsyncFnOnce(&H) -> Result<T, E>,

@@ -25,6 +25,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::{Future, poll_fn};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -98,6 +99,28 @@ pub struct ReplyMessage {
     pub body: Bytes,
 }
 
+/// Hashes the call ids, sequential `u64`s, with one multiplication (SipHash, the default,
+/// cost more than the rest of a lookup).
+#[derive(Debug, Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: the high bits, which the table uses, depend on every bit of n.
+        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 /// A call waiting for its reply.
 #[derive(Debug)]
 struct Waiting {
@@ -110,7 +133,7 @@ struct Waiting {
 #[derive(Debug, Default)]
 struct Table {
     next_id: u64,
-    waiting: HashMap<u64, Waiting>,
+    waiting: HashMap<u64, Waiting, BuildHasherDefault<IdHasher>>,
     /// The waiting calls by deadline: the first is the next to time out.
     deadlines: BTreeSet<(Instant, u64)>,
     /// When the dispatcher's one timer fires next; `None` while it is not armed.
@@ -489,16 +512,21 @@ pub(super) async fn rpc_scope<T, E: From<Error>>(
         shared: shared.clone(),
         timeout: options.timeout,
     };
-    super::connection::channel_scope(&channel, &rpc, async |rpc: &RpcClient| {
-        // The dispatcher first: a reply that woke this task reaches its call before the body
-        // is polled again, in the same wake-up.
-        tokio::select! {
-            biased;
-            e = shared.dispatch(replies) => Err(E::from(e)),
-            v = body(rpc) => v,
+    // The dispatcher first: a reply that woke this task reaches its call before the body is
+    // polled again, in the same wake-up. The channel's (or connection's) end reaches the
+    // dispatcher as its consumer's end, with the reason: no watch of the channel beside it.
+    let outcome = tokio::select! {
+        biased;
+        e = shared.dispatch(replies) => Err(e),
+        v = body(&rpc) => Ok(v),
+    };
+    match outcome {
+        Ok(v) => {
+            channel.close().await?;
+            v
         }
-    })
-    .await
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]
