@@ -174,7 +174,8 @@ pub enum Error {
         message: Option<String>,
     },
     /// A value could not be encoded as JSON (a map with non-string keys, a `Serialize` impl
-    /// that failed, ...); nothing was sent.
+    /// that failed, ...; nothing was sent), or a reply's body is not the JSON the caller
+    /// expects ([`RpcClient::call`](crate::RpcClient::call)).
     #[error("JSON encoding failed: {0}")]
     Json(#[source] Arc<serde_json::Error>),
     /// A call the channel's kind does not allow, refused before anything was sent (a

@@ -66,9 +66,10 @@ pub mod topology;
 pub mod worker;
 
 pub use client::{
-    Channel, ChannelPool, Confirmation, Connection, ConsumeOptions, Consumer, Delivery,
-    ExchangeDeclareOptions, GetMessage, HeartbeatStats, IntoBody, PooledChannel, PublishOptions,
-    QueueDeclareOk, QueueDeclareOptions, UnconfirmedChannel, open_connection,
+    Channel, ChannelPool, Confirmation, Connection, ConsumeOptions, Consumer, DIRECT_REPLY_TO,
+    Delivery, ExchangeDeclareOptions, GetMessage, HeartbeatStats, IntoBody, PooledChannel,
+    PublishOptions, QueueDeclareOk, QueueDeclareOptions, ReplyMessage, RpcClient, RpcOptions,
+    UnconfirmedChannel, open_connection,
 };
 pub use config::{
     AuthMechanism, ByteStream, ClientCertificate, ConnectFuture, ConnectionConfig, Connector,

@@ -47,6 +47,7 @@ use tracing::Instrument;
 use super::backoff::{Backoff, jitter_unit};
 use super::failure::{Phase, TreeError, is_exclusive_use};
 use super::handler::{DeliveryContext, Handler, Outcome, Publisher, StateMap};
+use super::reply;
 use super::retry::{self, LocalRetry};
 use super::stats::{Counters, Status, SupervisorHandle};
 use crate::client::{Channel, Connection, ConsumeOptions, Consumer, Delivery, run_scope, shuffle};
@@ -747,6 +748,7 @@ impl ConsumeLoop {
                 last_failure: None,
             };
             let task_handler = handler.clone();
+            let task_counters = counters.clone();
             let handle = in_flight.spawn(
                 async move {
                     let outcome = loop {
@@ -765,6 +767,19 @@ impl ConsumeLoop {
                         ctx.last_failure = Some(reason.clone());
                         ctx.retried_here = done;
                         tokio::time::sleep(pause).await;
+                    };
+                    // A reply is sent (and confirmed) here, in the handler's task, so replies
+                    // of concurrent handlers go out in parallel; the request is acknowledged
+                    // after it, by the loop.
+                    let outcome = match outcome {
+                        Outcome::Reply { body } => {
+                            let answered = reply::answer(&ctx.publisher, &ctx.delivery, body).await;
+                            if let reply::Answered::Sent = answered {
+                                Counters::bump(&task_counters.replied);
+                            }
+                            answered.outcome()
+                        }
+                        other => other,
                     };
                     drop(permit);
                     outcome
@@ -846,6 +861,18 @@ impl Settle {
             Outcome::Reject => (delivery.reject(false), &counters.rejected),
             Outcome::Retry { reason } => self.failed(&delivery, &reason, false).await,
             Outcome::Park { reason } => self.failed(&delivery, &reason, true).await,
+            // The consume loop's tasks send their reply before they finish; an outcome that
+            // arrives here unsent is sent the same way.
+            Outcome::Reply { body } => {
+                let answered = reply::answer(&self.publisher, &delivery, body).await;
+                if let reply::Answered::Sent = answered {
+                    Counters::bump(&counters.replied);
+                }
+                match answered.outcome() {
+                    Outcome::Ack => (delivery.ack(), &counters.acked),
+                    _ => (delivery.nack(true), &counters.requeued),
+                }
+            }
         };
         match sent {
             Ok(()) => Counters::bump(counter),
