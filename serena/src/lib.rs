@@ -68,7 +68,8 @@ pub mod worker;
 pub use client::{
     Channel, ChannelPool, Confirmation, Connection, ConsumeOptions, Consumer, Delivery,
     ExchangeDeclareOptions, GetMessage, HeartbeatStats, PooledChannel, PublishOptions,
-    QueueDeclareOk, QueueDeclareOptions, UnconfirmedChannel, open_connection,
+    PublisherState, PublisherStats, QueueDeclareOk, QueueDeclareOptions, ReliablePublisher,
+    ReliablePublisherOptions, UnconfirmedChannel, WhenFull, open_connection,
 };
 pub use config::{
     AuthMechanism, ClientCertificate, ConnectionConfig, Endpoint, Password, TlsOptions,

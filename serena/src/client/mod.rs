@@ -5,6 +5,7 @@ mod connection;
 mod consumer;
 mod options;
 mod pool;
+mod reliable;
 mod unconfirmed;
 
 pub use channel::{Channel, Confirmation, QueueDeclareOk};
@@ -13,4 +14,7 @@ pub(crate) use connection::{run_scope, shuffle};
 pub use consumer::{Consumer, Delivery, GetMessage};
 pub use options::{ConsumeOptions, ExchangeDeclareOptions, PublishOptions, QueueDeclareOptions};
 pub use pool::{ChannelPool, PooledChannel};
+pub use reliable::{
+    PublisherState, PublisherStats, ReliablePublisher, ReliablePublisherOptions, WhenFull,
+};
 pub use unconfirmed::UnconfirmedChannel;
