@@ -236,3 +236,54 @@ async fn a_refused_login_ends_the_scope_with_403() {
         "{err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebalancing_spreads_connections_over_the_list_without_republishing() {
+    let q = unique_name("reliable-rebalance");
+    declare(&q).await;
+    let (a, b) = (Proxy::start().await.unwrap(), Proxy::start().await.unwrap());
+    let config = a
+        .client_config(&unique_name("reliable-rebalance"))
+        .with_more_hosts(vec![Endpoint::new("127.0.0.1", b.addr().port())]);
+    let options = ReliablePublisherOptions::default()
+        .with_rebalance_interval(Some(Duration::from_millis(150)));
+    let (confirmed, stats) = within(
+        LIMIT,
+        "publishing while rebalancing",
+        ReliablePublisher::scope(&config, options, async |p| {
+            let mut confirmed = Vec::new();
+            let mut id = 0u64;
+            // Until each proxy has carried at least two connections (the first broker
+            // of each new connection is drawn at random).
+            while a.stats().connections < 2 || b.stats().connections < 2 {
+                let batch: Vec<u64> = (id..id + 50).collect();
+                id += 50;
+                let mut tasks = JoinSet::new();
+                for n in batch {
+                    let (p, q) = (p.clone(), q.clone());
+                    tasks.spawn(async move {
+                        p.publish("", &q, n.to_string(), BasicProperties::default())
+                            .await
+                            .map(|()| n)
+                    });
+                }
+                while let Some(done) = tasks.join_next().await {
+                    confirmed.push(done.expect("task")?);
+                }
+            }
+            Ok::<_, Error>((confirmed, p.stats()))
+        }),
+    )
+    .await
+    .expect("the scope");
+    let seen = drain(&q).await;
+    let duplicates = check_none_lost(&confirmed, &seen);
+    println!(
+        "rebalancing: a {:?}, b {:?}, {stats:?}, {duplicates} duplicates",
+        a.stats(),
+        b.stats()
+    );
+    assert!(stats.reconnects >= 3, "{stats:?}");
+    assert_eq!(stats.republished, 0, "a rebalance drains first: {stats:?}");
+    assert_eq!(duplicates, 0);
+}
