@@ -342,6 +342,39 @@ pub(crate) fn memory_alarm() -> CaseFuture {
                     "blocked, not disconnected: {:?}",
                     p.state()
                 );
+                // A scope that ends while the broker blocks its connection returns within
+                // the clean close's bound (5 s), its waiting publishes failing with Closed.
+                let ended = Instant::now();
+                let waiting = ReliablePublisher::scope(
+                    &config,
+                    ReliablePublisherOptions::default(),
+                    async |q| {
+                        q.connected().await?;
+                        let mut publishes = JoinSet::new();
+                        // Ids far from the load's: these may still reach the queue.
+                        for id in 1_000_000_000..1_000_000_020u64 {
+                            let q = q.clone();
+                            publishes.spawn(async move {
+                                q.publish("", queue, id.to_string(), BasicProperties::default())
+                                    .await
+                            });
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        Ok::<_, Error>(publishes)
+                    },
+                )
+                .await
+                .expect("the blocked scope");
+                let outcomes = waiting.join_all().await;
+                assert!(
+                    ended.elapsed() < Duration::from_secs(8),
+                    "the blocked scope took {:?}",
+                    ended.elapsed()
+                );
+                assert!(
+                    outcomes.iter().all(|r| matches!(r, Err(Error::Closed(_)))),
+                    "{outcomes:?}"
+                );
                 alarm.clear().await;
                 more_confirms(p, 2000).await;
                 let (confirmed, pause) = load.finish().await;

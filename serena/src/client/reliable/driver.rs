@@ -177,8 +177,12 @@ impl Driver {
             .filter(|_| self.hosts.len() > 1)
             .map(|every| Instant::now() + every.mul_f64(0.8 + 0.4 * fastrand::f64()));
         let mut isolate_through: Option<u64> = None;
+        let mut stop = self.stop.clone();
         loop {
-            let ch = conn.channel().await?;
+            let ch = tokio::select! {
+                ch = conn.channel() => ch?,
+                _ = stop.wait_for(|s| *s) => return Ok(LifeEnd::Stopped),
+            };
             self.shared.outbox().requeue_all();
             self.shared
                 .state
@@ -238,15 +242,19 @@ impl Driver {
                 if isolate_through.is_some_and(|last| msg.id > last) {
                     *isolate_through = None;
                 }
-                let confirmation = ch
-                    .basic_publish_with(
-                        &msg.exchange,
-                        &msg.routing_key,
-                        msg.body,
-                        msg.properties,
-                        options,
-                    )
-                    .await?;
+                // Waits while the broker blocks the connection (a memory alarm): the scope's
+                // end must not wait for the alarm to clear.
+                let send = ch.basic_publish_with(
+                    &msg.exchange,
+                    &msg.routing_key,
+                    msg.body,
+                    msg.properties,
+                    options,
+                );
+                let confirmation = tokio::select! {
+                    sent = send => sent?,
+                    _ = stop.wait_for(|s| *s) => return Ok(LifeEnd::Stopped),
+                };
                 in_flight.push_back((msg.id, confirmation));
                 continue;
             }

@@ -376,6 +376,12 @@ impl ReliablePublisher {
                         },
                     );
                     out.queue.push_back(id);
+                    // Withdrawn ids stay queued until taken: while no connection takes any,
+                    // they are swept out here, so the queue stays within twice the cap.
+                    if out.queue.len() > 2 * options.max_messages.max(1) {
+                        let Outbox { queue, entries, .. } = &mut *out;
+                        queue.retain(|id| entries.contains_key(id));
+                    }
                     drop(out);
                     shared.work.notify_one();
                     return Ok((id, rx));
