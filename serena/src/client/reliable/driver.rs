@@ -22,15 +22,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::task::Poll;
 
-use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::hosts::Hosts;
-use super::{PublisherState, Shared};
+use super::{Message, PublisherState, Shared};
 use crate::client::{Channel, Confirmation, Connection, PublishOptions, run_scope};
 use crate::error::{CloseScope, Error, Result, UnexpectedCloseError};
-use crate::proto::BasicProperties;
 
 /// How a connection's life ended without a failure.
 enum LifeEnd {
@@ -40,13 +38,10 @@ enum LifeEnd {
     Rebalance,
 }
 
-/// One message as sent: copies of the held entry's parts (the body is shared).
+/// One message to send: its id and the held message, shared.
 struct Outgoing {
     id: u64,
-    exchange: String,
-    routing_key: String,
-    body: Bytes,
-    properties: BasicProperties,
+    message: Arc<Message>,
 }
 
 pub(super) struct Driver {
@@ -244,11 +239,12 @@ impl Driver {
                 }
                 // Waits while the broker blocks the connection (a memory alarm): the scope's
                 // end must not wait for the alarm to clear.
+                let m = &*msg.message;
                 let send = ch.basic_publish_with(
-                    &msg.exchange,
-                    &msg.routing_key,
-                    msg.body,
-                    msg.properties,
+                    &m.exchange,
+                    &m.routing_key,
+                    m.body.clone(),
+                    m.properties.clone(),
                     options,
                 );
                 let confirmation = tokio::select! {
@@ -294,10 +290,7 @@ impl Driver {
             shared.counters.sent.fetch_add(1, Ordering::Relaxed);
             return Some(Outgoing {
                 id,
-                exchange: entry.exchange.clone(),
-                routing_key: entry.routing_key.clone(),
-                body: entry.body.clone(),
-                properties: entry.properties.clone(),
+                message: entry.message.clone(),
             });
         }
         None

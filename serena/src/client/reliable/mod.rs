@@ -75,12 +75,18 @@ pub struct PublisherStats {
     pub reconnects: u64,
 }
 
-/// One message held until the broker confirms it.
-struct Entry {
+/// What is published, as the caller gave it (with its `message_id` set).
+struct Message {
     exchange: String,
     routing_key: String,
     body: Bytes,
     properties: BasicProperties,
+}
+
+/// One message held until the broker confirms it.
+struct Entry {
+    /// Shared with the driver while it sends it: taken without copying under the lock.
+    message: Arc<Message>,
     /// Times sent so far.
     sends: u32,
     /// The caller's publish, waiting for the outcome.
@@ -104,7 +110,7 @@ impl Outbox {
     /// Removes `id`, freeing its room; its waiter, if any.
     fn remove(&mut self, id: u64) -> Option<Entry> {
         let entry = self.entries.remove(&id)?;
-        self.bytes -= entry.body.len();
+        self.bytes -= entry.message.body.len();
         Some(entry)
     }
 
@@ -367,10 +373,12 @@ impl ReliablePublisher {
                     out.entries.insert(
                         id,
                         Entry {
-                            exchange,
-                            routing_key,
-                            body,
-                            properties,
+                            message: Arc::new(Message {
+                                exchange,
+                                routing_key,
+                                body,
+                                properties,
+                            }),
                             sends: 0,
                             waiter: Some(tx),
                         },
