@@ -12,11 +12,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serena::proto::{BasicProperties, FieldTable};
-use serena::worker::Backoff;
+use serena::worker::{Backoff, ConsumerSpec, Outcome, Supervisor};
 use serena::{
     ConnectionConfig, ConsumeOptions, Endpoint, Error, PublisherState, QueueDeclareOptions,
     ReliablePublisher, ReliablePublisherOptions, open_connection,
 };
+use serena_tests::handlers::handler_fn;
 use tokio::task::JoinSet;
 
 use crate::harness::{
@@ -392,15 +393,65 @@ pub(crate) fn memory_alarm() -> CaseFuture {
     })
 }
 
+/// What a consumer saw: for each id, the copies that were not redeliveries (each one a
+/// message enqueued once more: a republish) and the `message_id`s they carried.
+type Seen = BTreeMap<u64, (u32, Vec<String>)>;
+
+/// A supervised worker over the host list consuming `queue`, acking each message once it
+/// booked it in `seen`.
+fn worker(queue: &str, seen: Arc<std::sync::Mutex<Seen>>) -> Supervisor {
+    let handler = handler_fn(
+        ConsumerSpec {
+            prefetch: Some(200),
+            concurrency: Some(8),
+            ..ConsumerSpec::new("rolling_worker", queue.to_owned())
+        },
+        move |d| {
+            let seen = seen.clone();
+            async move {
+                let id: u64 = std::str::from_utf8(&d.body).unwrap().parse().unwrap();
+                let message_id = d.properties.message_id.as_deref().unwrap_or("").to_owned();
+                let mut seen = seen.lock().unwrap();
+                let e = seen.entry(id).or_default();
+                if !d.redelivered || e.0 == 0 {
+                    e.0 += 1;
+                }
+                if !e.1.contains(&message_id) {
+                    e.1.push(message_id);
+                }
+                Outcome::Ack
+            }
+        },
+    );
+    Supervisor::new(all_nodes("reliable-rolling-worker"))
+        .consumer(handler)
+        .backoff(Backoff {
+            initial: Duration::from_millis(50),
+            max: Duration::from_secs(1),
+            ..Backoff::default()
+        })
+        .shutdown_timeout(Duration::from_secs(5))
+}
+
 /// A rolling restart: each node's app stopped and started in turn, waiting for the queue's
 /// three replicas between nodes, while the publisher publishes at full speed over the host
-/// list. Each stop closes the publisher's connection with 320 if it is on that node; it moves
-/// on to the next node.
+/// list and a supervised worker consumes. Each stop closes the connections on that node with
+/// 320; the publisher moves on to the next node, the worker restarts on the next one.
 pub(crate) fn rolling_restart() -> CaseFuture {
     Box::pin(async {
         let queue = "reliable.rolling";
         declare_quorum(0, queue).await;
         let config = all_nodes("reliable-rolling");
+        let consumed = Arc::new(std::sync::Mutex::new(Seen::new()));
+        let sup = worker(queue, consumed.clone());
+        let mut worker_handle = sup.handle();
+        let (stop_worker, worker_stop) = tokio::sync::oneshot::channel::<()>();
+        let worker_task = tokio::spawn(sup.run_until(async move {
+            let _ = worker_stop.await;
+        }));
+        tokio::time::timeout(Duration::from_secs(30), worker_handle.ready())
+            .await
+            .expect("the worker is ready");
         let started = Instant::now();
         let (confirmed, pause, stats, visited) =
             ReliablePublisher::scope(&config, options(), async |p| {
@@ -438,11 +489,40 @@ pub(crate) fn rolling_restart() -> CaseFuture {
             .await
             .expect("the publisher's scope");
         let took = started.elapsed();
-        let seen = drain(0, queue).await;
+        // The worker catches up; whatever it has not consumed is still in the queue.
+        let last = *confirmed.last().expect("something was confirmed");
+        eventually("the worker catches up", Duration::from_secs(60), || async {
+            consumed.lock().unwrap().contains_key(&last).then_some(())
+        })
+        .await;
+        let _ = stop_worker.send(());
+        tokio::time::timeout(Duration::from_secs(30), worker_task)
+            .await
+            .expect("the worker stops")
+            .expect("the worker's task")
+            .expect("the worker's result");
+        let worker_stats = worker_handle.stats();
+        let mut seen = std::mem::take(&mut *consumed.lock().unwrap());
+        let consumed_ids = seen.len();
+        // Left in the queue: what the worker had prefetched when it stopped (requeued), which
+        // may repeat ids it booked whose ack died with a connection: only ids it never saw
+        // add copies.
+        for (id, (n, message_ids)) in drain(0, queue).await {
+            let e = seen.entry(id).or_default();
+            if e.0 == 0 {
+                e.0 = n;
+            }
+            for m in message_ids {
+                if !e.1.contains(&m) {
+                    e.1.push(m);
+                }
+            }
+        }
         let duplicates = check(&confirmed, &seen);
         println!(
-            "    rolling restart: {} confirmed in {took:.1?}, {duplicates} duplicates in the queue, longest pause {pause:?}, {stats:?}, connected to {visited:?}",
-            confirmed.len()
+            "    rolling restart: {} confirmed in {took:.1?}, {consumed_ids} consumed by the worker ({} restarts), {duplicates} duplicates (republished copies), longest pause in confirms {pause:?}, {stats:?}, publisher connected to {visited:?}",
+            confirmed.len(),
+            worker_stats.restarts,
         );
         assert!(stats.reconnects >= 2, "{stats:?}");
         assert!(duplicates <= stats.republished, "{duplicates} > {stats:?}");

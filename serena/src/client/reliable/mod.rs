@@ -199,6 +199,16 @@ impl Shared {
 /// Each message keeps one `message_id` through every republish: the caller's, or one
 /// generated (`<publisher>-<n>`), so consumers can drop duplicates.
 ///
+/// Where it connects: the host list in order (shuffled once with `shuffle_hosts`). After a
+/// close with 320 CONNECTION_FORCED (a node shutting down, an operator) the next connection
+/// starts from the *next* broker of the list; after other losses (a cut, a heartbeat timeout)
+/// from the same broker. A nack is handled like a lost connection (RabbitMQ 3.10 was seen
+/// nacking every publish on a channel that raced a quorum queue's leader election): the
+/// publisher reconnects and publishes the message again.
+/// [`ReliablePublisherOptions::rebalance_interval`] spreads long-lived publishers back over
+/// the list. Each lost connection is a `WARN` event with its cause, the broker it was on, how
+/// many messages are to be republished and the next broker tried.
+///
 /// ```no_run
 /// use serena::{ConnectionConfig, ReliablePublisher, ReliablePublisherOptions};
 /// use serena::proto::BasicProperties;
