@@ -457,3 +457,6 @@ impl ReliablePublisher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
