@@ -68,8 +68,9 @@ pub mod worker;
 pub use client::{
     Channel, ChannelPool, Confirmation, Connection, ConsumeOptions, Consumer, DIRECT_REPLY_TO,
     Delivery, ExchangeDeclareOptions, GetMessage, HeartbeatStats, IntoBody, PooledChannel,
-    PublishOptions, QueueDeclareOk, QueueDeclareOptions, ReplyMessage, RpcClient, RpcOptions,
-    UnconfirmedChannel, open_connection,
+    PublishOptions, PublisherState, PublisherStats, QueueDeclareOk, QueueDeclareOptions,
+    ReliablePublisher, ReliablePublisherOptions, ReplyMessage, RpcClient, RpcOptions,
+    UnconfirmedChannel, WhenFull, open_connection,
 };
 pub use config::{
     AuthMechanism, ByteStream, ClientCertificate, ConnectFuture, ConnectionConfig, Connector,

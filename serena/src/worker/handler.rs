@@ -18,7 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-use crate::client::{ChannelPool, Delivery, IntoBody, PublishOptions};
+use crate::client::{Delivery, IntoBody, ReliablePublisher};
 use crate::error::{Error, Result};
 use crate::proto::{BasicProperties, FieldTable};
 use crate::topology::RetrySchedule;
@@ -402,27 +402,30 @@ impl<S: Clone + Send + Sync + 'static> FromDelivery for State<S> {
     }
 }
 
-/// Publishes with confirms from inside a handler, over a pool of channels of the worker's
-/// connection.
+/// Publishes with confirms from inside a handler. One per supervisor, on a connection of its
+/// own (RabbitMQ's advice: flow control on a publishing connection must not throttle the
+/// consumers), built on [`ReliablePublisher`]: it reconnects by itself and republishes what
+/// was not confirmed, independently of the consumers' restarts.
 #[derive(Debug, Clone)]
 pub struct Publisher {
     /// `None` for a [`detached`](Self::detached) publisher.
-    pool: Option<ChannelPool>,
+    inner: Option<ReliablePublisher>,
 }
 
 impl Publisher {
-    pub(crate) fn new(pool: ChannelPool) -> Self {
-        Publisher { pool: Some(pool) }
+    pub(crate) fn new(inner: ReliablePublisher) -> Self {
+        Publisher { inner: Some(inner) }
     }
 
     /// A publisher with no connection, for unit tests of handlers: publishing fails with
     /// [`Error::Closed`].
     pub fn detached() -> Self {
-        Publisher { pool: None }
+        Publisher { inner: None }
     }
 
     /// Publishes `body` and waits for the broker's confirm (mandatory, so an unroutable
-    /// message is an error).
+    /// message is an error), across reconnects of the publisher's connection. The errors
+    /// are [`ReliablePublisher::publish`]'s.
     pub async fn publish(
         &self,
         exchange: &str,
@@ -430,10 +433,14 @@ impl Publisher {
         body: impl IntoBody,
         properties: BasicProperties,
     ) -> Result<()> {
-        let pool = self.pool.as_ref().ok_or(Error::Closed("connection"))?;
-        let ch = pool.acquire().await?;
-        ch.basic_publish(exchange, routing_key, body, properties)
-            .await
+        let inner = self.inner.as_ref().ok_or(Error::Closed("connection"))?;
+        inner.publish(exchange, routing_key, body, properties).await
+    }
+
+    /// The reliable publisher underneath (`None` when [`detached`](Self::detached)): its
+    /// state and counters.
+    pub fn reliable(&self) -> Option<&ReliablePublisher> {
+        self.inner.as_ref()
     }
 
     /// Sends a reply to the request `request`: `body` with `properties` (their
@@ -457,11 +464,9 @@ impl Publisher {
             Some(id) => properties.with_correlation_id(id.clone()),
             None => properties,
         };
-        let pool = self.pool.as_ref().ok_or(Error::Closed("connection"))?;
-        let ch = pool.acquire().await?;
-        let options = PublishOptions::default().with_mandatory(false);
-        ch.basic_publish_with("", reply_to, body, properties, options)
-            .await?
+        let inner = self.inner.as_ref().ok_or(Error::Closed("connection"))?;
+        inner
+            .publish_message("", reply_to, body.into_bytes(), properties, false)
             .await?;
         Ok(true)
     }

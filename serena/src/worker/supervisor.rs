@@ -1,5 +1,7 @@
 //! The supervisor: one connection, one channel per consumer, every handler in one task group,
-//! and a restart of the whole tree when something breaks.
+//! and a restart of the whole tree when something breaks. The handlers' [`Publisher`] is a
+//! [`ReliablePublisher`] on a second connection of its own, which lives as long as the
+//! supervisor and reconnects by itself, apart from the tree's restarts.
 //!
 //! ```text
 //!  run ─► connect ─► setup (topology) ─► per consumer: channel + QoS + basic.consume
@@ -50,7 +52,10 @@ use super::handler::{DeliveryContext, Handler, Outcome, Publisher, StateMap};
 use super::reply;
 use super::retry::{self, LocalRetry};
 use super::stats::{Counters, Status, SupervisorHandle};
-use crate::client::{Channel, Connection, ConsumeOptions, Consumer, Delivery, run_scope, shuffle};
+use crate::client::{
+    Channel, Connection, ConsumeOptions, Consumer, Delivery, ReliablePublisher,
+    ReliablePublisherOptions, run_scope, shuffle,
+};
 use crate::config::{ConnectionConfig, Endpoint};
 use crate::error::{Error, Result};
 use crate::proto::FieldTable;
@@ -133,7 +138,6 @@ pub struct Supervisor {
     setup: Vec<SetupFn>,
     backoff: Backoff,
     shutdown_timeout: Duration,
-    publisher_channels: usize,
     counters: Arc<Counters>,
     status: Arc<watch::Sender<Status>>,
     /// Retry schedules by work queue.
@@ -168,7 +172,6 @@ impl Supervisor {
             setup: Vec::new(),
             backoff: Backoff::default(),
             shutdown_timeout: Duration::from_secs(30),
-            publisher_channels: 4,
             counters: Arc::new(Counters::default()),
             status: Arc::new(watch::channel(Status::default()).0),
             schedules: HashMap::new(),
@@ -325,7 +328,24 @@ impl Supervisor {
     }
 
     async fn supervise(&self, stop: watch::Receiver<bool>) -> Result<(), SupervisorError> {
-        let result = self.restart_loop(stop).await;
+        // The handlers' publisher: one per supervisor, on its own connection, for the
+        // supervisor's whole life (across the tree's restarts).
+        let mut config = self.config.clone();
+        config.connection_name = config.connection_name.map(|n| format!("{n} (publisher)"));
+        let published = ReliablePublisher::scope(
+            &config,
+            ReliablePublisherOptions::default().with_backoff(self.backoff),
+            async |p| Ok::<_, Error>(self.restart_loop(stop, Publisher::new(p.clone())).await),
+        )
+        .await;
+        // The publisher's scope ends early only on a refused login.
+        let result = published.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "worker stopped: the publisher's login was refused");
+            Err(SupervisorError::Permanent(TreeError::new(
+                Phase::Connect,
+                e,
+            )))
+        });
         let error = match &result {
             Err(SupervisorError::Permanent(e))
             | Err(SupervisorError::TooManyRestarts { last: e, .. }) => Some(e.clone()),
@@ -335,7 +355,11 @@ impl Supervisor {
         result
     }
 
-    async fn restart_loop(&self, stop: watch::Receiver<bool>) -> Result<(), SupervisorError> {
+    async fn restart_loop(
+        &self,
+        stop: watch::Receiver<bool>,
+        publisher: Publisher,
+    ) -> Result<(), SupervisorError> {
         let mut attempt: u32 = 0;
         let mut endpoints = self.config.endpoints();
         if self.config.shuffle_hosts {
@@ -353,7 +377,13 @@ impl Supervisor {
             let mut reached = None;
             let mut ready_at = None;
             let outcome = self
-                .run_tree(&order, &mut reached, stop.clone(), &mut ready_at)
+                .run_tree(
+                    &order,
+                    &publisher,
+                    &mut reached,
+                    stop.clone(),
+                    &mut ready_at,
+                )
                 .await;
             // Next time, start after the broker that died (or after the first one tried, when
             // none answered).
@@ -437,6 +467,7 @@ impl Supervisor {
     async fn run_tree(
         &self,
         order: &[Endpoint],
+        publisher: &Publisher,
         reached: &mut Option<usize>,
         stop: watch::Receiver<bool>,
         ready_at: &mut Option<Instant>,
@@ -454,8 +485,6 @@ impl Supervisor {
             for step in &self.setup {
                 step(conn.clone()).await.map_err(at(Phase::Setup))?;
             }
-            let pool = conn.channel_pool(self.publisher_channels).await;
-            let publisher = Publisher::new(pool.map_err(at(Phase::Setup))?);
             phase = Phase::StartConsumers;
             let state = Arc::new(self.state.clone());
             let mut loops = JoinSet::new();
