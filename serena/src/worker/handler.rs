@@ -23,6 +23,8 @@ use crate::error::{Error, Result};
 use crate::proto::{BasicProperties, FieldTable};
 use crate::topology::RetrySchedule;
 
+use super::metrics::{self, PublisherMetrics};
+
 /// What happens to a message after its handler ran. See the [module docs](super#failures)
 /// for what `Retry` and `Park` do with and without a retry schedule.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -399,17 +401,30 @@ impl<S: Clone + Send + Sync + 'static> FromDelivery for State<S> {
 pub struct Publisher {
     /// `None` for a [`detached`](Self::detached) publisher.
     pool: Option<ChannelPool>,
+    metrics: PublisherMetrics,
 }
 
 impl Publisher {
     pub(crate) fn new(pool: ChannelPool) -> Self {
-        Publisher { pool: Some(pool) }
+        Publisher {
+            pool: Some(pool),
+            metrics: PublisherMetrics::new(None),
+        }
+    }
+
+    /// Counts this publisher's publishes under the `connection` label (feature `metrics`).
+    pub(crate) fn metrics_for(mut self, connection: Option<&str>) -> Self {
+        self.metrics = PublisherMetrics::new(connection);
+        self
     }
 
     /// A publisher with no connection, for unit tests of handlers: publishing fails with
     /// [`Error::Closed`].
     pub fn detached() -> Self {
-        Publisher { pool: None }
+        Publisher {
+            pool: None,
+            metrics: PublisherMetrics::new(None),
+        }
     }
 
     /// Publishes `body` and waits for the broker's confirm (mandatory, so an unroutable
@@ -422,9 +437,15 @@ impl Publisher {
         properties: BasicProperties,
     ) -> Result<()> {
         let pool = self.pool.as_ref().ok_or(Error::Closed("connection"))?;
-        let ch = pool.acquire().await?;
-        ch.basic_publish(exchange, routing_key, body, properties)
-            .await
+        let began = metrics::now();
+        let result = async {
+            let ch = pool.acquire().await?;
+            ch.basic_publish(exchange, routing_key, body, properties)
+                .await
+        }
+        .await;
+        self.metrics.published(began, &result);
+        result
     }
 
     /// Publishes `value` as JSON (`content_type` `application/json`).
