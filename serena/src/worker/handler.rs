@@ -437,6 +437,9 @@ impl Publisher {
         properties: BasicProperties,
     ) -> Result<()> {
         let pool = self.pool.as_ref().ok_or(Error::Closed("connection"))?;
+        // The trace goes on in the consumer of this message (feature `otel`).
+        #[cfg(feature = "otel")]
+        let properties = crate::otel::with_current_context(properties);
         let began = metrics::now();
         let result = async {
             let ch = pool.acquire().await?;

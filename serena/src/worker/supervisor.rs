@@ -798,6 +798,9 @@ impl ConsumeLoop {
                 message_id = delivery.properties.message_id.as_deref().unwrap_or(""),
                 redelivered = delivery.redelivered,
             );
+            // The span continues the trace the message carries (feature `otel`).
+            #[cfg(feature = "otel")]
+            crate::otel::continue_trace(&span, &delivery.properties);
             let mut ctx = DeliveryContext {
                 delivery: delivery.clone(),
                 state: state.clone(),
