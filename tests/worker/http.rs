@@ -1,7 +1,8 @@
 //! The worker's HTTP endpoint (feature `http`) scraped by a plain HTTP/1.1 client on a
 //! `TcpStream`: `/metrics` counts what the worker did, `/readyz` follows the broker
 //! connection through a cut and the restart, a refused address stops the supervisor before it
-//! connects.
+//! connects, and `SERENA_HTTP_ADDR` turns the endpoint on without code (or, holding no
+//! address, stops the supervisor), each in a child process of this binary.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -267,6 +268,16 @@ async fn a_scrape_counts_what_the_worker_did() {
         .expect("clean shutdown");
     // The endpoint went with the supervisor.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    // The recorder stays: it says the worker stopped.
+    let after = samples(&serena::worker::prometheus().expect("recorder").render());
+    let state = |state| {
+        sample(
+            &after,
+            "serena_worker_state",
+            &[("connection", &connection), ("state", state)],
+        )
+    };
+    assert_eq!((state("stopped"), state("ready")), (1.0, 0.0));
     assert_eq!(depth_and_delete(&copies).await, MESSAGES / 10);
     depth_and_delete(&queue).await;
 }
@@ -372,5 +383,85 @@ async fn an_address_in_use_stops_the_supervisor_before_it_connects() {
     match result {
         Err(SupervisorError::Http(HttpError::Bind { addr: a, .. })) => assert_eq!(a, addr),
         other => panic!("expected an HTTP bind error, got {other:?}"),
+    }
+}
+
+/// Set in the child processes of [`the_environment_variable_turns_the_endpoint_on`]: `ok` or
+/// `bad`, what `SERENA_HTTP_ADDR` holds there.
+const CHILD: &str = "SERENA_TEST_HTTP_CHILD";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_environment_variable_turns_the_endpoint_on() {
+    match std::env::var(CHILD).as_deref() {
+        Ok("ok") => return env_child_serves().await,
+        Ok("bad") => return env_child_refuses().await,
+        _ => {}
+    }
+    // The variable is the process's: each case runs in a child process of this test binary.
+    for (mode, value) in [("ok", "127.0.0.1:0"), ("bad", "port 9090 please")] {
+        let output = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(std::env::current_exe().expect("this test binary"))
+                .args([
+                    "--exact",
+                    "http::the_environment_variable_turns_the_endpoint_on",
+                    "--test-threads",
+                    "1",
+                ])
+                .env(CHILD, mode)
+                .env(serena::worker::HTTP_ADDR_ENV, value)
+                .output()
+                .expect("run the child")
+        })
+        .await
+        .expect("join");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("1 passed"),
+            "child {mode}: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// With `SERENA_HTTP_ADDR=127.0.0.1:0` and no `http` call, the supervisor serves `/readyz`.
+async fn env_child_serves() {
+    let queue = unique_name("http-env");
+    fill(&queue, expiring(), 0).await;
+    let stop = Arc::new(Notify::new());
+    let supervisor = Supervisor::new(config(&unique_name("http-env-conn"))).consumer(
+        serena_tests::handlers::handler_fn(ConsumerSpec::new("idle", queue.clone()), |_| async {
+            Outcome::Ack
+        }),
+    );
+    let mut handle = supervisor.handle();
+    let run = tokio::spawn({
+        let stop = stop.clone();
+        supervisor.run_until(async move { stop.notified().await })
+    });
+    within(Duration::from_secs(20), "ready", handle.ready()).await;
+    let addr = handle
+        .http_addr()
+        .expect("the variable turned the endpoint on");
+    assert_eq!(get(addr, "/readyz").await.status, 200);
+    stop.notify_one();
+    within(Duration::from_secs(20), "shutdown", run)
+        .await
+        .expect("join")
+        .expect("clean shutdown");
+    depth_and_delete(&queue).await;
+}
+
+/// A value that is not an address stops the supervisor before it connects.
+async fn env_child_refuses() {
+    let supervisor = Supervisor::new(config(&unique_name("http-env-bad")).with_port(1)).consumer(
+        serena_tests::handlers::handler_fn(ConsumerSpec::new("never", "never"), |_| async {
+            Outcome::Ack
+        }),
+    );
+    match within(Duration::from_secs(5), "the refusal", supervisor.run()).await {
+        Err(SupervisorError::Http(HttpError::InvalidAddr { value })) => {
+            assert_eq!(value, "port 9090 please");
+        }
+        other => panic!("expected an invalid address error, got {other:?}"),
     }
 }

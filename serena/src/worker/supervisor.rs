@@ -324,7 +324,11 @@ impl Supervisor {
         tokio::pin!(serve);
         loop {
             tokio::select! {
-                result = &mut run => return result,
+                result = &mut run => {
+                    // The watcher goes with this future: the last state is set here.
+                    self.metrics.state(&self.status.borrow().readiness);
+                    return result;
+                }
                 () = &mut signal, if !*stop_tx.borrow() => {}
                 () = &mut watch_state => {}
                 () = &mut serve => {}
