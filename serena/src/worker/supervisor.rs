@@ -816,15 +816,15 @@ impl ConsumeLoop {
                 last_failure: None,
             };
             let task_handler = handler.clone();
-            let metrics = tally.metrics.clone();
+            let meter = tally.metrics.clone();
             let handle = in_flight.spawn(
                 async move {
-                    let _in_flight = metrics.handler_started();
+                    let _in_flight = meter.handler_started();
                     let outcome = loop {
                         let began = metrics::now();
                         let outcome = task_handler.call(&ctx).await;
                         let failed = matches!(outcome, Outcome::Retry { .. } | Outcome::Park { .. });
-                        metrics.handler_called(began, failed);
+                        meter.handler_called(began, failed);
                         // Without a schedule, a failure is tried again here, after a pause.
                         let Outcome::Retry { reason } = &outcome else {
                             break outcome;
