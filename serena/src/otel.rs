@@ -7,7 +7,7 @@
 //! the application chooses the format; for W3C Trace Context (`traceparent`, `tracestate`),
 //! as OpenTelemetry's other instrumentations expect:
 //!
-//! ```ignore
+//! ```text
 //! opentelemetry::global::set_text_map_propagator(
 //!     opentelemetry_sdk::propagation::TraceContextPropagator::new(),
 //! );
