@@ -4,7 +4,11 @@
 //! ```text
 //! cargo run --example worker                  # run as a service until Ctrl-C / SIGTERM
 //! cargo run --example worker -- --demo 200    # publish 200 demo orders, process them, exit
+//! cargo run --example worker -- --http 127.0.0.1:9090   # and serve /metrics, /healthz, /readyz
 //! ```
+//!
+//! `--http ADDR` (or `SERENA_HTTP_ADDR=ADDR`) serves the worker's Prometheus metrics and its
+//! liveness and readiness probes on `ADDR`; it combines with `--demo`.
 //!
 //! The broker comes from `topology.toml`'s `[connection]` block, overridden by `SERENA_URL`.
 //! In the demo, one order in ten is invalid: retrying cannot fix it, so its handler parks it in
@@ -115,16 +119,34 @@ async fn park(body: bytes::Bytes, State(tally): State<Arc<Tally>>) {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Log to stderr, filtered by RUST_LOG (without it: info and up: connected, ready, restarts and why).
     logs::init(tracing_subscriber::filter::LevelFilter::INFO);
-    let demo: Option<u64> = match std::env::args().nth(1).as_deref() {
-        Some("--demo") => Some(
-            std::env::args()
-                .nth(2)
-                .map_or(Ok(200), |n| n.parse())
-                .map_err(|_| "--demo takes a number of orders")?,
-        ),
-        Some(other) => return Err(format!("unknown argument {other:?}; try --demo 200").into()),
-        None => None,
-    };
+    let mut demo: Option<u64> = None;
+    let mut http: Option<std::net::SocketAddr> = None;
+    let mut args = std::env::args().skip(1).peekable();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--demo" => {
+                let n = args.next_if(|n| !n.starts_with("--"));
+                demo = Some(
+                    n.map_or(Ok(200), |n| n.parse())
+                        .map_err(|_| "--demo takes a number of orders")?,
+                );
+            }
+            "--http" => {
+                let addr = args
+                    .next()
+                    .ok_or("--http takes an address such as 127.0.0.1:9090")?;
+                http = Some(addr.parse().map_err(|_| {
+                    format!("--http {addr:?} is not an address such as 127.0.0.1:9090")
+                })?);
+            }
+            other => {
+                return Err(format!(
+                    "unknown argument {other:?}; try --demo 200 or --http 127.0.0.1:9090"
+                )
+                .into());
+            }
+        }
+    }
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../topology.toml");
     let topology = Topology::load(path)?;
     let tally = Arc::new(Tally::default());
@@ -133,6 +155,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .consumer(escalate)
         .consumer(park)
         .state(tally.clone());
+    // Without --http, SERENA_HTTP_ADDR turns the endpoint on (the supervisor reads it).
+    let supervisor = match http {
+        Some(addr) => supervisor.http(addr),
+        None => supervisor,
+    };
     let mut handle = supervisor.handle();
 
     let Some(orders) = demo else {

@@ -7,6 +7,8 @@
 //! - [`consumers`]: `#[consumer]` handlers end to end, and a handler that fails every message.
 //! - [`retries`]: the failure policy: retry schedules, retries in the worker, parking, a
 //!   handler that settles its own delivery.
+//! - [`http`]: the HTTP endpoint: `/metrics` scraped while a worker works, `/readyz` through
+//!   a cut connection and the restart.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,6 +26,8 @@ use tokio::sync::Notify;
 
 #[path = "worker/consumers.rs"]
 mod consumers;
+#[path = "worker/http.rs"]
+mod http;
 #[path = "worker/retries.rs"]
 mod retries;
 

@@ -53,7 +53,11 @@
 //!   the TOML loading with line and column in every error and the validation are the crate
 //!   `serena-topology` (pure, shared with `#[consumer]`, which loads the file at compile time);
 //!   apply, verify and resolving the `[connection]` settings are here.
-//! - [`worker`]: `#[consumer]` handlers, extractors, outcomes and the supervisor.
+//! - [`worker`]: `#[consumer]` handlers, extractors, outcomes and the supervisor; with the
+//!   features `metrics` and `http`, its metrics and the `/metrics`, `/healthz`, `/readyz`
+//!   endpoint.
+//! - `otel` (feature `otel`): trace context carried in message headers, from the handler that
+//!   publishes to the handler that consumes.
 
 #[macro_use]
 mod macros;
@@ -62,6 +66,8 @@ mod config;
 mod driver;
 mod error;
 pub use serena_proto as proto;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod topology;
 pub mod worker;
 

@@ -23,6 +23,8 @@ use crate::error::{Error, Result};
 use crate::proto::{BasicProperties, FieldTable};
 use crate::topology::RetrySchedule;
 
+use super::metrics::{self, PublisherMetrics};
+
 /// What happens to a message after its handler ran. See the [module docs](super#failures)
 /// for what `Retry` and `Park` do with and without a retry schedule.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -410,17 +412,30 @@ impl<S: Clone + Send + Sync + 'static> FromDelivery for State<S> {
 pub struct Publisher {
     /// `None` for a [`detached`](Self::detached) publisher.
     inner: Option<ReliablePublisher>,
+    metrics: PublisherMetrics,
 }
 
 impl Publisher {
     pub(crate) fn new(inner: ReliablePublisher) -> Self {
-        Publisher { inner: Some(inner) }
+        Publisher {
+            inner: Some(inner),
+            metrics: PublisherMetrics::new(None),
+        }
+    }
+
+    /// Counts this publisher's publishes under the `connection` label (feature `metrics`).
+    pub(crate) fn metrics_for(mut self, connection: Option<&str>) -> Self {
+        self.metrics = PublisherMetrics::new(connection);
+        self
     }
 
     /// A publisher with no connection, for unit tests of handlers: publishing fails with
     /// [`Error::Closed`].
     pub fn detached() -> Self {
-        Publisher { inner: None }
+        Publisher {
+            inner: None,
+            metrics: PublisherMetrics::new(None),
+        }
     }
 
     /// Publishes `body` and waits for the broker's confirm (mandatory, so an unroutable
@@ -434,7 +449,13 @@ impl Publisher {
         properties: BasicProperties,
     ) -> Result<()> {
         let inner = self.inner.as_ref().ok_or(Error::Closed("connection"))?;
-        inner.publish(exchange, routing_key, body, properties).await
+        // The trace goes on in the consumer of this message (feature `otel`).
+        #[cfg(feature = "otel")]
+        let properties = crate::otel::with_current_context(properties);
+        let began = metrics::now();
+        let result = inner.publish(exchange, routing_key, body, properties).await;
+        self.metrics.published(began, &result);
+        result
     }
 
     /// The reliable publisher underneath (`None` when [`detached`](Self::detached)): its
@@ -465,10 +486,15 @@ impl Publisher {
             None => properties,
         };
         let inner = self.inner.as_ref().ok_or(Error::Closed("connection"))?;
-        inner
+        // The caller's trace goes on through the reply (feature `otel`).
+        #[cfg(feature = "otel")]
+        let properties = crate::otel::with_current_context(properties);
+        let began = metrics::now();
+        let result = inner
             .publish_message("", reply_to, body.into_bytes(), properties, false)
-            .await?;
-        Ok(true)
+            .await;
+        self.metrics.published(began, &result);
+        result.map(|()| true)
     }
 
     /// Publishes `value` as JSON (`content_type` `application/json`).

@@ -36,10 +36,55 @@
 //! dead-lettering back to the work queue uses only core features, survives restarts (the
 //! count travels in the message), replicates like any quorum queue, and shows each waiting
 //! message in the management UI.
+//!
+//! # Metrics
+//!
+//! With the feature `metrics`, the supervisor records what it counts in [`Stats`] (and more)
+//! through the [`metrics`](https://docs.rs/metrics) facade: install any recorder (Prometheus,
+//! StatsD, OpenTelemetry, ...) before [`Supervisor::run`] and these reach it. The feature
+//! `http` adds a Prometheus recorder and an endpoint that serves it (`Supervisor::http`,
+//! `SERENA_HTTP_ADDR`, with `/healthz` and `/readyz`). Handles are resolved once per consumer,
+//! connection and publisher: a message costs a few atomic additions.
+//!
+//! | metric | kind | labels | what |
+//! |---|---|---|---|
+//! | `serena_consumer_deliveries_total` | counter | `queue` | deliveries handed to handlers |
+//! | `serena_consumer_acks_total` | counter | `queue` | messages acknowledged |
+//! | `serena_consumer_requeues_total` | counter | `queue` | messages put back in their queue |
+//! | `serena_consumer_rejects_total` | counter | `queue` | messages rejected without requeue |
+//! | `serena_consumer_retries_total` | counter | `queue` | messages moved to a delay queue |
+//! | `serena_consumer_parked_total` | counter | `queue` | messages moved to their parking queue |
+//! | `serena_consumer_dropped_total` | counter | `queue` | outcomes lost with their channel (the broker redelivers) |
+//! | `serena_consumer_settled_by_handler_total` | counter | `queue` | messages the handler settled itself |
+//! | `serena_consumer_handler_errors_total` | counter | `queue` | handler calls that failed (`Retry` or `Park`, poison messages included) |
+//! | `serena_consumer_handler_panics_total` | counter | `queue` | handlers that panicked |
+//! | `serena_consumer_handler_duration_seconds` | histogram | `queue` | time in one handler call |
+//! | `serena_consumer_in_flight` | gauge | `queue` | handlers running now |
+//! | `serena_worker_state` | gauge | `connection`, `state` | 1 for the state the supervisor is in (`starting`, `ready`, `standby`, `restarting`, `stopped`), 0 for the others |
+//! | `serena_worker_restarts_total` | counter | `connection` | restarts of the whole tree |
+//! | `serena_connection_reconnects_total` | counter | `connection` | connections opened after the first |
+//! | `serena_connection_sent_bytes_total` | counter | `connection` | bytes written to the socket |
+//! | `serena_connection_received_frames_total` | counter | `connection` | frames read from the socket |
+//! | `serena_connection_blocked` | gauge | `connection` | 1 while the broker blocks publishing (`connection.blocked`: a memory or disk alarm) |
+//! | `serena_connection_blocked_seconds_total` | counter | `connection` | time it blocked publishing, in whole seconds |
+//! | `serena_publisher_published_total` | counter | `connection` | messages the handlers' [`Publisher`] published (retries and parking included) |
+//! | `serena_publisher_confirmed_total` | counter | `connection` | publishes the broker confirmed |
+//! | `serena_publisher_nacked_total` | counter | `connection` | publishes the broker refused (`basic.nack`) |
+//! | `serena_publisher_returned_total` | counter | `connection` | publishes returned unroutable (`basic.return`) |
+//! | `serena_publisher_failed_total` | counter | `connection` | publishes that failed otherwise (closed channel, timeout) |
+//! | `serena_publisher_confirm_duration_seconds` | histogram | `connection` | from publish to the broker's answer (confirm, nack or return) |
+//!
+//! `connection` is the configuration's `connection_name`, or `serena` without one. The
+//! connection's traffic is sampled once a second from its own counters
+//! ([`Connection::heartbeat_stats`](crate::Connection::heartbeat_stats)), so up to a second of
+//! a lost connection's traffic is not counted; blocked time is sampled at the same rate.
 
 mod backoff;
 mod failure;
 mod handler;
+#[cfg(feature = "http")]
+mod http;
+mod metrics;
 mod reply;
 mod retry;
 mod stats;
@@ -52,6 +97,8 @@ pub use handler::{
     IntoOutcome, Json, Outcome, Properties, Publisher, Rejection, Reply, State, StateMap,
     StateRequirement,
 };
+#[cfg(feature = "http")]
+pub use http::{HTTP_ADDR_ENV, HttpError, prometheus};
 pub use retry::{
     ATTEMPT_HEADER, Attempt, FIRST_FAILURE_HEADER, LAST_FAILURE_HEADER, LocalRetry, QUEUE_HEADER,
 };

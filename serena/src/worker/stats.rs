@@ -53,9 +53,41 @@ pub(crate) struct Counters {
     pub(crate) replied: AtomicU64,
 }
 
+/// What a consume loop counts, in [`Counters`] and (feature `metrics`) in its consumer's
+/// metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Event {
+    Delivered,
+    Acked,
+    Requeued,
+    Rejected,
+    Panicked,
+    Dropped,
+    Retried,
+    Parked,
+    SettledByHandler,
+    /// A handler's reply was confirmed by the broker (request/reply).
+    Replied,
+}
+
 impl Counters {
     pub(crate) fn bump(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn bump_event(&self, event: Event) {
+        Counters::bump(match event {
+            Event::Delivered => &self.delivered,
+            Event::Acked => &self.acked,
+            Event::Requeued => &self.requeued,
+            Event::Rejected => &self.rejected,
+            Event::Panicked => &self.panicked,
+            Event::Dropped => &self.dropped,
+            Event::Retried => &self.retried,
+            Event::Parked => &self.parked,
+            Event::SettledByHandler => &self.settled_by_handler,
+            Event::Replied => &self.replied,
+        });
     }
 
     pub(crate) fn snapshot(&self) -> Stats {
@@ -106,11 +138,14 @@ pub enum Readiness {
 /// What the supervisor publishes to its handles.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Status {
-    readiness: Readiness,
+    pub(crate) readiness: Readiness,
     last_error: Option<TreeError>,
     /// The tree is up: every consumer consuming or on standby.
     up: bool,
     standby: Vec<Cow<'static, str>>,
+    /// Where the HTTP endpoint listens, once bound.
+    #[cfg(feature = "http")]
+    pub(crate) http_addr: Option<std::net::SocketAddr>,
 }
 
 impl Status {
@@ -204,5 +239,12 @@ impl SupervisorHandle {
     /// The counters now.
     pub fn stats(&self) -> Stats {
         self.counters.snapshot()
+    }
+
+    /// Where the HTTP endpoint ([`Supervisor::http`](super::Supervisor::http)) listens, once
+    /// `run` has bound it (the port chosen for port 0 included); `None` before, or without one.
+    #[cfg(feature = "http")]
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.status.borrow().http_addr
     }
 }

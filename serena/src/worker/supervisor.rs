@@ -39,7 +39,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, watch};
@@ -49,9 +48,10 @@ use tracing::Instrument;
 use super::backoff::{Backoff, jitter_unit};
 use super::failure::{Phase, TreeError, is_exclusive_use};
 use super::handler::{DeliveryContext, Handler, Outcome, Publisher, StateMap};
+use super::metrics::{self, ConsumerMetrics, SAMPLE_EVERY, SupervisorMetrics, Tally};
 use super::reply;
 use super::retry::{self, LocalRetry};
-use super::stats::{Counters, Status, SupervisorHandle};
+use super::stats::{Counters, Event, Status, SupervisorHandle};
 use crate::client::{
     Channel, Connection, ConsumeOptions, Consumer, Delivery, ReliablePublisher,
     ReliablePublisherOptions, run_scope, shuffle,
@@ -107,6 +107,11 @@ pub enum SupervisorError {
         /// The missing type.
         type_name: &'static str,
     },
+    /// The HTTP endpoint could not start (feature `http`): a bad `SERENA_HTTP_ADDR`, an
+    /// address in use, another `metrics` recorder. Found before connecting.
+    #[cfg(feature = "http")]
+    #[error("the HTTP endpoint could not start: {0}")]
+    Http(#[source] super::HttpError),
 }
 
 /// Runs `#[consumer]` handlers, restarting the whole tree on failure.
@@ -139,10 +144,14 @@ pub struct Supervisor {
     backoff: Backoff,
     shutdown_timeout: Duration,
     counters: Arc<Counters>,
-    status: Arc<watch::Sender<Status>>,
+    pub(super) status: Arc<watch::Sender<Status>>,
     /// Retry schedules by work queue.
     schedules: HashMap<String, Arc<RetrySchedule>>,
     local_retry: LocalRetry,
+    /// Resolved when `run` starts, after the HTTP endpoint installed its recorder.
+    metrics: Arc<SupervisorMetrics>,
+    #[cfg(feature = "http")]
+    pub(super) http: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for Supervisor {
@@ -176,6 +185,9 @@ impl Supervisor {
             status: Arc::new(watch::channel(Status::default()).0),
             schedules: HashMap::new(),
             local_retry: LocalRetry::default(),
+            metrics: Arc::new(SupervisorMetrics::new(None)),
+            #[cfg(feature = "http")]
+            http: None,
         }
     }
 
@@ -277,10 +289,22 @@ impl Supervisor {
 
     /// Runs until `shutdown` resolves, then shuts down gracefully.
     pub async fn run_until(
-        self,
+        mut self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), SupervisorError> {
         self.check_before_start()?;
+        #[cfg(feature = "http")]
+        let http = match self.start_http() {
+            Ok(http) => http,
+            Err(e) => {
+                tracing::error!(error = %e, "worker not started");
+                self.status.send_modify(|s| s.stopped(None));
+                return Err(e);
+            }
+        };
+        self.metrics = Arc::new(SupervisorMetrics::new(
+            self.config.connection_name.as_deref(),
+        ));
         let (stop_tx, stop_rx) = watch::channel(false);
         let stop_tx = Arc::new(stop_tx);
         let signal = {
@@ -293,10 +317,38 @@ impl Supervisor {
         tokio::pin!(signal);
         let run = self.supervise(stop_rx);
         tokio::pin!(run);
+        // The state gauge and the HTTP endpoint run beside the tree, in this future: they end
+        // with it.
+        let watch_state = self.watch_state();
+        tokio::pin!(watch_state);
+        #[cfg(feature = "http")]
+        let serve = super::http::serve(http, self.handle());
+        #[cfg(not(feature = "http"))]
+        let serve = std::future::pending::<()>();
+        tokio::pin!(serve);
         loop {
             tokio::select! {
-                result = &mut run => return result,
+                result = &mut run => {
+                    // The watcher goes with this future: the last state is set here.
+                    self.metrics.state(&self.status.borrow().readiness);
+                    return result;
+                }
                 () = &mut signal, if !*stop_tx.borrow() => {}
+                () = &mut watch_state => {}
+                () = &mut serve => {}
+            }
+        }
+    }
+
+    /// Sets the state gauge on every change of readiness, until the supervisor returns.
+    fn watch_state(&self) -> impl Future<Output = ()> + use<> {
+        let (metrics, mut status) = (self.metrics.clone(), self.status.subscribe());
+        async move {
+            loop {
+                metrics.state(&status.borrow_and_update().readiness);
+                if status.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
             }
         }
     }
@@ -335,7 +387,11 @@ impl Supervisor {
         let published = ReliablePublisher::scope(
             &config,
             ReliablePublisherOptions::default().with_backoff(self.backoff),
-            async |p| Ok::<_, Error>(self.restart_loop(stop, Publisher::new(p.clone())).await),
+            async |p| {
+                let publisher =
+                    Publisher::new(p.clone()).metrics_for(self.config.connection_name.as_deref());
+                Ok::<_, Error>(self.restart_loop(stop, publisher).await)
+            },
         )
         .await;
         // The publisher's scope ends early only on a refused login.
@@ -457,6 +513,7 @@ impl Supervisor {
             }
             attempt = attempt.saturating_add(1);
             Counters::bump(&self.counters.restarts);
+            self.metrics.restarted();
         }
     }
 
@@ -477,6 +534,7 @@ impl Supervisor {
             .await
             .map_err(at(Phase::Connect))?;
         *reached = Some(index);
+        self.metrics.connected();
         tracing::info!(endpoint = %conn.endpoint(), "connected");
         // The phase a close of the whole connection happened in: the scope reports it
         // instead of the step that was waiting.
@@ -537,15 +595,22 @@ impl Supervisor {
             self.status.send_modify(Status::tree_up);
             tracing::info!(consumers = self.handlers.len(), "worker ready");
             // The group ends when every loop has stopped; the first error ends it early.
-            while let Some(joined) = loops.join_next_with_id().await {
-                let failed = match joined {
-                    Ok((_, Ok(()))) => continue,
-                    Ok((_, Err(e))) => e,
-                    Err(e) => task_failed(&names, e),
-                };
-                return Err(TreeError::new(Phase::Running, failed));
+            let group = async {
+                while let Some(joined) = loops.join_next_with_id().await {
+                    let failed = match joined {
+                        Ok((_, Ok(()))) => continue,
+                        Ok((_, Err(e))) => e,
+                        Err(e) => task_failed(&names, e),
+                    };
+                    return Err(TreeError::new(Phase::Running, failed));
+                }
+                Ok(())
+            };
+            // The connection's traffic is sampled for the metrics while the group runs.
+            tokio::select! {
+                result = group => result,
+                () = self.metrics.sample_connection(conn, SAMPLE_EVERY) => Ok(()),
             }
-            Ok(())
         })
         .await;
         outcome.map_err(|e| TreeError::new(phase, e))?
@@ -726,9 +791,13 @@ impl ConsumeLoop {
         let permits = Arc::new(Semaphore::new(spec.concurrency.unwrap_or(1).max(1)));
         let queue: Arc<str> = Arc::from(&*spec.queue);
         let mut in_flight: JoinSet<Outcome> = JoinSet::new();
+        let tally = Tally {
+            counters,
+            metrics: ConsumerMetrics::new(&spec.queue),
+        };
         let after = Settle {
             handler: handler.clone(),
-            counters: counters.clone(),
+            tally: tally.clone(),
             schedule: schedule.clone(),
             publisher: publisher.clone(),
             queue: queue.clone(),
@@ -757,7 +826,7 @@ impl ConsumeLoop {
                     None => break Err(Error::Closed("consumer")),
                 },
             };
-            Counters::bump(&counters.delivered);
+            tally.count(Event::Delivered);
             let span = tracing::info_span!(
                 "delivery",
                 queue = &*spec.queue,
@@ -766,6 +835,9 @@ impl ConsumeLoop {
                 message_id = delivery.properties.message_id.as_deref().unwrap_or(""),
                 redelivered = delivery.redelivered,
             );
+            // The span continues the trace the message carries (feature `otel`).
+            #[cfg(feature = "otel")]
+            crate::otel::continue_trace(&span, &delivery.properties);
             let mut ctx = DeliveryContext {
                 delivery: delivery.clone(),
                 state: state.clone(),
@@ -777,11 +849,16 @@ impl ConsumeLoop {
                 last_failure: None,
             };
             let task_handler = handler.clone();
-            let task_counters = counters.clone();
+            let meter = tally.metrics.clone();
+            let meter_replied = tally.clone();
             let handle = in_flight.spawn(
                 async move {
+                    let _in_flight = meter.handler_started();
                     let outcome = loop {
+                        let began = metrics::now();
                         let outcome = task_handler.call(&ctx).await;
+                        let failed = matches!(outcome, Outcome::Retry { .. } | Outcome::Park { .. });
+                        meter.handler_called(began, failed);
                         // Without a schedule, a failure is tried again here, after a pause.
                         let Outcome::Retry { reason } = &outcome else {
                             break outcome;
@@ -804,7 +881,7 @@ impl ConsumeLoop {
                         Outcome::Reply { body } => {
                             let answered = reply::answer(&ctx.publisher, &ctx.delivery, body).await;
                             if let reply::Answered::Sent = answered {
-                                Counters::bump(&task_counters.replied);
+                                meter_replied.count(Event::Replied);
                             }
                             answered.outcome()
                         }
@@ -848,7 +925,7 @@ impl ConsumeLoop {
 /// What a consume loop needs to settle a finished handler's message.
 struct Settle {
     handler: Arc<dyn Handler>,
-    counters: Arc<Counters>,
+    tally: Tally,
     schedule: Option<Arc<RetrySchedule>>,
     publisher: Publisher,
     queue: Arc<str>,
@@ -862,12 +939,12 @@ impl Settle {
         done: std::result::Result<(tokio::task::Id, Outcome), tokio::task::JoinError>,
         deliveries: &mut HashMap<tokio::task::Id, Delivery>,
     ) {
-        let counters = &self.counters;
+        let tally = &self.tally;
         let (id, outcome) = match done {
             Ok((id, outcome)) => (id, outcome),
             Err(e) => {
                 if e.is_panic() {
-                    Counters::bump(&counters.panicked);
+                    tally.count(Event::Panicked);
                     tracing::error!(consumer = &*self.handler.spec().name, "handler panicked");
                 }
                 (
@@ -881,13 +958,13 @@ impl Settle {
         };
         if delivery.is_settled() {
             // The handler acknowledged or refused it itself: settling again would be a 406.
-            Counters::bump(&counters.settled_by_handler);
+            tally.count(Event::SettledByHandler);
             return;
         }
-        let (sent, counter) = match outcome {
-            Outcome::Ack => (delivery.ack(), &counters.acked),
-            Outcome::Requeue => (delivery.nack(true), &counters.requeued),
-            Outcome::Reject => (delivery.reject(false), &counters.rejected),
+        let (sent, event) = match outcome {
+            Outcome::Ack => (delivery.ack(), Event::Acked),
+            Outcome::Requeue => (delivery.nack(true), Event::Requeued),
+            Outcome::Reject => (delivery.reject(false), Event::Rejected),
             Outcome::Retry { reason } => self.failed(&delivery, &reason, false).await,
             Outcome::Park { reason } => self.failed(&delivery, &reason, true).await,
             // The consume loop's tasks send their reply before they finish; an outcome that
@@ -895,30 +972,24 @@ impl Settle {
             Outcome::Reply { body } => {
                 let answered = reply::answer(&self.publisher, &delivery, body).await;
                 if let reply::Answered::Sent = answered {
-                    Counters::bump(&counters.replied);
+                    tally.count(Event::Replied);
                 }
                 match answered.outcome() {
-                    Outcome::Ack => (delivery.ack(), &counters.acked),
-                    _ => (delivery.nack(true), &counters.requeued),
+                    Outcome::Ack => (delivery.ack(), Event::Acked),
+                    _ => (delivery.nack(true), Event::Requeued),
                 }
             }
         };
         match sent {
-            Ok(()) => Counters::bump(counter),
+            Ok(()) => tally.count(event),
             // Its channel died: the broker redelivers the message; never settle it elsewhere.
-            Err(_) => Counters::bump(&counters.dropped),
+            Err(_) => tally.count(Event::Dropped),
         }
     }
 
     /// A message whose handler failed for `reason` (or is to be parked now): moved by the
     /// retry schedule and then acknowledged, or, without a schedule, rejected.
-    async fn failed(
-        &self,
-        delivery: &Delivery,
-        reason: &str,
-        park: bool,
-    ) -> (Result<()>, &AtomicU64) {
-        let counters = &self.counters;
+    async fn failed(&self, delivery: &Delivery, reason: &str, park: bool) -> (Result<()>, Event) {
         let attempt = retry::attempt_of(delivery);
         let Some(schedule) = &self.schedule else {
             tracing::error!(
@@ -927,26 +998,26 @@ impl Settle {
                 %reason,
                 "message rejected: its queue has no retry schedule; its dead-letter exchange takes it, if it has one"
             );
-            return (delivery.reject(false), &counters.rejected);
+            return (delivery.reject(false), Event::Rejected);
         };
         match retry::move_failed(&self.publisher, schedule, delivery, attempt, reason, park).await {
             Ok(moved) => {
-                let counter = match &moved {
+                let event = match &moved {
                     retry::Moved::Retried { queue, delay } => {
                         tracing::info!(queue = &*self.queue, attempt, %reason, retry_queue = %queue, ?delay, "message to retry later");
-                        &counters.retried
+                        Event::Retried
                     }
                     retry::Moved::Parked { queue } => {
                         tracing::warn!(queue = &*self.queue, attempt, %reason, park_queue = %queue, "message parked");
-                        &counters.parked
+                        Event::Parked
                     }
                 };
-                (delivery.ack(), counter)
+                (delivery.ack(), event)
             }
             Err(e) => {
                 // Not moved: it stays the broker's, back in its queue, and nothing is lost.
                 tracing::error!(queue = &*self.queue, attempt, error = %e, "could not move a failed message; requeued");
-                (delivery.nack(true), &counters.requeued)
+                (delivery.nack(true), Event::Requeued)
             }
         }
     }
