@@ -4,6 +4,7 @@
 //! serena topology check FILE      validate offline (exit 2 when invalid)
 //! serena topology apply FILE      declare exchanges, queues, bindings (exit 1 when any fails)
 //! serena topology verify FILE     passive checks; exit 1 when anything is missing
+//! serena topology graph FILE [--format mermaid|dot|svg]   the routing as a picture
 //! serena publish EXCHANGE ROUTING_KEY [BODY]   body from stdin when absent or "-"
 //! serena consume QUEUE [--count N]             one JSON line per delivery
 //! ```
@@ -14,6 +15,7 @@
 
 mod base64;
 mod consume;
+mod graph;
 mod publish;
 mod topology;
 

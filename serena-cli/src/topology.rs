@@ -1,11 +1,11 @@
-//! `serena topology check|apply|verify FILE`.
+//! `serena topology check|apply|verify|graph FILE`.
 
 use std::path::PathBuf;
 
 use clap::Subcommand;
 use serena::topology::{Report, Status, Topology, TopologyError, TopologyExt};
 
-use crate::{Failure, connection_config, with_connection};
+use crate::{Failure, connection_config, graph, with_connection};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum TopologyCommand {
@@ -23,6 +23,18 @@ pub(crate) enum TopologyCommand {
     Verify {
         /// The topology file.
         file: PathBuf,
+    },
+    /// Draw FILE's routing: exchanges, queues, bindings, alternate exchanges, dead-letter
+    /// routes and retry loops (offline).
+    Graph {
+        /// The topology file.
+        file: PathBuf,
+        /// mermaid, dot, or svg (runs Graphviz's `dot`).
+        #[arg(long, value_enum, default_value = "mermaid")]
+        format: graph::Format,
+        /// Write to this file instead of stdout.
+        #[arg(long, short, value_name = "PATH")]
+        output: Option<PathBuf>,
     },
 }
 
@@ -75,6 +87,24 @@ pub(crate) async fn run(cmd: TopologyCommand, url: Option<&str>) -> Result<(), F
                     config.addr()
                 )
             })
+        }
+        TopologyCommand::Graph {
+            file,
+            format,
+            output,
+        } => {
+            let t = load(&file)?;
+            let picture = graph::render(&t, format, &file)?;
+            match output {
+                Some(path) => std::fs::write(&path, picture)
+                    .map_err(|e| Failure::failed(format!("cannot write {}: {e}", path.display()))),
+                None => {
+                    use std::io::Write;
+                    std::io::stdout()
+                        .write_all(&picture)
+                        .map_err(|e| Failure::failed(format!("cannot write the graph: {e}")))
+                }
+            }
         }
         TopologyCommand::Verify { file } => {
             let t = load(&file)?;

@@ -18,10 +18,12 @@
 //!   the queues they add ([`Topology::queue_plan`]).
 //! - `connection`: the `[connection]` block as written ([`ConnectionSettings`]).
 //! - [`suggest`]: "did you mean" for mistyped names, shared with the macro.
+//! - `graph`: the routing as a Mermaid or Graphviz picture ([`Topology::graph`]).
 //! - `notes`: advice about a valid topology ([`Topology::notes`]): names RabbitMQ makes costly.
 
 mod connection;
 mod error;
+mod graph;
 mod kinds;
 mod load;
 mod model;
@@ -37,6 +39,7 @@ use std::sync::Arc;
 
 pub use connection::ConnectionSettings;
 pub use error::{Destination, Entity, EntityName, Location, Problem, TopologyError};
+pub use graph::GraphFormat;
 pub use model::{
     Binding, Exchange, ExchangeKind, Origin, Overflow, Queue, QueueType, Retry, STANDARD_EXCHANGES,
     Topology,
