@@ -7,6 +7,8 @@
 //! - [`consumers`]: `#[consumer]` handlers end to end, and a handler that fails every message.
 //! - [`retries`]: the failure policy: retry schedules, retries in the worker, parking, a
 //!   handler that settles its own delivery.
+//! - [`streams`]: consumers of stream queues, from `first` (again after a restart), `next`
+//!   and an offset; no stream consumer without a prefetch limit.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +28,8 @@ use tokio::sync::Notify;
 mod consumers;
 #[path = "worker/retries.rs"]
 mod retries;
+#[path = "worker/streams.rs"]
+mod streams;
 
 fn fast_backoff() -> Backoff {
     Backoff {

@@ -68,7 +68,7 @@ pub mod worker;
 pub use client::{
     Channel, ChannelPool, Confirmation, Connection, ConsumeOptions, Consumer, Delivery,
     ExchangeDeclareOptions, GetMessage, HeartbeatStats, IntoBody, PooledChannel, PublishOptions,
-    QueueDeclareOk, QueueDeclareOptions, UnconfirmedChannel, open_connection,
+    QueueDeclareOk, QueueDeclareOptions, StreamOffset, UnconfirmedChannel, open_connection,
 };
 pub use config::{
     AuthMechanism, ClientCertificate, ConnectionConfig, Endpoint, Password, TlsOptions,

@@ -6,6 +6,7 @@ mod connection;
 mod consumer;
 mod options;
 mod pool;
+mod stream;
 mod unconfirmed;
 
 pub use body::IntoBody;
@@ -15,4 +16,5 @@ pub(crate) use connection::{run_scope, shuffle};
 pub use consumer::{Consumer, Delivery, GetMessage};
 pub use options::{ConsumeOptions, ExchangeDeclareOptions, PublishOptions, QueueDeclareOptions};
 pub use pool::{ChannelPool, PooledChannel};
+pub use stream::StreamOffset;
 pub use unconfirmed::UnconfirmedChannel;
