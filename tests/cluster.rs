@@ -1,6 +1,7 @@
 //! serena on a three-node RabbitMQ cluster: quorum queues and streams in a topology, competing
 //! worker processes on a single-active-consumer queue, and the loss of the node that
-//! publishers and workers are connected to.
+//! publishers and workers are connected to; the reliable publisher through a node's app
+//! stopped and started, a memory alarm and a rolling restart of all three nodes.
 //!
 //! This binary has its own `main` (`harness = false`): the cluster takes half a minute to
 //! start, so it is started once, with `scripts/cluster.sh start`, and every case runs against
@@ -24,6 +25,8 @@ mod competing;
 mod harness;
 #[path = "cluster/node_loss.rs"]
 mod node_loss;
+#[path = "cluster/reliable.rs"]
+mod reliable;
 #[path = "cluster/topology.rs"]
 mod topology;
 
@@ -46,6 +49,21 @@ const CASES: &[Case] = &[
         name: "node_loss_loses_no_confirmed_message",
         limit: Duration::from_secs(120),
         run: node_loss::node_loss,
+    },
+    Case {
+        name: "reliable_publisher_waits_out_stop_app_and_loses_nothing",
+        limit: Duration::from_secs(120),
+        run: reliable::stop_and_start_app,
+    },
+    Case {
+        name: "reliable_publisher_holds_its_cap_under_a_memory_alarm",
+        limit: Duration::from_secs(120),
+        run: reliable::memory_alarm,
+    },
+    Case {
+        name: "reliable_publisher_loses_nothing_in_a_rolling_restart",
+        limit: Duration::from_secs(300),
+        run: reliable::rolling_restart,
     },
 ];
 

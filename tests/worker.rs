@@ -735,3 +735,129 @@ async fn an_exclusive_standby_takes_over_when_the_active_connection_closes() {
     assert_eq!(depth_and_delete(q).await, 0);
     assert_eq!(depth_and_delete(side).await, 0);
 }
+
+/// Forwards each delivery's body to `out` through the handlers' [`Publisher`]: acked once the
+/// copy is confirmed, requeued when the publish failed.
+///
+/// [`Publisher`]: serena::worker::Publisher
+struct Forward {
+    spec: ConsumerSpec,
+    out: String,
+    forwarded: Arc<AtomicUsize>,
+    /// Past 200 forwarded, handlers wait for this before publishing (the test closes the
+    /// publisher's connection meanwhile, so the close lands mid-stream).
+    gate: Arc<std::sync::atomic::AtomicBool>,
+    /// The publisher's reconnects, as the handlers last saw them.
+    reconnects: Arc<AtomicUsize>,
+}
+
+impl serena::worker::Handler for Forward {
+    fn spec(&self) -> ConsumerSpec {
+        self.spec.clone()
+    }
+
+    fn call<'a>(
+        &'a self,
+        ctx: &'a serena::worker::DeliveryContext,
+    ) -> serena::worker::HandlerFuture<'a> {
+        Box::pin(async move {
+            while self.forwarded.load(Ordering::SeqCst) >= 200 && !self.gate.load(Ordering::SeqCst)
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let sent = ctx
+                .publisher
+                .publish("", &self.out, &ctx.delivery.body, Default::default())
+                .await;
+            match sent {
+                Ok(()) => {
+                    self.forwarded.fetch_add(1, Ordering::SeqCst);
+                    let stats = ctx.publisher.reliable().expect("attached").stats();
+                    self.reconnects
+                        .fetch_max(stats.reconnects as usize, Ordering::SeqCst);
+                    Outcome::Ack
+                }
+                Err(_) => Outcome::Requeue,
+            }
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handlers_publisher_has_its_own_connection_and_survives_losing_it() {
+    const COUNT: u32 = 1500;
+    let (input, out) = (unique_name("forward-in"), unique_name("forward-out"));
+    let mut expires = FieldTable::new();
+    expires.insert("x-expires", 60_000i32);
+    fill(&input, expires.clone(), COUNT).await;
+    fill(&out, expires, 0).await;
+    let name = unique_name("forwarder");
+    let forwarded = Arc::new(AtomicUsize::new(0));
+    let gate = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reconnects = Arc::new(AtomicUsize::new(0));
+    let sup = Supervisor::new(config(&name))
+        .consumer(Forward {
+            spec: ConsumerSpec {
+                prefetch: Some(50),
+                concurrency: Some(16),
+                ..ConsumerSpec::new("forward", input.clone())
+            },
+            out: out.clone(),
+            forwarded: forwarded.clone(),
+            gate: gate.clone(),
+            reconnects: reconnects.clone(),
+        })
+        .backoff(fast_backoff());
+    let handle = sup.handle();
+    let stop = Arc::new(Notify::new());
+    let run = tokio::spawn({
+        let stop = stop.clone();
+        async move { sup.run_until(async move { stop.notified().await }).await }
+    });
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while forwarded.load(Ordering::SeqCst) < 200 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("forwarding starts");
+    // The publisher's own connection, named after the worker's; the consumers' is untouched.
+    let publisher_connection = format!("{name} (publisher)");
+    serena_tests::rabbitmqctl::close_connection_async(
+        &publisher_connection,
+        "the publisher's connection only",
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("the publisher's connection is listed under its own name");
+    gate.store(true, Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while forwarded.load(Ordering::SeqCst) < COUNT as usize {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("forwarded {} of {COUNT}", forwarded.load(Ordering::SeqCst)));
+    stop.notify_one();
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the supervisor stops")
+        .expect("the supervisor's task")
+        .expect("the supervisor's result");
+    let stats = handle.stats();
+    assert_eq!(
+        stats.restarts, 0,
+        "the consumers' tree never restarted: {stats:?}"
+    );
+    assert_eq!(stats.requeued, 0, "no publish failed: {stats:?}");
+    let copies = depth_and_delete(&out).await;
+    assert_eq!(depth_and_delete(&input).await, 0);
+    // At-least-once: every message forwarded, a few possibly twice (republished).
+    assert!(copies >= COUNT, "{copies} copies of {COUNT} messages");
+    assert_eq!(
+        reconnects.load(Ordering::SeqCst),
+        1,
+        "the publisher reconnected once"
+    );
+    println!("forwarded {COUNT}, {copies} copies in the output queue");
+}

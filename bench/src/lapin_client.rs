@@ -169,18 +169,22 @@ async fn respond(queue: String, size: usize, stop: oneshot::Receiver<()>) -> Res
     Ok(answered)
 }
 
-/// One request/reply round trip; `index` `u64::MAX` is the warm-up call.
+/// RabbitMQ's direct reply-to pseudo-queue (rpc_direct).
+const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+/// One request/reply round trip, the reply to `reply_to`; `index` `u64::MAX` is the warm-up
+/// call.
 async fn rpc_call(
     ch: &Channel,
     replies: &mut Consumer,
-    names: &Names,
+    (names, reply_to): (&Names, &str),
     body: &mut Body,
     index: u64,
     size: usize,
 ) -> Result<()> {
     let props = BasicProperties::default()
         .with_correlation_id(correlation_id(index).into())
-        .with_reply_to(names.reply.as_str().into());
+        .with_reply_to(reply_to.into());
     publish(ch, &names.main, body.stamp(index), props).await?;
     let reply = next(replies, "reply consumer").await?;
     let correlation = reply
@@ -189,6 +193,76 @@ async fn rpc_call(
         .as_ref()
         .map(|c| c.as_str());
     check_reply(index, correlation, &reply.data, size)
+}
+
+/// rpc_latency with the replies to `reply_to`: `names.reply` (a queue declared here) or
+/// direct reply-to.
+async fn rpc_run(p: &Params, names: &Names, reply_to: &str) -> Result<Outcome> {
+    let conn = connect().await?;
+    let ch = conn.create_channel().await?;
+    declare(&ch, &names.main).await?;
+    if reply_to == names.reply {
+        declare(&ch, &names.reply).await?;
+    }
+    let mut replies = ch
+        .basic_consume(
+            reply_to.into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let (stop, stopped) = oneshot::channel();
+    let responder = tokio::spawn(respond(names.main.clone(), p.small_body, stopped));
+    let mut body = Body::new(p.small_body);
+    let mut latencies = Vec::with_capacity(p.rpc_round_trips as usize);
+    rpc_call(
+        &ch,
+        &mut replies,
+        (names, reply_to),
+        &mut body,
+        u64::MAX,
+        p.small_body,
+    )
+    .await?;
+
+    let meter = Meter::start();
+    for index in 0..p.rpc_round_trips {
+        let start = Instant::now();
+        rpc_call(
+            &ch,
+            &mut replies,
+            (names, reply_to),
+            &mut body,
+            index,
+            p.small_body,
+        )
+        .await?;
+        latencies.push(start.elapsed());
+    }
+    let span = meter.stop();
+
+    let _ = stop.send(());
+    let answered = responder.await??;
+    expect_count("requests answered", p.rpc_round_trips + 1, answered)?;
+    ch.basic_cancel(replies.tag(), BasicCancelOptions::default())
+        .await?;
+    delete(&ch, &names.main).await?;
+    if reply_to == names.reply {
+        delete(&ch, &names.reply).await?;
+    }
+    ch.close(200, "bye".into()).await?;
+    close(conn).await?;
+    Ok(Outcome {
+        messages: p.rpc_round_trips,
+        payload_bytes: 2 * p.rpc_round_trips * p.small_body as u64,
+        span: Some(span),
+        latencies,
+        ..Outcome::default()
+    })
 }
 
 impl Client for Lapin {
@@ -280,51 +354,11 @@ impl Client for Lapin {
     }
 
     async fn rpc_latency(p: &Params, names: &Names) -> Result<Outcome> {
-        let conn = connect().await?;
-        let ch = conn.create_channel().await?;
-        declare(&ch, &names.main).await?;
-        declare(&ch, &names.reply).await?;
-        let mut replies = ch
-            .basic_consume(
-                names.reply.as_str().into(),
-                "".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        let (stop, stopped) = oneshot::channel();
-        let responder = tokio::spawn(respond(names.main.clone(), p.small_body, stopped));
-        let mut body = Body::new(p.small_body);
-        let mut latencies = Vec::with_capacity(p.rpc_round_trips as usize);
-        rpc_call(&ch, &mut replies, names, &mut body, u64::MAX, p.small_body).await?;
+        rpc_run(p, names, &names.reply).await
+    }
 
-        let meter = Meter::start();
-        for index in 0..p.rpc_round_trips {
-            let start = Instant::now();
-            rpc_call(&ch, &mut replies, names, &mut body, index, p.small_body).await?;
-            latencies.push(start.elapsed());
-        }
-        let span = meter.stop();
-
-        let _ = stop.send(());
-        let answered = responder.await??;
-        expect_count("requests answered", p.rpc_round_trips + 1, answered)?;
-        ch.basic_cancel(replies.tag(), BasicCancelOptions::default())
-            .await?;
-        delete(&ch, &names.main).await?;
-        delete(&ch, &names.reply).await?;
-        ch.close(200, "bye".into()).await?;
-        close(conn).await?;
-        Ok(Outcome {
-            messages: p.rpc_round_trips,
-            payload_bytes: 2 * p.rpc_round_trips * p.small_body as u64,
-            span: Some(span),
-            latencies,
-            ..Outcome::default()
-        })
+    async fn rpc_direct(p: &Params, names: &Names) -> Result<Outcome> {
+        rpc_run(p, names, DIRECT_REPLY_TO).await
     }
 
     async fn large_body(p: &Params, names: &Names) -> Result<Outcome> {

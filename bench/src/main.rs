@@ -47,7 +47,8 @@ pub(crate) async fn next<S: futures_core::Stream + Unpin>(stream: &mut S) -> Opt
 const USAGE: &str = "usage: serena-bench [--scaling] [--quick] [--json] [--reps N] \
 [--only SCENARIO,...|DIMENSION,...] [--clients serena,lapin,amqprs] \
 [--flavor multi_thread|current_thread|both] [--name-len N]
-scenarios: publish_confirm publish_noconfirm consume_ack rpc_latency large_body many_channels
+scenarios: publish_confirm publish_noconfirm consume_ack rpc_latency rpc_direct large_body \
+many_channels
 scaling dimensions (with --scaling): body channels publishers";
 
 fn parse_plan(args: &[String]) -> Result<Plan, String> {

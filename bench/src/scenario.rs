@@ -1,4 +1,4 @@
-//! The six scenarios, their sizes, the contract every client implements, and the checks that
+//! The seven scenarios, their sizes, the contract every client implements, and the checks that
 //! make a run fail loudly when a count or a size is wrong.
 //!
 //! Every message body carries its index in its first and last eight bytes (little endian), so
@@ -34,6 +34,8 @@ pub enum Scenario {
     ConsumeAck,
     /// Sequential request/reply round trips through a responder in the same process.
     RpcLatency,
+    /// rpc_latency with the replies over RabbitMQ's direct reply-to instead of a reply queue.
+    RpcDirect,
     /// 1 MiB messages published with confirms and consumed back at the same time.
     LargeBody,
     /// Many channels opened on one connection, then one confirmed publish on each.
@@ -42,11 +44,12 @@ pub enum Scenario {
 
 impl Scenario {
     /// All of them, in run order.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::PublishConfirm,
         Scenario::PublishNoconfirm,
         Scenario::ConsumeAck,
         Scenario::RpcLatency,
+        Scenario::RpcDirect,
         Scenario::LargeBody,
         Scenario::ManyChannels,
     ];
@@ -58,6 +61,7 @@ impl Scenario {
             Scenario::PublishNoconfirm => "publish_noconfirm",
             Scenario::ConsumeAck => "consume_ack",
             Scenario::RpcLatency => "rpc_latency",
+            Scenario::RpcDirect => "rpc_direct",
             Scenario::LargeBody => "large_body",
             Scenario::ManyChannels => "many_channels",
         }
@@ -72,7 +76,10 @@ impl Scenario {
     /// its rate; false for rpc_latency (one round trip at a time) and many_channels (mostly
     /// opening channels).
     pub fn is_throughput(self) -> bool {
-        !matches!(self, Scenario::RpcLatency | Scenario::ManyChannels)
+        !matches!(
+            self,
+            Scenario::RpcLatency | Scenario::RpcDirect | Scenario::ManyChannels
+        )
     }
 }
 
@@ -211,6 +218,12 @@ pub trait Client {
     /// correlation id; checks each reply echoes its request.
     fn rpc_latency(p: &Params, names: &Names) -> impl Future<Output = Result<Outcome>>;
 
+    /// rpc_latency over RabbitMQ's direct reply-to: the caller consumes
+    /// `amq.rabbitmq.reply-to` with no_ack on the channel it publishes its requests on (no
+    /// reply queue), the responder (the same one) replies to the rewritten `reply_to`; checks
+    /// each reply echoes its request.
+    fn rpc_direct(p: &Params, names: &Names) -> impl Future<Output = Result<Outcome>>;
+
     /// Publishes `large_messages` bodies of `large_body` bytes with confirms (window
     /// `large_window`) while a consumer on another channel (prefetch `large_window`) takes
     /// them back and acks them; checks sizes and indexes.
@@ -305,6 +318,7 @@ pub async fn run<C: Client>(scenario: Scenario, p: &Params, names: &Names) -> Re
         }
         Scenario::ConsumeAck => C::consume_ack(p, names).await?,
         Scenario::RpcLatency => C::rpc_latency(p, names).await?,
+        Scenario::RpcDirect => C::rpc_direct(p, names).await?,
         Scenario::LargeBody => C::large_body(p, names).await?,
         Scenario::ManyChannels => C::many_channels(p, names).await?,
     };
@@ -425,6 +439,12 @@ pub fn check_reply(index: u64, correlation: Option<&str>, body: &[u8], size: usi
     if correlation != Some(expected.as_str()) {
         mismatch!("reply correlation id {correlation:?}, expected {expected:?}");
     }
+    check_echo(index, body, size)
+}
+
+/// Checks a reply's body echoes request `index` (for a client that matched the reply to its
+/// request by correlation id itself).
+pub fn check_echo(index: u64, body: &[u8], size: usize) -> Result<()> {
     let echoed = check_body(body, size)?;
     if echoed != index {
         mismatch!("reply to request {index} carries body of request {echoed}");

@@ -10,14 +10,14 @@ use std::time::Instant;
 use serena::proto::BasicProperties;
 use serena::{
     Channel, Confirmation, ConnectionConfig, ConsumeOptions, PublishOptions, QueueDeclareOptions,
-    UnconfirmedChannel, open_connection,
+    RpcClient, UnconfirmedChannel, open_connection,
 };
 use tokio::sync::oneshot;
 
-use crate::measure::{Meter, current_rss_bytes};
+use crate::measure::{Meter, Span, current_rss_bytes};
 use crate::scenario::{
-    Body, Client, Names, Outcome, Params, Result, Tally, UnconfirmedClient, check_reply,
-    correlation_id, expect_count, expect_distinct_ids, mismatch, per_item, until_held,
+    Body, Client, Names, Outcome, Params, Result, Tally, UnconfirmedClient, check_echo,
+    check_reply, correlation_id, expect_count, expect_distinct_ids, mismatch, per_item, until_held,
 };
 
 /// serena, driven through its public API.
@@ -295,6 +295,44 @@ impl Client for Serena {
         .await
     }
 
+    async fn rpc_direct(p: &Params, names: &Names) -> Result<Outcome> {
+        open_connection(&config(), async |conn| -> Result<Outcome> {
+            let ch = conn.channel().await?;
+            declare(&ch, &names.main).await?;
+            let (stop, stopped) = oneshot::channel();
+            let responder = tokio::spawn(respond(names.main.clone(), p.small_body, stopped));
+            let mut body = Body::new(p.small_body);
+            let mut latencies = Vec::with_capacity(p.rpc_round_trips as usize);
+            // serena's RpcClient: the reply consumer and the dispatcher run in this scope.
+            let span = conn
+                .open_rpc(async |rpc| -> Result<Span> {
+                    direct_call(rpc, names, &mut body, u64::MAX, p.small_body).await?;
+                    let meter = Meter::start();
+                    for index in 0..p.rpc_round_trips {
+                        let start = Instant::now();
+                        direct_call(rpc, names, &mut body, index, p.small_body).await?;
+                        latencies.push(start.elapsed());
+                    }
+                    Ok(meter.stop())
+                })
+                .await?;
+
+            let _ = stop.send(());
+            let answered = responder.await??;
+            expect_count("requests answered", p.rpc_round_trips + 1, answered)?;
+            ch.queue_delete(&names.main, false, false).await?;
+            ch.close().await?;
+            Ok(Outcome {
+                messages: p.rpc_round_trips,
+                payload_bytes: 2 * p.rpc_round_trips * p.small_body as u64,
+                span: Some(span),
+                latencies,
+                ..Outcome::default()
+            })
+        })
+        .await
+    }
+
     async fn large_body(p: &Params, names: &Names) -> Result<Outcome> {
         open_connection(&config(), async |conn| -> Result<Outcome> {
             let publisher = conn.channel().await?;
@@ -556,6 +594,25 @@ async fn rpc_call(
     let reply = reply?;
     let correlation = reply.properties.correlation_id.as_deref();
     check_reply(index, correlation, &reply.body, size)
+}
+
+/// One call of rpc_direct through serena's `RpcClient`; `index` `u64::MAX` is the warm-up call.
+async fn direct_call(
+    rpc: &RpcClient,
+    names: &Names,
+    body: &mut Body,
+    index: u64,
+    size: usize,
+) -> Result<()> {
+    let reply = rpc
+        .request(
+            "",
+            &names.main,
+            body.stamp(index),
+            BasicProperties::default(),
+        )
+        .await?;
+    check_echo(index, &reply.body, size)
 }
 
 impl UnconfirmedClient for Serena {

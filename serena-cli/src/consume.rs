@@ -90,7 +90,7 @@ fn table(t: &FieldTable) -> Value {
     Value::Object(map)
 }
 
-fn properties(p: &BasicProperties) -> Value {
+pub(crate) fn properties(p: &BasicProperties) -> Value {
     let s = |v: &Option<serena::proto::ShortString>| json!(v.as_ref().map(|s| s.to_string()));
     json!({
         "content_type": s(&p.content_type),
@@ -110,12 +110,17 @@ fn properties(p: &BasicProperties) -> Value {
     })
 }
 
+/// A body as text, or base64 when it is not UTF-8, with which of the two it is.
+pub(crate) fn body_json(body: &[u8]) -> (String, &'static str) {
+    match std::str::from_utf8(body) {
+        Ok(text) => (text.to_owned(), "utf8"),
+        Err(_) => (base64::encode(body), "base64"),
+    }
+}
+
 /// One delivery as one JSON object.
 pub(crate) fn delivery_json(d: &Delivery) -> Value {
-    let (body, encoding) = match std::str::from_utf8(&d.body) {
-        Ok(text) => (text.to_owned(), "utf8"),
-        Err(_) => (base64::encode(&d.body), "base64"),
-    };
+    let (body, encoding) = body_json(&d.body);
     json!({
         "envelope": {
             "consumer_tag": d.consumer_tag.as_str(),

@@ -1,4 +1,4 @@
-//! `serena`: apply and check `topology.toml`, publish and consume from the command line.
+//! `serena`: apply and check `topology.toml`, publish, consume and call from the command line.
 //!
 //! ```text
 //! serena topology check FILE      validate offline (exit 2 when invalid)
@@ -10,6 +10,7 @@
 //! serena topology diff FILE             missing, different and extra entities; exit 1 on drift
 //! serena publish EXCHANGE ROUTING_KEY [BODY]   body from stdin when absent or "-"
 //! serena consume QUEUE [--count N]             one JSON line per delivery
+//! serena rpc QUEUE [BODY] [--timeout SECS]     one request, its reply as a JSON line
 //! ```
 //!
 //! The broker comes from `--url`, else `SERENA_URL`, else the topology file's `[connection]`,
@@ -29,6 +30,7 @@ mod graph;
 #[cfg(feature = "management")]
 mod management;
 mod publish;
+mod rpc;
 mod topology;
 
 use std::process::ExitCode;
@@ -59,6 +61,9 @@ enum Command {
     Publish(Box<publish::PublishArgs>),
     /// Consume from a queue, printing each delivery as one JSON line.
     Consume(consume::ConsumeArgs),
+    /// Send one request over direct reply-to and print its reply as one JSON line (exit 1
+    /// when none came within the timeout).
+    Rpc(rpc::RpcArgs),
 }
 
 /// A failure with the exit code it maps to and a message a person can act on.
@@ -149,6 +154,7 @@ fn main() -> ExitCode {
             Command::Topology(cmd) => topology::run(cmd, url).await,
             Command::Publish(args) => publish::run(*args, url).await,
             Command::Consume(args) => consume::run(args, url).await,
+            Command::Rpc(args) => rpc::run(args, url).await,
         }
     });
     match result {

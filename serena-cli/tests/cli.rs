@@ -562,3 +562,89 @@ fn unroutable_publish_and_missing_queue_exit_1_with_a_hint() {
         stderr(&o)
     );
 }
+
+#[test]
+fn rpc_prints_the_reply_as_a_json_line_and_exits_1_on_timeout() {
+    let url = broker_url();
+    let env = [("SERENA_URL", url.as_str())];
+    let q = unique("rpc");
+    let silent = unique("rpc-silent");
+    tokio_run(with_broker(async |conn| {
+        let ch = conn.channel().await.unwrap();
+        let exclusive = serena::QueueDeclareOptions::default().with_exclusive(true);
+        ch.queue_declare(&q, exclusive.clone()).await.unwrap();
+        ch.queue_declare(&silent, exclusive).await.unwrap();
+        let mut requests = ch
+            .basic_consume(&q, serena::ConsumeOptions::default().with_no_ack(true))
+            .await
+            .unwrap();
+        // The responder wraps each request in {"echo": ...}; the binary runs meanwhile.
+        let call = tokio::task::spawn_blocking({
+            let (q, env) = (q.clone(), [("SERENA_URL", url.clone())]);
+            move || {
+                let env = [(env[0].0, env[0].1.as_str())];
+                serena(
+                    &["rpc", &q, r#"{"n":1}"#, "--timeout", "20"],
+                    &env,
+                    b"",
+                    None,
+                )
+            }
+        });
+        let request = requests.next().await.unwrap().unwrap();
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        let p = &request.properties;
+        assert_eq!(p.content_type.as_deref(), Some("application/json"));
+        let reply = serena::proto::BasicProperties::default()
+            .with_correlation_id(p.correlation_id.clone().unwrap())
+            .with_content_type("application/json");
+        let reply_to = p.reply_to.as_deref().unwrap();
+        let echo = json!({ "echo": body }).to_string();
+        // Not mandatory: RabbitMQ returns a mandatory publish to a reply-to name (no queue)
+        // even though it delivers it.
+        let options = serena::PublishOptions::default().with_mandatory(false);
+        let sent = ch.basic_publish_with("", reply_to, echo, reply, options);
+        sent.await.unwrap().await.unwrap();
+        let o = call.await.unwrap();
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let line: Value = serde_json::from_str(stdout(&o).trim_end()).unwrap();
+        assert_eq!(line["body"], json!(r#"{"echo":{"n":1}}"#));
+        assert_eq!(line["body_encoding"], json!("utf8"));
+        assert_eq!(
+            line["properties"]["content_type"],
+            json!("application/json")
+        );
+        assert_eq!(stdout(&o).lines().count(), 1);
+    }));
+    // Nobody answers on `silent`; a queue that does not exist returns the request.
+    tokio_run(with_broker(async |conn| {
+        let ch = conn.channel().await.unwrap();
+        let exclusive = serena::QueueDeclareOptions::default().with_exclusive(true);
+        ch.queue_declare(&silent, exclusive).await.unwrap();
+        let o = tokio::task::spawn_blocking({
+            let (silent, url) = (silent.clone(), url.clone());
+            move || {
+                serena(
+                    &["rpc", &silent, "1", "--timeout", "0.5"],
+                    &[("SERENA_URL", &url)],
+                    b"",
+                    None,
+                )
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(code(&o), 1);
+        assert!(
+            stderr(&o).contains("no reply within 500ms"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(stdout(&o).is_empty());
+    }));
+    let o = serena(&["rpc", &unique("nowhere"), "1"], &env, b"", None);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("312 NO_ROUTE"), "{}", stderr(&o));
+    let o = serena(&["rpc", &q, "1", "--timeout", "-1"], &env, b"", None);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+}

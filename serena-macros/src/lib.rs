@@ -67,8 +67,9 @@ use proc_macro::TokenStream;
 /// `Json<T>`, `Headers`, `Properties`, `State<T>` or `Publisher`, and can be bound to any
 /// irrefutable pattern (`Json(order): Json<Order>`). An argument that cannot be built from a
 /// delivery makes it a poison message: rejected without requeue, and the function does not
-/// run. The return type is `()`, `Outcome`, `Result<(), E>` or `Result<Outcome, E>` with
-/// `E: Display` (`serena::worker::IntoOutcome`).
+/// run. The return type is `()`, `Outcome`, `Reply<T>` (answers the request: `T` is sent as
+/// JSON to its `reply_to`, then the request is acknowledged) or a `Result` of one of these
+/// with `E: Display` (`serena::worker::IntoOutcome`).
 ///
 /// The function becomes a unit struct of the same name and visibility (its docs move to the
 /// struct) implementing `serena::worker::Handler`, and stays callable as the associated

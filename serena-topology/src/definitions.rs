@@ -3,8 +3,9 @@
 //!
 //! Field values map to JSON as RabbitMQ's management API shows them: strings, numbers,
 //! booleans, arrays and objects; a timestamp as its seconds, a decimal as a number, a byte
-//! array as base64-free text of its bytes (lossy UTF-8), void as `null`. From JSON, integers
-//! become 64-bit integers (`long`, as the topology file writes them), other numbers doubles.
+//! array as its bytes read as UTF-8 (invalid sequences replaced), void as `null`. From JSON,
+//! integers become 64-bit integers (`long`, as the topology file writes them), other numbers
+//! doubles.
 
 use serde_json::{Map, Value, json};
 use serena_proto::{FieldTable, FieldValue};

@@ -5,12 +5,15 @@
 //! absolute path is a Unix socket. [`ConnectionConfig::from_uri`] documents the URI forms.
 
 mod builders;
+mod connector;
 mod uri;
 
 use std::path::PathBuf;
 use std::{fmt, time::Duration};
 
 use crate::error::Result;
+
+pub use connector::{ByteStream, ConnectFuture, Connector, SharedConnector};
 
 /// A password that never shows in `Debug` output or logs.
 #[derive(Clone, PartialEq, Eq)]
@@ -195,6 +198,9 @@ pub struct ConnectionConfig {
     pub connection_timeout: Duration,
     /// How to log in (PLAIN).
     pub auth_mechanism: AuthMechanism,
+    /// Opens the byte streams in place of TCP, TLS or Unix sockets (`None`: those). See
+    /// [`Connector`].
+    pub connector: Option<SharedConnector>,
 }
 
 impl Default for ConnectionConfig {
@@ -215,6 +221,7 @@ impl Default for ConnectionConfig {
             connection_name: None,
             connection_timeout: Duration::from_secs(10),
             auth_mechanism: AuthMechanism::Plain,
+            connector: None,
         }
     }
 }
@@ -237,6 +244,7 @@ impl fmt::Debug for ConnectionConfig {
             .field("connection_name", &self.connection_name)
             .field("connection_timeout", &self.connection_timeout)
             .field("auth_mechanism", &self.auth_mechanism)
+            .field("connector", &self.connector)
             .finish()
     }
 }

@@ -174,7 +174,8 @@ pub enum Error {
         message: Option<String>,
     },
     /// A value could not be encoded as JSON (a map with non-string keys, a `Serialize` impl
-    /// that failed, ...); nothing was sent.
+    /// that failed, ...; nothing was sent), or a reply's body is not the JSON the caller
+    /// expects ([`RpcClient::call`](crate::RpcClient::call)).
     #[error("JSON encoding failed: {0}")]
     Json(#[source] Arc<serde_json::Error>),
     /// A call the channel's kind does not allow, refused before anything was sent (a
@@ -182,6 +183,26 @@ pub enum Error {
     /// these out by their types; this comes from using the protocol state machine directly.
     #[error("not allowed here: {0}")]
     Misuse(&'static str),
+    /// A [`ReliablePublisher`](crate::ReliablePublisher) holds its cap of unconfirmed
+    /// messages or bytes and is set to fail rather than wait
+    /// ([`WhenFull::Fail`](crate::WhenFull)); nothing was published.
+    #[error("the publisher is full: {messages} messages, {bytes} bytes await confirmation")]
+    PublisherFull {
+        /// Messages held when the publish was refused.
+        messages: usize,
+        /// Their body bytes.
+        bytes: usize,
+    },
+    /// A message body larger than the publisher's whole byte cap
+    /// ([`ReliablePublisherOptions::max_bytes`](crate::ReliablePublisherOptions)); nothing
+    /// was published.
+    #[error("a message of {size} bytes is over the publisher's cap of {max} bytes")]
+    MessageTooLarge {
+        /// The body's size.
+        size: usize,
+        /// The cap.
+        max: usize,
+    },
     /// The operation did not finish within the time the caller set.
     #[error("timed out after {0:?}")]
     Timeout(Duration),

@@ -66,12 +66,15 @@ pub mod topology;
 pub mod worker;
 
 pub use client::{
-    Channel, ChannelPool, Confirmation, Connection, ConsumeOptions, Consumer, Delivery,
-    ExchangeDeclareOptions, GetMessage, HeartbeatStats, IntoBody, PooledChannel, PublishOptions,
-    QueueDeclareOk, QueueDeclareOptions, StreamOffset, UnconfirmedChannel, open_connection,
+    Channel, ChannelPool, Confirmation, Connection, ConsumeOptions, Consumer, DIRECT_REPLY_TO,
+    Delivery, ExchangeDeclareOptions, GetMessage, HeartbeatStats, IntoBody, PooledChannel,
+    PublishOptions, PublisherState, PublisherStats, QueueDeclareOk, QueueDeclareOptions,
+    ReliablePublisher, ReliablePublisherOptions, ReplyMessage, RpcClient, RpcOptions, StreamOffset,
+    UnconfirmedChannel, WhenFull, open_connection,
 };
 pub use config::{
-    AuthMechanism, ClientCertificate, ConnectionConfig, Endpoint, Password, TlsOptions,
+    AuthMechanism, ByteStream, ClientCertificate, ConnectFuture, ConnectionConfig, Connector,
+    Endpoint, Password, SharedConnector, TlsOptions,
 };
 pub use error::{
     CertificateProblem, CloseScope, ConnectAttempt, Error, Result, ReturnedMessage, TlsError,

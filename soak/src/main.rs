@@ -11,8 +11,8 @@
 //!  publishers: one connection each             workers: one Supervisor (one connection) each
 //!  body = (publisher, seq) + check bytes  ──►  2 durable queues  ──►  Recorder handler: books
 //!  persistent, confirmed, 128 in flight;      (unique per run,       the id (a repeat is a
-//!  a lost connection is opened again and      x-expires 10 min)      duplicate); acked after
-//!  every unconfirmed id republished                  ▲
+//!  a ReliablePublisher: reconnects and        x-expires 10 min)      duplicate); acked after
+//!  republishes every unconfirmed id itself           ▲
 //!            ▲                                       │
 //!            └─────────── faults (seeded RNG) ───────┘
 //!   rabbitmqctl close_connection of a publisher or a worker; stop_app + start_app (once, or
@@ -470,8 +470,10 @@ async fn soak(
     let mut last_progress = Instant::now();
     loop {
         while let Some(done) = publishers.try_join_next() {
-            if let Err(e) = done {
-                summary.failures.push(format!("a publisher failed: {e}"));
+            match done {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => summary.failures.push(format!("a publisher ended: {e}")),
+                Err(e) => summary.failures.push(format!("a publisher failed: {e}")),
             }
         }
         if publishers.is_empty() && ledger.outstanding() == 0 {

@@ -1,29 +1,32 @@
-//! A confirmed publisher on its own connection that loses nothing: an id stays owed until the
-//! broker confirms it, and a lost connection is opened again (after a short backoff) and
-//! every owed id republished.
+//! A confirmed publisher on its own connection that loses nothing: serena's
+//! `ReliablePublisher`, which reconnects by itself (after a short backoff) and republishes
+//! every message not confirmed when a connection was lost. This task only paces new ids and
+//! books the confirms.
 //!
 //! ```text
-//!   run: loop { open_connection ──► life ──► (connection lost) backoff 100 ms .. 1 s }
-//!   life: republish every unconfirmed id, then new ids at the rate until stopped,
-//!         at most WINDOW unconfirmed in flight; then wait for the last confirms
+//!   run: ReliablePublisher::scope ──► new ids at the rate until stopped, each its own
+//!        publish future (at most WINDOW at once), booked when confirmed; then the last ones
+//!   the state watch: each Connected bumps `connected` (a reconnect after the first)
 //! ```
 
-use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serena::proto::{BasicProperties, FieldTable};
+use serena::worker::Backoff;
 use serena::{
-    Confirmation, Connection, ConnectionConfig, Error, PublishOptions, QueueDeclareOptions,
-    open_connection,
+    Connection, ConnectionConfig, PublisherState, QueueDeclareOptions, ReliablePublisher,
+    ReliablePublisherOptions,
 };
 use tokio::sync::watch;
-use tokio::time::{MissedTickBehavior, sleep};
+use tokio::task::JoinSet;
+use tokio::time::MissedTickBehavior;
 
 use crate::ledger::{Id, Ledger, encode_body};
 
-/// Unconfirmed publishes in flight per publisher.
+/// Unconfirmed publishes in flight per publisher: the publisher's cap, and the most publish
+/// futures this task keeps.
 const WINDOW: usize = 128;
 /// Publishing happens in small batches on this tick to hold the rate.
 const TICK: Duration = Duration::from_millis(10);
@@ -67,138 +70,116 @@ pub(crate) struct PublisherTask {
     pub(crate) connected: watch::Sender<u64>,
 }
 
-/// What a publisher owes: the next new sequence number, and the ids published but not
-/// confirmed.
-#[derive(Default)]
-struct Outbox {
-    next_seq: u64,
-    unconfirmed: BTreeSet<u64>,
-}
-
 impl PublisherTask {
     /// Publishes until stopped, then until every id it published is confirmed.
-    pub(crate) async fn run(self) {
-        let mut out = Outbox::default();
-        let mut backoff = RECONNECT_MIN;
-        let mut last_error = String::new();
-        loop {
-            if *self.stop.borrow() && out.unconfirmed.is_empty() {
-                return;
-            }
-            let generation = *self.connected.borrow();
-            let result = open_connection(&self.config, async |conn| {
-                self.connected.send_modify(|g| *g += 1);
-                self.life(conn, &mut out).await
-            })
-            .await;
-            let Err(error) = result else {
-                return;
-            };
-            if *self.connected.borrow() != generation {
-                // It was connected: a lost connection, not a failed attempt.
-                self.ledger.reconnects.fetch_add(1, Ordering::Relaxed);
-                backoff = RECONNECT_MIN;
-            }
-            let text = error.to_string();
-            if text != last_error {
-                eprintln!(
-                    "    publisher {}: {text}; reconnecting, {} ids to republish",
-                    self.index,
-                    out.unconfirmed.len()
-                );
-                last_error = text;
-            }
-            sleep(backoff).await;
-            backoff = (backoff * 2).min(RECONNECT_MAX);
-        }
+    pub(crate) async fn run(self) -> serena::Result<()> {
+        let options = ReliablePublisherOptions::default()
+            .with_max_messages(WINDOW)
+            .with_backoff(Backoff {
+                initial: RECONNECT_MIN,
+                max: RECONNECT_MAX,
+                ..Backoff::default()
+            });
+        ReliablePublisher::scope(&self.config, options, async |p| {
+            self.publish(p).await;
+            Ok(())
+        })
+        .await
     }
 
-    /// One connection's life: republish what is unconfirmed, publish new ids at the rate
-    /// until stopped, then wait for the last confirms. Cancelled at any `.await` when the
-    /// connection dies; `out` is consistent at each of them.
-    async fn life(&self, conn: &Connection, out: &mut Outbox) -> serena::Result<()> {
-        let ch = conn.channel().await?;
+    /// New ids at the rate until stopped, at most [`WINDOW`] awaiting their confirm; then
+    /// waits for the last confirms.
+    async fn publish(&self, p: &ReliablePublisher) {
         let properties = BasicProperties::default().with_persistent(true);
         let mut stop = self.stop.clone();
         let mut stopping = *stop.borrow();
-        let mut retry: VecDeque<u64> = out.unconfirmed.iter().copied().collect();
-        let mut in_flight: VecDeque<(u64, Confirmation)> = VecDeque::with_capacity(WINDOW);
+        let mut states = p.watch_state();
+        let mut connected_before = false;
+        let mut last_cause = String::new();
+        let mut in_flight = JoinSet::new();
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let per_tick = (u64::from(self.rate) * TICK.as_millis() as u64 / 1000).max(1);
-        let mut budget = 0u64;
+        let (mut budget, mut next_seq, mut sent_seen) = (0u64, 0u64, 0u64);
         loop {
-            let seq = match retry.pop_front() {
-                Some(seq) => seq,
-                None if stopping => match in_flight.pop_front() {
-                    Some((seq, c)) => {
-                        self.settle(seq, c.await, out, &mut retry)?;
-                        continue;
-                    }
-                    None => return Ok(()),
-                },
-                None if budget == 0 => {
-                    tokio::select! {
-                        _ = tick.tick() => budget = per_tick,
-                        _ = stop.wait_for(|s| *s) => stopping = true,
-                    }
-                    continue;
-                }
-                None => {
-                    budget -= 1;
-                    let seq = out.next_seq;
-                    out.next_seq += 1;
-                    out.unconfirmed.insert(seq);
-                    seq
-                }
-            };
-            if in_flight.len() >= WINDOW
-                && let Some((oldest, c)) = in_flight.pop_front()
-            {
-                self.settle(oldest, c.await, out, &mut retry)?;
-            }
-            let id = Id {
-                publisher: self.index,
-                seq,
-            };
-            let queue = &self.queues[(seq % self.queues.len() as u64) as usize];
-            let confirmation = ch
-                .basic_publish_with(
-                    "",
-                    queue,
-                    encode_body(id),
-                    properties.clone(),
-                    PublishOptions::default(),
-                )
-                .await?;
-            self.ledger.published.fetch_add(1, Ordering::Relaxed);
-            in_flight.push_back((seq, confirmation));
-        }
-    }
-
-    /// Books one confirm; a nack or a return puts the id back to be published again.
-    fn settle(
-        &self,
-        seq: u64,
-        result: serena::Result<()>,
-        out: &mut Outbox,
-        retry: &mut VecDeque<u64>,
-    ) -> serena::Result<()> {
-        match result {
-            Ok(()) => {
-                out.unconfirmed.remove(&seq);
-                self.ledger.confirm(Id {
+            while budget > 0 && in_flight.len() < WINDOW {
+                budget -= 1;
+                let id = Id {
                     publisher: self.index,
-                    seq,
+                    seq: next_seq,
+                };
+                next_seq += 1;
+                let queue = &self.queues[(id.seq % self.queues.len() as u64) as usize];
+                let (p, queue, properties) = (p.clone(), queue.clone(), properties.clone());
+                in_flight.spawn(async move {
+                    // A nack, a lost connection: the publisher publishes it again itself.
+                    // What comes back here is final.
+                    (
+                        id,
+                        p.publish("", &queue, encode_body(id).to_vec(), properties)
+                            .await,
+                    )
                 });
-                Ok(())
             }
-            Err(Error::Nacked | Error::Returned(_)) => {
-                self.ledger.nacked.fetch_add(1, Ordering::Relaxed);
-                retry.push_back(seq);
-                Ok(())
+            if stopping && in_flight.is_empty() {
+                return;
             }
-            Err(e) => Err(e),
+            tokio::select! {
+                _ = tick.tick(), if !stopping => budget += per_tick,
+                _ = stop.wait_for(|s| *s), if !stopping => {
+                    stopping = true;
+                    budget = 0;
+                }
+                Some(done) = in_flight.join_next() => match done {
+                    Ok((id, Ok(()))) => self.ledger.confirm(id),
+                    Ok((id, Err(e))) => {
+                        // Returned (the queue was missing for a moment): booked and
+                        // published again as a new attempt of the same id.
+                        self.ledger.nacked.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("    publisher {}: {e}; publishing {} again", self.index, id.seq);
+                        let (p, queue, properties) = (
+                            p.clone(),
+                            self.queues[(id.seq % self.queues.len() as u64) as usize].clone(),
+                            properties.clone(),
+                        );
+                        in_flight.spawn(async move {
+                            (id, p.publish("", &queue, encode_body(id).to_vec(), properties).await)
+                        });
+                    }
+                    Err(e) => panic!("a publish task failed: {e}"),
+                },
+                changed = states.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    match &*states.borrow_and_update() {
+                        PublisherState::Connected(_) => {
+                            if connected_before {
+                                self.ledger.reconnects.fetch_add(1, Ordering::Relaxed);
+                            }
+                            connected_before = true;
+                            self.connected.send_modify(|g| *g += 1);
+                        }
+                        PublisherState::Reconnecting { cause } => {
+                            let text = cause.to_string();
+                            if text != last_cause {
+                                eprintln!(
+                                    "    publisher {}: {text}; reconnecting, {} ids to republish",
+                                    self.index,
+                                    p.stats().in_flight
+                                );
+                                last_cause = text;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            let sent = p.stats().sent;
+            self.ledger
+                .published
+                .fetch_add(sent - sent_seen, Ordering::Relaxed);
+            sent_seen = sent;
         }
     }
 }

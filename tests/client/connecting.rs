@@ -349,3 +349,87 @@ async fn external_login_sends_the_mechanism_and_no_credentials() {
         other => panic!("expected NoCommonMechanism, got {other:?}"),
     }
 }
+
+/// A [`Connector`] that reaches the test broker through an in-process pipe, whatever the
+/// endpoint says, and fails on purpose for endpoints on port 1. It counts its calls.
+struct Piped {
+    calls: Arc<AtomicUsize>,
+}
+
+impl serena::Connector for Piped {
+    fn connect<'a>(&'a self, endpoint: &'a Endpoint) -> serena::ConnectFuture<'a> {
+        Box::pin(async move {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            if endpoint.port == 1 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    "port 1 refused on purpose",
+                ));
+            }
+            let (ours, theirs) = tokio::io::duplex(64 * 1024);
+            let broker = TcpStream::connect(serena_tests::broker_addr()).await?;
+            tokio::spawn(async move {
+                let (mut theirs, mut broker) = (theirs, broker);
+                let _ = tokio::io::copy_bidirectional(&mut theirs, &mut broker).await;
+            });
+            Ok(Box::new(ours) as Box<dyn serena::ByteStream>)
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_connector_opens_every_stream_in_place_of_tcp() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    // Neither host resolves: only the connector can reach the broker.
+    let config = config("serena-tests connector")
+        .with_host("broker.invalid")
+        .with_port(1)
+        .with_more_hosts(vec![Endpoint::new("second.invalid", 5672)])
+        .with_connector(Piped {
+            calls: calls.clone(),
+        });
+    let reached = tokio::time::timeout(TEST_TIMEOUT, round_trip(&config))
+        .await
+        .expect("in time")
+        .expect("through the connector");
+    assert_eq!(reached, Endpoint::new("second.invalid", 5672));
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the refused endpoint, then the second"
+    );
+}
+
+#[tokio::test]
+async fn a_connector_that_never_answers_costs_one_connect_timeout() {
+    struct Silent;
+    impl serena::Connector for Silent {
+        fn connect<'a>(&'a self, _: &'a Endpoint) -> serena::ConnectFuture<'a> {
+            Box::pin(std::future::pending())
+        }
+    }
+    let config = config("serena-tests silent connector")
+        .with_connection_timeout(Duration::from_millis(300))
+        .with_connector(Silent);
+    let started = Instant::now();
+    let result = open_connection(&config, async |_| Ok::<_, Error>(())).await;
+    assert!(
+        matches!(result, Err(Error::ConnectTimeout { .. })),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_connector_and_tls_together_are_a_configuration_error() {
+    let config = config("serena-tests connector tls")
+        .with_tls(Some(serena::TlsOptions::default()))
+        .with_connector(Piped {
+            calls: Arc::default(),
+        });
+    let result = open_connection(&config, async |_| Ok::<_, Error>(())).await;
+    assert!(
+        matches!(&result, Err(Error::Config(m)) if m.contains("connector")),
+        "{result:?}"
+    );
+}

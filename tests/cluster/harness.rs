@@ -53,7 +53,7 @@ fn script(name: &str) -> PathBuf {
 }
 
 /// Runs a script and returns its standard output; a failure carries its standard error.
-fn run_script(name: &str, args: &[&str]) -> Result<String, String> {
+pub(crate) fn run_script(name: &str, args: &[&str]) -> Result<String, String> {
     let out = Command::new("bash")
         .arg(script(name))
         .args(args)

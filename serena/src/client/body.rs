@@ -24,6 +24,10 @@ pub trait IntoBody: sealed::Sealed {
     /// Runs `f` on the body as the protocol layer takes it.
     #[doc(hidden)]
     fn with_body<R>(self, f: impl FnOnce(Body<'_>) -> R) -> R;
+
+    /// The body as [`Bytes`] to keep: owned bodies without a copy, borrowed ones copied.
+    #[doc(hidden)]
+    fn into_bytes(self) -> Bytes;
 }
 
 mod sealed {
@@ -35,12 +39,20 @@ impl<T: AsRef<[u8]> + ?Sized> IntoBody for &T {
     fn with_body<R>(self, f: impl FnOnce(Body<'_>) -> R) -> R {
         f(Body::Borrowed(self.as_ref()))
     }
+
+    fn into_bytes(self) -> Bytes {
+        Bytes::copy_from_slice(self.as_ref())
+    }
 }
 
 impl sealed::Sealed for Bytes {}
 impl IntoBody for Bytes {
     fn with_body<R>(self, f: impl FnOnce(Body<'_>) -> R) -> R {
         f(Body::Shared(&self))
+    }
+
+    fn into_bytes(self) -> Bytes {
+        self
     }
 }
 
@@ -57,6 +69,10 @@ macro_rules! owned {
                     f(Body::Borrowed(self.as_ref()))
                 }
             }
+
+            fn into_bytes(self) -> Bytes {
+                Bytes::from(self)
+            }
         }
     )*};
 }
@@ -68,6 +84,10 @@ impl<const N: usize> IntoBody for [u8; N] {
     fn with_body<R>(self, f: impl FnOnce(Body<'_>) -> R) -> R {
         f(Body::Borrowed(&self))
     }
+
+    fn into_bytes(self) -> Bytes {
+        Bytes::copy_from_slice(&self)
+    }
 }
 
 impl sealed::Sealed for Cow<'_, [u8]> {}
@@ -78,6 +98,13 @@ impl IntoBody for Cow<'_, [u8]> {
             Cow::Owned(v) => v.with_body(f),
         }
     }
+
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Cow::Borrowed(b) => IntoBody::into_bytes(b),
+            Cow::Owned(v) => IntoBody::into_bytes(v),
+        }
+    }
 }
 
 impl sealed::Sealed for Cow<'_, str> {}
@@ -86,6 +113,13 @@ impl IntoBody for Cow<'_, str> {
         match self {
             Cow::Borrowed(s) => s.with_body(f),
             Cow::Owned(s) => s.with_body(f),
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Cow::Borrowed(s) => IntoBody::into_bytes(s),
+            Cow::Owned(s) => IntoBody::into_bytes(s),
         }
     }
 }

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::channel::Channel;
+use super::rpc::{RpcClient, RpcOptions};
 use super::unconfirmed::UnconfirmedChannel;
 use crate::config::{ConnectionConfig, Endpoint};
 use crate::driver::shared::{ConnShared, lock};
@@ -249,6 +250,7 @@ impl Connection {
             // generic, compiled once per kind.
             match transport::connect(endpoint, config).await? {
                 Socket::Tcp(s) => Self::start(s, config, endpoint).await,
+                Socket::Custom(s) => Self::start(s, config, endpoint).await,
                 #[cfg(unix)]
                 Socket::Unix(s) => Self::start(s, config, endpoint).await,
                 #[cfg(feature = "tls")]
@@ -400,6 +402,46 @@ impl Connection {
     ) -> Result<T, E> {
         let ch = self.unconfirmed_channel().await?;
         channel_scope(ch.channel(), &ch, body).await
+    }
+
+    /// Opens a channel for request/reply over RabbitMQ's direct reply-to, runs `body` with its
+    /// [`RpcClient`], and closes it; [`open_rpc_with`](Self::open_rpc_with) with the default
+    /// [`RpcOptions`] (30 s per call, 1,000 calls in flight).
+    ///
+    /// ```no_run
+    /// # async fn demo(conn: &serena::Connection) -> serena::Result<()> {
+    /// let total: u64 = conn
+    ///     .open_rpc(async |rpc| {
+    ///         // Both calls are in flight at once on the scope's one channel.
+    ///         let (a, b) = tokio::join!(rpc.call::<_, u64>("square", &3), rpc.call::<_, u64>("square", &4));
+    ///         Ok::<_, serena::Error>(a? + b?)
+    ///     })
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn open_rpc<T, E: From<Error>>(
+        &self,
+        body: impl AsyncFnOnce(&RpcClient) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.open_rpc_with(RpcOptions::default(), body).await
+    }
+
+    /// Opens a channel for request/reply, runs `body` with its [`RpcClient`], and closes it.
+    ///
+    /// The channel (with confirms, like every [`Channel`]) consumes `amq.rabbitmq.reply-to`
+    /// before `body` starts, and the dispatcher that hands each reply to its call runs in this
+    /// future beside `body`: no task is spawned, and nothing outlives the scope. When the
+    /// channel or the connection ends, every call in flight fails with the reason at once,
+    /// `body` is dropped, and the scope returns the reason; a handle cloned out of the scope
+    /// fails its calls with [`Error::Closed`] afterwards. See [`RpcClient`] for what a call
+    /// resolves with.
+    pub async fn open_rpc_with<T, E: From<Error>>(
+        &self,
+        options: RpcOptions,
+        body: impl AsyncFnOnce(&RpcClient) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let ch = self.channel().await?;
+        super::rpc::rpc_scope(ch, options, body).await
     }
 
     /// Opens a channel as a handle: confirms on, QoS set. It is closed by

@@ -6,6 +6,8 @@ mod connection;
 mod consumer;
 mod options;
 mod pool;
+mod reliable;
+mod rpc;
 mod stream;
 mod unconfirmed;
 
@@ -16,5 +18,9 @@ pub(crate) use connection::{run_scope, shuffle};
 pub use consumer::{Consumer, Delivery, GetMessage};
 pub use options::{ConsumeOptions, ExchangeDeclareOptions, PublishOptions, QueueDeclareOptions};
 pub use pool::{ChannelPool, PooledChannel};
+pub use reliable::{
+    PublisherState, PublisherStats, ReliablePublisher, ReliablePublisherOptions, WhenFull,
+};
+pub use rpc::{DIRECT_REPLY_TO, ReplyMessage, RpcClient, RpcOptions};
 pub use stream::StreamOffset;
 pub use unconfirmed::UnconfirmedChannel;

@@ -26,6 +26,12 @@ impl ConnectionConfig {
         copy with_connection_timeout => connection_timeout: Duration,
         copy with_auth_mechanism => auth_mechanism: AuthMechanism,
     }
+
+    /// Opens every endpoint through `connector` instead of TCP, TLS or a Unix socket.
+    pub fn with_connector(mut self, connector: impl super::Connector) -> Self {
+        self.connector = Some(super::SharedConnector::new(connector));
+        self
+    }
 }
 
 impl TlsOptions {
@@ -100,6 +106,7 @@ mod tests {
             connection_name: Some("worker".into()),
             connection_timeout: Duration::from_millis(1500),
             auth_mechanism: AuthMechanism::External,
+            connector: None,
         };
         assert_eq!(c, expected);
         assert_eq!(c.tls, Some(tls));

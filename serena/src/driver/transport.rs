@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 #[cfg(unix)]
 use tokio::net::UnixStream;
 
-use crate::config::{ConnectionConfig, Endpoint};
+use crate::config::{ByteStream, ConnectionConfig, Endpoint};
 use crate::error::{Error, Result};
 
 #[cfg(feature = "tls")]
@@ -36,6 +36,8 @@ type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
 /// handed on as a [`Transport`].
 pub(crate) enum Socket {
     Tcp(TcpStream),
+    /// What a configuration's [`Connector`](crate::Connector) opened.
+    Custom(Box<dyn ByteStream>),
     #[cfg(unix)]
     Unix(UnixStream),
     #[cfg(feature = "tls")]
@@ -45,6 +47,16 @@ pub(crate) enum Socket {
 /// Opens the socket to `endpoint`: TCP (with `TCP_NODELAY`), TLS over TCP when the
 /// configuration asks for it, or a Unix socket when the endpoint's host is a path.
 pub(crate) async fn connect(endpoint: &Endpoint, config: &ConnectionConfig) -> Result<Socket> {
+    if let Some(connector) = &config.connector {
+        if config.tls.is_some() {
+            return Err(Error::Config(
+                "a configuration with a connector cannot also ask for TLS: the connector's \
+                 stream is used as it is"
+                    .into(),
+            ));
+        }
+        return Ok(Socket::Custom(connector.connect(endpoint).await?));
+    }
     if endpoint.is_unix_socket() {
         if config.tls.is_some() {
             return Err(Error::Config(format!(
@@ -211,6 +223,16 @@ impl<S: SharedHalf> WriteHalf for Arc<S> {
     }
 }
 
+/// A connector's stream: split like TLS, written by the writer task only.
+impl Transport for Box<dyn ByteStream> {
+    type Read = tokio::io::ReadHalf<Box<dyn ByteStream>>;
+    type Write = tokio::io::WriteHalf<Box<dyn ByteStream>>;
+
+    fn into_halves(self) -> (Self::Read, Self::Write) {
+        tokio::io::split(self)
+    }
+}
+
 /// Boxed for the handshake (a TLS session is over a kilobyte), unboxed into the halves.
 #[cfg(feature = "tls")]
 impl Transport for Box<TlsStream> {
@@ -222,7 +244,8 @@ impl Transport for Box<TlsStream> {
     }
 }
 
-/// The half of a stream split with [`tokio::io::split`] (TLS): the writer task's alone.
+/// The half of a stream split with [`tokio::io::split`] (TLS, a connector's): the writer
+/// task's alone.
 impl<T: AsyncWrite + Send + 'static> WriteHalf for tokio::io::WriteHalf<T> {
     fn inline_writer(&self) -> Option<Arc<dyn TryWrite>> {
         None

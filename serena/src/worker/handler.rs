@@ -18,7 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-use crate::client::{ChannelPool, Delivery, IntoBody, StreamOffset};
+use crate::client::{Delivery, IntoBody, ReliablePublisher, StreamOffset};
 use crate::error::{Error, Result};
 use crate::proto::{BasicProperties, FieldTable};
 use crate::topology::RetrySchedule;
@@ -48,6 +48,15 @@ pub enum Outcome {
     /// Refuse the message without requeue: the queue's dead-letter exchange takes it, or it
     /// is dropped.
     Reject,
+    /// Answer the request: publish `body` (JSON, `content_type` `application/json`) through
+    /// the default exchange to the request's `reply_to` with its `correlation_id`, wait for
+    /// the broker's confirm, then acknowledge the request. What a handler returning
+    /// [`Reply<T>`] gives; see [`Reply`] for requests without `reply_to` and replies that
+    /// cannot be sent.
+    Reply {
+        /// The reply's body, JSON.
+        body: Bytes,
+    },
 }
 
 impl Outcome {
@@ -399,27 +408,30 @@ impl<S: Clone + Send + Sync + 'static> FromDelivery for State<S> {
     }
 }
 
-/// Publishes with confirms from inside a handler, over a pool of channels of the worker's
-/// connection.
+/// Publishes with confirms from inside a handler. One per supervisor, on a connection of its
+/// own (RabbitMQ's advice: flow control on a publishing connection must not throttle the
+/// consumers), built on [`ReliablePublisher`]: it reconnects by itself and republishes what
+/// was not confirmed, independently of the consumers' restarts.
 #[derive(Debug, Clone)]
 pub struct Publisher {
     /// `None` for a [`detached`](Self::detached) publisher.
-    pool: Option<ChannelPool>,
+    inner: Option<ReliablePublisher>,
 }
 
 impl Publisher {
-    pub(crate) fn new(pool: ChannelPool) -> Self {
-        Publisher { pool: Some(pool) }
+    pub(crate) fn new(inner: ReliablePublisher) -> Self {
+        Publisher { inner: Some(inner) }
     }
 
     /// A publisher with no connection, for unit tests of handlers: publishing fails with
     /// [`Error::Closed`].
     pub fn detached() -> Self {
-        Publisher { pool: None }
+        Publisher { inner: None }
     }
 
     /// Publishes `body` and waits for the broker's confirm (mandatory, so an unroutable
-    /// message is an error).
+    /// message is an error), across reconnects of the publisher's connection. The errors
+    /// are [`ReliablePublisher::publish`]'s.
     pub async fn publish(
         &self,
         exchange: &str,
@@ -427,10 +439,42 @@ impl Publisher {
         body: impl IntoBody,
         properties: BasicProperties,
     ) -> Result<()> {
-        let pool = self.pool.as_ref().ok_or(Error::Closed("connection"))?;
-        let ch = pool.acquire().await?;
-        ch.basic_publish(exchange, routing_key, body, properties)
-            .await
+        let inner = self.inner.as_ref().ok_or(Error::Closed("connection"))?;
+        inner.publish(exchange, routing_key, body, properties).await
+    }
+
+    /// The reliable publisher underneath (`None` when [`detached`](Self::detached)): its
+    /// state and counters.
+    pub fn reliable(&self) -> Option<&ReliablePublisher> {
+        self.inner.as_ref()
+    }
+
+    /// Sends a reply to the request `request`: `body` with `properties` (their
+    /// `correlation_id` set to the request's) through the default exchange to the request's
+    /// `reply_to`, and waits for the broker's confirm. `Ok(false)` when the request has no
+    /// `reply_to` (nothing is sent).
+    ///
+    /// The reply is not `mandatory`: RabbitMQ (3.10, watched) returns a mandatory publish to
+    /// a direct reply-to name with 312 NO_ROUTE even though it delivers it, since the name is
+    /// no queue. A reply whose caller is gone is dropped by the broker.
+    pub async fn reply(
+        &self,
+        request: &Delivery,
+        body: impl IntoBody,
+        properties: BasicProperties,
+    ) -> Result<bool> {
+        let Some(reply_to) = request.properties.reply_to.as_deref() else {
+            return Ok(false);
+        };
+        let properties = match &request.properties.correlation_id {
+            Some(id) => properties.with_correlation_id(id.clone()),
+            None => properties,
+        };
+        let inner = self.inner.as_ref().ok_or(Error::Closed("connection"))?;
+        inner
+            .publish_message("", reply_to, body.into_bytes(), properties, false)
+            .await?;
+        Ok(true)
     }
 
     /// Publishes `value` as JSON (`content_type` `application/json`).
@@ -460,7 +504,7 @@ impl FromDelivery for Publisher {
 /// Turns a handler's return value into an [`Outcome`].
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be returned from a `#[consumer]` handler",
-    note = "return `()`, an `Outcome`, or a `Result<(), E>` / `Result<Outcome, E>` whose `E: Display`"
+    note = "return `()`, an `Outcome`, a `Reply<T>` (to answer a request; `T: Serialize`), or a `Result` of one of these whose `E: Display`"
 )]
 pub trait IntoOutcome {
     /// The outcome, given what an error means for this consumer.
@@ -476,6 +520,52 @@ impl IntoOutcome for () {
 impl IntoOutcome for Outcome {
     fn into_outcome(self, _: ErrorPolicy) -> Outcome {
         self
+    }
+}
+
+/// A handler's answer to a request: `T` is sent as JSON to the request's `reply_to`, with its
+/// `correlation_id`, and the request is acknowledged only once the broker confirmed the reply
+/// ([`Outcome::Reply`]). The caller is typically an [`RpcClient`](crate::RpcClient) over
+/// direct reply-to; any requester that sets `reply_to` works.
+///
+/// ```
+/// use serena::worker::{Json, Reply};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Quote { sku: String }
+///
+/// #[serena::consumer(queue = "prices")]
+/// async fn price(Json(quote): Json<Quote>) -> Result<Reply<u64>, String> {
+///     match quote.sku.as_str() {
+///         "A-1" => Ok(Reply(1250)),
+///         other => Err(format!("no price for {other}")),
+///     }
+/// }
+/// ```
+///
+/// - A request without `reply_to` is handled all the same: the reply is dropped (a WARN
+///   event says so) and the request acknowledged.
+/// - A reply whose caller is gone (timed out, disconnected) is dropped by the broker, and the
+///   request acknowledged all the same: it was answered, and handling it again would not
+///   bring its caller back.
+/// - A reply that could not be published (the worker's connection failed, the broker nacked
+///   it) leaves the request unacknowledged: it goes back to its queue, to be answered again.
+/// - A value that cannot be encoded as JSON is a failure of the handler: the consumer's
+///   [`ErrorPolicy`] decides.
+/// - A handler's `Err` sends no reply; its caller sees a timeout. To let the caller see the
+///   failure, reply with it: `Reply<Result<T, String>>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply<T>(pub T);
+
+impl<T: serde::Serialize> IntoOutcome for Reply<T> {
+    fn into_outcome(self, on_error: ErrorPolicy) -> Outcome {
+        match serde_json::to_vec(&self.0) {
+            Ok(body) => Outcome::Reply { body: body.into() },
+            Err(e) => {
+                tracing::warn!(error = %e, ?on_error, "the handler's reply is not encodable as JSON");
+                on_error.outcome(format_args!("reply not encodable as JSON: {e}"))
+            }
+        }
     }
 }
 

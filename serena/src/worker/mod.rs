@@ -40,6 +40,7 @@
 mod backoff;
 mod failure;
 mod handler;
+mod reply;
 mod retry;
 mod stats;
 mod supervisor;
@@ -48,7 +49,7 @@ pub use backoff::Backoff;
 pub use failure::{Phase, TreeError, is_exclusive_use, is_permanent};
 pub use handler::{
     ConsumerSpec, DeliveryContext, ErrorPolicy, FromDelivery, Handler, HandlerFuture, Headers,
-    IntoOutcome, Json, Outcome, Properties, Publisher, Rejection, State, StateMap,
+    IntoOutcome, Json, Outcome, Properties, Publisher, Rejection, Reply, State, StateMap,
     StateRequirement,
 };
 pub use retry::{

@@ -33,6 +33,9 @@ pub struct Stats {
     pub parked: u64,
     /// Messages their handler acknowledged or refused itself (the supervisor left them).
     pub settled_by_handler: u64,
+    /// Requests answered: the handler's reply was confirmed by the broker before the request
+    /// was acknowledged (each also counted under `acked`).
+    pub replied: u64,
 }
 
 #[derive(Debug, Default)]
@@ -47,6 +50,7 @@ pub(crate) struct Counters {
     pub(crate) retried: AtomicU64,
     pub(crate) parked: AtomicU64,
     pub(crate) settled_by_handler: AtomicU64,
+    pub(crate) replied: AtomicU64,
 }
 
 impl Counters {
@@ -67,6 +71,7 @@ impl Counters {
             retried: get(&self.retried),
             parked: get(&self.parked),
             settled_by_handler: get(&self.settled_by_handler),
+            replied: get(&self.replied),
         }
     }
 }

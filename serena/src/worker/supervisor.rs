@@ -1,5 +1,7 @@
 //! The supervisor: one connection, one channel per consumer, every handler in one task group,
-//! and a restart of the whole tree when something breaks.
+//! and a restart of the whole tree when something breaks. The handlers' [`Publisher`] is a
+//! [`ReliablePublisher`] on a second connection of its own, which lives as long as the
+//! supervisor and reconnects by itself, apart from the tree's restarts.
 //!
 //! ```text
 //!  run ─► connect ─► setup (topology) ─► per consumer: channel + QoS + basic.consume
@@ -47,10 +49,12 @@ use tracing::Instrument;
 use super::backoff::{Backoff, jitter_unit};
 use super::failure::{Phase, TreeError, is_exclusive_use};
 use super::handler::{ConsumerSpec, DeliveryContext, Handler, Outcome, Publisher, StateMap};
+use super::reply;
 use super::retry::{self, LocalRetry};
 use super::stats::{Counters, Status, SupervisorHandle};
 use crate::client::{
-    Channel, Connection, ConsumeOptions, Consumer, Delivery, StreamOffset, run_scope, shuffle,
+    Channel, Connection, ConsumeOptions, Consumer, Delivery, ReliablePublisher,
+    ReliablePublisherOptions, StreamOffset, run_scope, shuffle,
 };
 use crate::config::{ConnectionConfig, Endpoint};
 use crate::error::{Error, Result};
@@ -134,7 +138,6 @@ pub struct Supervisor {
     setup: Vec<SetupFn>,
     backoff: Backoff,
     shutdown_timeout: Duration,
-    publisher_channels: usize,
     counters: Arc<Counters>,
     status: Arc<watch::Sender<Status>>,
     /// Retry schedules by work queue.
@@ -169,7 +172,6 @@ impl Supervisor {
             setup: Vec::new(),
             backoff: Backoff::default(),
             shutdown_timeout: Duration::from_secs(30),
-            publisher_channels: 4,
             counters: Arc::new(Counters::default()),
             status: Arc::new(watch::channel(Status::default()).0),
             schedules: HashMap::new(),
@@ -326,7 +328,24 @@ impl Supervisor {
     }
 
     async fn supervise(&self, stop: watch::Receiver<bool>) -> Result<(), SupervisorError> {
-        let result = self.restart_loop(stop).await;
+        // The handlers' publisher: one per supervisor, on its own connection, for the
+        // supervisor's whole life (across the tree's restarts).
+        let mut config = self.config.clone();
+        config.connection_name = config.connection_name.map(|n| format!("{n} (publisher)"));
+        let published = ReliablePublisher::scope(
+            &config,
+            ReliablePublisherOptions::default().with_backoff(self.backoff),
+            async |p| Ok::<_, Error>(self.restart_loop(stop, Publisher::new(p.clone())).await),
+        )
+        .await;
+        // The publisher's scope ends early only on a refused login.
+        let result = published.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "worker stopped: the publisher's login was refused");
+            Err(SupervisorError::Permanent(TreeError::new(
+                Phase::Connect,
+                e,
+            )))
+        });
         let error = match &result {
             Err(SupervisorError::Permanent(e))
             | Err(SupervisorError::TooManyRestarts { last: e, .. }) => Some(e.clone()),
@@ -336,7 +355,11 @@ impl Supervisor {
         result
     }
 
-    async fn restart_loop(&self, stop: watch::Receiver<bool>) -> Result<(), SupervisorError> {
+    async fn restart_loop(
+        &self,
+        stop: watch::Receiver<bool>,
+        publisher: Publisher,
+    ) -> Result<(), SupervisorError> {
         let mut attempt: u32 = 0;
         let mut endpoints = self.config.endpoints();
         if self.config.shuffle_hosts {
@@ -354,7 +377,13 @@ impl Supervisor {
             let mut reached = None;
             let mut ready_at = None;
             let outcome = self
-                .run_tree(&order, &mut reached, stop.clone(), &mut ready_at)
+                .run_tree(
+                    &order,
+                    &publisher,
+                    &mut reached,
+                    stop.clone(),
+                    &mut ready_at,
+                )
                 .await;
             // Next time, start after the broker that died (or after the first one tried, when
             // none answered).
@@ -438,6 +467,7 @@ impl Supervisor {
     async fn run_tree(
         &self,
         order: &[Endpoint],
+        publisher: &Publisher,
         reached: &mut Option<usize>,
         stop: watch::Receiver<bool>,
         ready_at: &mut Option<Instant>,
@@ -455,8 +485,6 @@ impl Supervisor {
             for step in &self.setup {
                 step(conn.clone()).await.map_err(at(Phase::Setup))?;
             }
-            let pool = conn.channel_pool(self.publisher_channels).await;
-            let publisher = Publisher::new(pool.map_err(at(Phase::Setup))?);
             phase = Phase::StartConsumers;
             let state = Arc::new(self.state.clone());
             let mut loops = JoinSet::new();
@@ -776,6 +804,7 @@ impl ConsumeLoop {
                 last_failure: None,
             };
             let task_handler = handler.clone();
+            let task_counters = counters.clone();
             let handle = in_flight.spawn(
                 async move {
                     let outcome = loop {
@@ -794,6 +823,19 @@ impl ConsumeLoop {
                         ctx.last_failure = Some(reason.clone());
                         ctx.retried_here = done;
                         tokio::time::sleep(pause).await;
+                    };
+                    // A reply is sent (and confirmed) here, in the handler's task, so replies
+                    // of concurrent handlers go out in parallel; the request is acknowledged
+                    // after it, by the loop.
+                    let outcome = match outcome {
+                        Outcome::Reply { body } => {
+                            let answered = reply::answer(&ctx.publisher, &ctx.delivery, body).await;
+                            if let reply::Answered::Sent = answered {
+                                Counters::bump(&task_counters.replied);
+                            }
+                            answered.outcome()
+                        }
+                        other => other,
                     };
                     drop(permit);
                     outcome
@@ -875,6 +917,18 @@ impl Settle {
             Outcome::Reject => (delivery.reject(false), &counters.rejected),
             Outcome::Retry { reason } => self.failed(&delivery, &reason, false).await,
             Outcome::Park { reason } => self.failed(&delivery, &reason, true).await,
+            // The consume loop's tasks send their reply before they finish; an outcome that
+            // arrives here unsent is sent the same way.
+            Outcome::Reply { body } => {
+                let answered = reply::answer(&self.publisher, &delivery, body).await;
+                if let reply::Answered::Sent = answered {
+                    Counters::bump(&counters.replied);
+                }
+                match answered.outcome() {
+                    Outcome::Ack => (delivery.ack(), &counters.acked),
+                    _ => (delivery.nack(true), &counters.requeued),
+                }
+            }
         };
         match sent {
             Ok(()) => Counters::bump(counter),
