@@ -9,6 +9,8 @@
 //!   handler that settles its own delivery.
 //! - [`http`]: the HTTP endpoint: `/metrics` scraped while a worker works, `/readyz` through
 //!   a cut connection and the restart.
+//! - [`streams`]: consumers of stream queues, from `first` (again after a restart), `next`
+//!   and an offset; no stream consumer without a prefetch limit.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,6 +32,8 @@ mod consumers;
 mod http;
 #[path = "worker/retries.rs"]
 mod retries;
+#[path = "worker/streams.rs"]
+mod streams;
 
 fn fast_backoff() -> Backoff {
     Backoff {

@@ -4,6 +4,10 @@
 //! serena topology check FILE      validate offline (exit 2 when invalid)
 //! serena topology apply FILE      declare exchanges, queues, bindings (exit 1 when any fails)
 //! serena topology verify FILE     passive checks; exit 1 when anything is missing
+//! serena topology graph FILE [--format mermaid|dot|svg]   the routing as a picture
+//! serena topology to-definitions FILE   RabbitMQ's definitions.json for it
+//! serena topology export                a topology.toml of a broker's virtual host
+//! serena topology diff FILE             missing, different and extra entities; exit 1 on drift
 //! serena publish EXCHANGE ROUTING_KEY [BODY]   body from stdin when absent or "-"
 //! serena consume QUEUE [--count N]             one JSON line per delivery
 //! serena rpc QUEUE [BODY] [--timeout SECS]     one request, its reply as a JSON line
@@ -12,9 +16,19 @@
 //! The broker comes from `--url`, else `SERENA_URL`, else the topology file's `[connection]`,
 //! else `amqp://guest:guest@127.0.0.1:5672/%2f`. Exit codes: 0 ok, 1 drift or failure, 2 bad
 //! usage or invalid file.
+//!
+//! `export`, `diff` and `verify`'s full check read the management HTTP API (feature
+//! `management`, on by default): `--url http://user:pass@host:15672`, else
+//! `SERENA_MANAGEMENT_URL`, else port 15672 of the AMQP broker with its login. `verify` falls
+//! back to passive declares when the API does not answer.
 
 mod base64;
 mod consume;
+#[cfg(feature = "management")]
+mod drift;
+mod graph;
+#[cfg(feature = "management")]
+mod management;
 mod publish;
 mod rpc;
 mod topology;

@@ -31,6 +31,7 @@ fn serena(args: &[&str], env: &[(&str, &str)], stdin: &[u8], dir: Option<&Path>)
     for var in serena::topology::settings::ENV_VARS {
         cmd.env_remove(var);
     }
+    cmd.env_remove("SERENA_MANAGEMENT_URL");
     cmd.envs(env.iter().copied());
     if let Some(dir) = dir {
         cmd.current_dir(dir);

@@ -22,6 +22,7 @@ pub(crate) const OPTIONS: &[&str] = &[
     "on_error",
     "topology",
     "crate",
+    "offset",
 ];
 
 /// What an `Err` from the handler does to its message (`on_error = "..."`).
@@ -31,6 +32,17 @@ pub(crate) enum OnError {
     Requeue,
     Park,
     Reject,
+}
+
+/// Where a stream consumer starts (`offset = ...`): `x-stream-offset`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Offset {
+    First,
+    Last,
+    Next,
+    Position(u64),
+    Timestamp(u64),
+    Interval(String),
 }
 
 /// The parsed attribute. Values keep the literal they came from where a later check (the
@@ -47,6 +59,8 @@ pub(crate) struct ConsumerArgs {
     pub(crate) topology: Option<LitStr>,
     /// `crate = "path"`: where serena is, for a crate that re-exports it.
     pub(crate) krate: Option<syn::Path>,
+    /// `offset = ...`: the consumer reads a stream from there.
+    pub(crate) offset: Option<Offset>,
 }
 
 /// Collects errors so that all of them are reported in one compile.
@@ -97,6 +111,7 @@ impl ConsumerArgs {
         };
         let mut args = ConsumerArgs::default();
         let mut seen: Vec<String> = Vec::new();
+        let mut prefetch_zero = None;
         for item in items {
             let name = item.key.unraw().to_string();
             if !OPTIONS.contains(&name.as_str()) {
@@ -113,7 +128,17 @@ impl ConsumerArgs {
             seen.push(name.clone());
             if let Err(e) = args.set(&name, &item) {
                 errors.push(e);
+            } else if name == "prefetch" && args.prefetch == Some(0) {
+                prefetch_zero = item.value.as_ref().map(Spanned::span);
             }
+        }
+        if let (Some(span), Some(_)) = (prefetch_zero, &args.offset) {
+            errors.push_at(
+                span,
+                "a stream consumer (`offset`) needs a prefetch above 0: RabbitMQ refuses to \
+                 deliver from a stream without a prefetch limit; write e.g. `prefetch = 100`, or \
+                 leave `prefetch` out for the connection's default",
+            );
         }
         if args.queue.is_none() && !seen.iter().any(|s| s == "queue") {
             errors.push_at(
@@ -183,6 +208,7 @@ impl ConsumerArgs {
                 })?;
                 self.krate = Some(path);
             }
+            "offset" => self.offset = Some(offset_value(value)?),
             "prefetch" => {
                 self.prefetch = Some(int_value(value, "prefetch", "0 to 65535", "u16")?);
             }
@@ -303,8 +329,73 @@ fn example(name: &str) -> &'static str {
         "on_error" => "on_error = \"reject\"",
         "topology" => "topology = \"topology.toml\"",
         "crate" => "crate = \"my_framework::serena\"",
+        "offset" => "offset = \"first\"",
+        "timestamp" => "offset = timestamp(1700000000)",
         _ => "name = value",
     }
+}
+
+/// What `offset` takes, for its error messages.
+const OFFSET_FORMS: &str = "`offset` is \"first\", \"last\", \"next\", an interval such as \"1h\" or \
+     \"7D\" (digits and one of Y, M, D, h, m, s), an offset in the log such as `offset = 1000`, \
+     or a time as `offset = timestamp(1700000000)` (seconds since the Unix epoch)";
+
+/// `offset = "first" | "last" | "next" | "<interval>" | N | timestamp(N)`.
+fn offset_value(value: &Expr) -> syn::Result<Offset> {
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => {
+            let text = s.value();
+            match text.as_str() {
+                "first" => Ok(Offset::First),
+                "last" => Ok(Offset::Last),
+                "next" => Ok(Offset::Next),
+                t if is_interval(t) => Ok(Offset::Interval(text)),
+                other => Err(syn::Error::new(
+                    s.span(),
+                    format!("{other:?} is not a stream offset; {OFFSET_FORMS}"),
+                )),
+            }
+        }
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(_), ..
+        })
+        | Expr::Unary(_) => Ok(Offset::Position(int_value(
+            value,
+            "offset",
+            "0 or more",
+            "u64",
+        )?)),
+        Expr::Call(call) if matches!(&*call.func, Expr::Path(p) if p.path.is_ident("timestamp")) => {
+            let mut args = call.args.iter();
+            match (args.next(), args.next()) {
+                (Some(seconds), None) => Ok(Offset::Timestamp(int_value(
+                    seconds,
+                    "timestamp",
+                    "seconds since the Unix epoch, 0 or more",
+                    "u64",
+                )?)),
+                _ => Err(syn::Error::new(
+                    call.span(),
+                    "`timestamp` takes one number, seconds since the Unix epoch: \
+                     `offset = timestamp(1700000000)`",
+                )),
+            }
+        }
+        _ => Err(syn::Error::new(value.span(), OFFSET_FORMS)),
+    }
+}
+
+/// Digits then one unit of Y, M, D, h, m, s: the intervals RabbitMQ reads.
+fn is_interval(s: &str) -> bool {
+    let Some(unit) = s.chars().last() else {
+        return false;
+    };
+    let digits = &s[..s.len() - unit.len_utf8()];
+    matches!(unit, 'Y' | 'M' | 'D' | 'h' | 'm' | 's')
+        && !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn string_value(value: &Expr, name: &str) -> syn::Result<LitStr> {

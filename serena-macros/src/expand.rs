@@ -14,7 +14,7 @@ use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Attribute, FnArg, Ident, Item, ItemFn, LitStr, Pat, ReturnType, Type};
 
-use crate::attr::{ConsumerArgs, Errors, OnError};
+use crate::attr::{ConsumerArgs, Errors, Offset, OnError};
 use crate::topology;
 
 /// The whole macro: attribute arguments and the annotated item in, code out.
@@ -464,7 +464,7 @@ fn spec_tokens(args: &ConsumerArgs, name: &Ident) -> TokenStream {
         Some(OnError::Park) => quote!(Park),
         Some(OnError::Reject) => quote!(Reject),
     };
-    quote! {
+    let spec = quote! {
         #serena::worker::__private::spec(
             #name,
             #queue,
@@ -475,6 +475,28 @@ fn spec_tokens(args: &ConsumerArgs, name: &Ident) -> TokenStream {
             #priority,
             #serena::worker::ErrorPolicy::#policy,
         )
+    };
+    match &args.offset {
+        Some(offset) => {
+            let offset = offset_tokens(offset, &serena);
+            quote!(#serena::worker::__private::with_stream_offset(#spec, #offset))
+        }
+        None => spec,
+    }
+}
+
+/// The `StreamOffset` of `offset = ...`, as a constant expression.
+fn offset_tokens(offset: &Offset, serena: &TokenStream) -> TokenStream {
+    let path = quote!(#serena::StreamOffset);
+    match offset {
+        Offset::First => quote!(#path::First),
+        Offset::Last => quote!(#path::Last),
+        Offset::Next => quote!(#path::Next),
+        Offset::Position(n) => quote!(#path::Offset(#n)),
+        Offset::Timestamp(t) => quote!(#path::Timestamp(#t)),
+        Offset::Interval(text) => {
+            quote!(#path::Interval(::std::borrow::Cow::Borrowed(#text)))
+        }
     }
 }
 

@@ -18,10 +18,22 @@
 //!   the queues they add ([`Topology::queue_plan`]).
 //! - `connection`: the `[connection]` block as written ([`ConnectionSettings`]).
 //! - [`suggest`]: "did you mean" for mistyped names, shared with the macro.
+//! - `graph`: the routing as a Mermaid or Graphviz picture ([`Topology::graph`]).
+//! - `definitions`, `export`, `drift` (feature `management`): RabbitMQ's definitions JSON to
+//!   and from a topology ([`Topology::to_definitions`], [`Topology::from_definitions`]), a
+//!   topology as TOML text ([`Topology::to_toml`]), and what differs from a broker's
+//!   ([`Topology::drift`]).
 //! - `notes`: advice about a valid topology ([`Topology::notes`]): names RabbitMQ makes costly.
 
 mod connection;
+#[cfg(feature = "management")]
+mod definitions;
+#[cfg(feature = "management")]
+mod drift;
 mod error;
+#[cfg(feature = "management")]
+mod export;
+mod graph;
 mod kinds;
 mod load;
 mod model;
@@ -36,7 +48,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use connection::ConnectionSettings;
+#[cfg(feature = "management")]
+pub use definitions::{DefinitionsError, field_to_json, json_to_field, table_to_json};
+#[cfg(feature = "management")]
+pub use drift::{Drift, DriftKind};
 pub use error::{Destination, Entity, EntityName, Location, Problem, TopologyError};
+pub use graph::GraphFormat;
 pub use model::{
     Binding, Exchange, ExchangeKind, Origin, Overflow, Queue, QueueType, Retry, STANDARD_EXCHANGES,
     Topology,

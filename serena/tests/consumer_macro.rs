@@ -103,6 +103,7 @@ fn specs_follow_the_attributes() {
             exclusive: false,
             priority: None,
             on_error: ErrorPolicy::Reject,
+            stream_offset: None,
         }
     );
     assert_eq!(

@@ -8,6 +8,7 @@ mod options;
 mod pool;
 mod reliable;
 mod rpc;
+mod stream;
 mod unconfirmed;
 
 pub use body::IntoBody;
@@ -21,4 +22,5 @@ pub use reliable::{
     PublisherState, PublisherStats, ReliablePublisher, ReliablePublisherOptions, WhenFull,
 };
 pub use rpc::{DIRECT_REPLY_TO, ReplyMessage, RpcClient, RpcOptions};
+pub use stream::StreamOffset;
 pub use unconfirmed::UnconfirmedChannel;

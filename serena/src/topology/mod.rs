@@ -106,8 +106,8 @@ pub use report::{
 pub use serena_topology::validate;
 pub use serena_topology::{
     Binding, ConnectionSettings, DelayText, Destination, Entity, EntityName, Exchange,
-    ExchangeKind, Location, MAX_RETRY_DELAY, Origin, Overflow, Problem, Queue, QueueType, Retry,
-    RetrySchedule, RetryStep, STANDARD_EXCHANGES, Topology, TopologyError, parse_delay,
-    retry_queue_name,
+    ExchangeKind, GraphFormat, Location, MAX_RETRY_DELAY, Origin, Overflow, Problem, Queue,
+    QueueType, Retry, RetrySchedule, RetryStep, STANDARD_EXCHANGES, Topology, TopologyError,
+    parse_delay, retry_queue_name,
 };
 pub use settings::{ConnectionSettingsExt, DEFAULT_URL};

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-use crate::client::{Delivery, IntoBody, ReliablePublisher};
+use crate::client::{Delivery, IntoBody, ReliablePublisher, StreamOffset};
 use crate::error::{Error, Result};
 use crate::proto::{BasicProperties, FieldTable};
 use crate::topology::RetrySchedule;
@@ -127,6 +127,11 @@ pub struct ConsumerSpec {
     pub priority: Option<i32>,
     /// What an `Err` from the handler does to the message.
     pub on_error: ErrorPolicy,
+    /// For a stream queue: where in the log to start (`x-stream-offset`). RabbitMQ keeps no
+    /// position for the consumer, so every start of it, restarts included, begins here again.
+    /// A stream consumer needs a prefetch above 0: `Some(0)` with an offset is refused with
+    /// [`Error::Config`](crate::Error::Config) before anything is sent.
+    pub stream_offset: Option<StreamOffset>,
 }
 
 impl ConsumerSpec {
@@ -167,6 +172,7 @@ impl ConsumerSpec {
             exclusive: false,
             priority: None,
             on_error: ErrorPolicy::Retry,
+            stream_offset: None,
         }
     }
 }

@@ -111,6 +111,7 @@ pub mod __private {
     use std::borrow::Cow;
 
     use super::{ConsumerSpec, DeliveryContext, ErrorPolicy, Outcome, Rejection};
+    use crate::StreamOffset;
 
     /// The `ConsumerSpec` of a `#[consumer]`, in a constant: every option the attribute sets.
     /// (A struct update `ConsumerSpec { .., ..base }` in a constant would have to drop the
@@ -138,7 +139,17 @@ pub mod __private {
             exclusive,
             priority,
             on_error,
+            stream_offset: None,
         }
+    }
+
+    /// `spec` consuming a stream from `offset` (`#[consumer(offset = ...)]`), in a constant.
+    /// The offset it replaces is forgotten, not dropped (constant evaluation cannot run a
+    /// destructor): [`spec`] always leaves it `None`, which owns nothing.
+    pub const fn with_stream_offset(spec: ConsumerSpec, offset: StreamOffset) -> ConsumerSpec {
+        let mut spec = spec;
+        std::mem::forget(spec.stream_offset.replace(offset));
+        spec
     }
 
     /// A delivery whose arguments could not be built: a poison message, parked (or rejected

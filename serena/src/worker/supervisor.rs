@@ -47,14 +47,14 @@ use tracing::Instrument;
 
 use super::backoff::{Backoff, jitter_unit};
 use super::failure::{Phase, TreeError, is_exclusive_use};
-use super::handler::{DeliveryContext, Handler, Outcome, Publisher, StateMap};
+use super::handler::{ConsumerSpec, DeliveryContext, Handler, Outcome, Publisher, StateMap};
 use super::metrics::{self, ConsumerMetrics, SAMPLE_EVERY, SupervisorMetrics, Tally};
 use super::reply;
 use super::retry::{self, LocalRetry};
 use super::stats::{Counters, Event, Status, SupervisorHandle};
 use crate::client::{
     Channel, Connection, ConsumeOptions, Consumer, Delivery, ReliablePublisher,
-    ReliablePublisherOptions, run_scope, shuffle,
+    ReliablePublisherOptions, StreamOffset, run_scope, shuffle,
 };
 use crate::config::{ConnectionConfig, Endpoint};
 use crate::error::{Error, Result};
@@ -648,6 +648,9 @@ fn task_failed(
 /// Opens `handler`'s channel, sets its QoS and starts its consumer.
 async fn start_consumer(conn: &Connection, handler: &dyn Handler) -> Result<(Channel, Consumer)> {
     let spec = handler.spec();
+    if let Some(offset) = &spec.stream_offset {
+        stream_consumer_config(&spec, offset)?;
+    }
     let ch = conn.channel().await?;
     if let Some(prefetch) = spec.prefetch {
         ch.basic_qos(prefetch, false).await?;
@@ -655,6 +658,9 @@ async fn start_consumer(conn: &Connection, handler: &dyn Handler) -> Result<(Cha
     let mut arguments = FieldTable::new();
     if let Some(p) = spec.priority {
         arguments.insert("x-priority", p);
+    }
+    if let Some(offset) = &spec.stream_offset {
+        arguments.insert(StreamOffset::ARGUMENT, offset.to_field_value());
     }
     let consumer = ch
         .basic_consume(
@@ -668,6 +674,27 @@ async fn start_consumer(conn: &Connection, handler: &dyn Handler) -> Result<(Cha
         )
         .await?;
     Ok((ch, consumer))
+}
+
+/// Refuses what RabbitMQ would refuse of a stream consumer, before anything is sent: a prefetch
+/// of 0 (no limit; the channel's default prefetch is never 0) and an interval that does not
+/// read.
+fn stream_consumer_config(spec: &ConsumerSpec, offset: &StreamOffset) -> Result<()> {
+    if spec.prefetch == Some(0) {
+        return Err(Error::Config(format!(
+            "consumer {:?} reads a stream ({offset}) with prefetch 0: RabbitMQ needs a \
+             prefetch limit for stream consumers; set one above 0 or leave it to the default",
+            spec.name
+        )));
+    }
+    if !offset.is_valid() {
+        return Err(Error::Config(format!(
+            "consumer {:?}: stream offset {offset:?} is not an interval RabbitMQ reads: digits \
+             and one of Y, M, D, h, m, s, e.g. \"1h\"",
+            spec.name
+        )));
+    }
+    Ok(())
 }
 
 /// One consumer's task: its consume loop, after standing by for its turn when it started

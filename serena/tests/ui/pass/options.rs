@@ -46,6 +46,7 @@ fn main() {
             exclusive: true,
             priority: Some(-10),
             on_error: ErrorPolicy::Reject,
+            stream_offset: None,
         }
     );
     let spec = explicit_defaults.spec();
