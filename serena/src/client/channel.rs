@@ -452,6 +452,20 @@ impl Channel {
         properties: BasicProperties,
         options: PublishOptions,
     ) -> Result<Confirmation> {
+        self.publish_ref(exchange, routing_key, body, &properties, options)
+            .await
+    }
+
+    /// [`basic_publish_with`](Self::basic_publish_with) with borrowed properties: a caller that
+    /// keeps a message to send it again (the reliable publisher) does not clone them each time.
+    pub(crate) async fn publish_ref(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: impl IntoBody,
+        properties: &BasicProperties,
+        options: PublishOptions,
+    ) -> Result<Confirmation> {
         if let Some(key) = properties
             .headers
             .as_ref()
@@ -479,7 +493,7 @@ impl Channel {
                     routing_key,
                     mandatory: options.mandatory,
                     immediate: options.immediate,
-                    properties: &properties,
+                    properties,
                     body,
                 };
                 tracing::trace!(channel = link.id.id, %exchange, %routing_key, len = body.as_slice().len(), "publishing");

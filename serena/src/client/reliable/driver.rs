@@ -240,11 +240,11 @@ impl Driver {
                 // Waits while the broker blocks the connection (a memory alarm): the scope's
                 // end must not wait for the alarm to clear.
                 let m = &*msg.message;
-                let send = ch.basic_publish_with(
+                let send = ch.publish_ref(
                     &m.exchange,
                     &m.routing_key,
                     m.body.clone(),
-                    m.properties.clone(),
+                    &m.properties,
                     options.with_mandatory(m.mandatory),
                 );
                 let confirmation = tokio::select! {
@@ -313,10 +313,25 @@ impl Driver {
                 Poll::Pending => break,
             }
         }
+        // Confirms and returns settle under one lock; anything else ends the channel's life
+        // as `settle_one` says.
+        let mut settled = Vec::with_capacity(ready.len());
+        let mut failed = None;
         for (id, r) in ready {
-            self.settle_one(id, r, isolating)?;
+            match r {
+                Ok(()) => settled.push((id, Ok(()))),
+                Err(e @ Error::Returned(_)) => settled.push((id, Err(e))),
+                Err(e) => {
+                    failed = Some((id, e));
+                    break;
+                }
+            }
         }
-        Ok(())
+        self.shared.settle_many(settled);
+        match failed {
+            Some((id, e)) => self.settle_one(id, Err(e), isolating),
+            None => Ok(()),
+        }
     }
 
     /// Books one publish's outcome. A confirm or a return settles it; a nack, a lost channel

@@ -155,6 +155,32 @@ impl Shared {
     }
 
     /// Settles `id` with `outcome`, if it is still held, and frees its room.
+    /// [`settle`](Self::settle) for several messages, under one lock and one wake-up of the
+    /// publishes waiting for room.
+    fn settle_many(&self, outcomes: Vec<(u64, Result<()>)>) {
+        if outcomes.is_empty() {
+            return;
+        }
+        let entries: Vec<_> = {
+            let mut out = self.outbox();
+            outcomes
+                .into_iter()
+                .map(|(id, outcome)| (out.remove(id), outcome))
+                .collect()
+        };
+        self.room.notify_waiters();
+        for (entry, outcome) in entries {
+            let Some(entry) = entry else { continue };
+            match &outcome {
+                Ok(()) => self.counters.confirmed.fetch_add(1, Ordering::Relaxed),
+                Err(_) => self.counters.failed.fetch_add(1, Ordering::Relaxed),
+            };
+            if let Some(waiter) = entry.waiter {
+                let _ = waiter.send(outcome);
+            }
+        }
+    }
+
     fn settle(&self, id: u64, outcome: Result<()>) {
         let entry = self.outbox().remove(id);
         self.room.notify_waiters();
