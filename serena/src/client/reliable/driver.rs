@@ -38,6 +38,25 @@ enum LifeEnd {
     Rebalance,
 }
 
+/// Lets publishers send on a channel themselves while it lives: set when the channel's life
+/// starts (unless suspects are being isolated), cleared when it ends, however it ends.
+struct DirectGuard<'a> {
+    shared: &'a Shared,
+}
+
+impl<'a> DirectGuard<'a> {
+    fn open(shared: &'a Shared, ch: &Channel, now: bool) -> Self {
+        shared.outbox().direct = now.then(|| ch.clone());
+        DirectGuard { shared }
+    }
+}
+
+impl Drop for DirectGuard<'_> {
+    fn drop(&mut self) {
+        self.shared.outbox().direct = None;
+    }
+}
+
 /// One message to send: its id and the held message, shared.
 struct Outgoing {
     id: u64,
@@ -217,6 +236,10 @@ impl Driver {
         let mut in_flight: VecDeque<(u64, Confirmation)> = VecDeque::new();
         let mut stop = self.stop.clone();
         let mut draining = false;
+        // Publishers send on this channel themselves while nothing else is going on.
+        let _direct = DirectGuard::open(&self.shared, ch, isolate_through.is_none());
+        let closed = ch.closed();
+        tokio::pin!(closed);
         let rebalance = async {
             match rebalance_at {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -228,6 +251,11 @@ impl Driver {
             if *stop.borrow() {
                 return Ok(LifeEnd::Stopped);
             }
+            {
+                // Confirms of direct sends nobody awaits: settled here, in order with the rest.
+                let mut out = shared.outbox();
+                in_flight.extend(out.orphans.drain(..));
+            }
             self.settle_ready(&mut in_flight, isolate_through.is_some())?;
             let one_at_a_time = isolate_through.is_some() && !in_flight.is_empty();
             if !draining
@@ -236,6 +264,9 @@ impl Driver {
             {
                 if isolate_through.is_some_and(|last| msg.id > last) {
                     *isolate_through = None;
+                    if !draining {
+                        shared.outbox().direct = Some(ch.clone());
+                    }
                 }
                 // Waits while the broker blocks the connection (a memory alarm): the scope's
                 // end must not wait for the alarm to clear.
@@ -254,7 +285,7 @@ impl Driver {
                 in_flight.push_back((msg.id, confirmation));
                 continue;
             }
-            if draining && in_flight.is_empty() {
+            if draining && in_flight.is_empty() && !self.shared.outbox().sent_unconfirmed() {
                 return Ok(LifeEnd::Rebalance);
             }
             let front = async {
@@ -270,7 +301,14 @@ impl Driver {
                 }
                 () = shared.work.notified(), if !draining && !one_at_a_time => {}
                 _ = stop.changed() => {}
-                () = &mut rebalance, if !draining => draining = true,
+                e = &mut closed => return Err(e),
+                () = &mut rebalance, if !draining => {
+                    draining = true;
+                    shared.outbox().direct = None;
+                }
+                // While draining, direct sends still in flight settle without waking this
+                // task: look again now and then.
+                () = tokio::time::sleep(std::time::Duration::from_millis(10)), if draining => {}
             }
         }
     }
@@ -284,6 +322,7 @@ impl Driver {
                 continue;
             };
             entry.sends += 1;
+            entry.queued = false;
             if entry.sends > 1 {
                 shared.counters.republished.fetch_add(1, Ordering::Relaxed);
             }

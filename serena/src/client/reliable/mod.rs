@@ -34,7 +34,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use tokio::sync::{Notify, oneshot, watch};
 
-use crate::client::IntoBody;
+use crate::client::{Channel, Confirmation, IntoBody, PublishOptions};
 use crate::config::{ConnectionConfig, Endpoint};
 use crate::error::{Error, Result};
 use crate::proto::BasicProperties;
@@ -94,6 +94,8 @@ struct Entry {
     message: Arc<Message>,
     /// Times sent so far.
     sends: u32,
+    /// In the queue of ids to send (never twice).
+    queued: bool,
     /// The caller's publish, waiting for the outcome.
     waiter: Option<oneshot::Sender<Result<()>>>,
 }
@@ -109,6 +111,12 @@ struct Outbox {
     bytes: usize,
     /// Set when the scope ends.
     closed: bool,
+    /// The driver's channel while publishers may send on it themselves: connected, not
+    /// isolating suspects, not draining for a rebalance.
+    direct: Option<Channel>,
+    /// Confirms of messages sent directly whose [`ReliableConfirmation`] was dropped before
+    /// they came: the driver awaits them.
+    orphans: Vec<(u64, Confirmation)>,
 }
 
 impl Outbox {
@@ -123,6 +131,27 @@ impl Outbox {
     /// what was in flight on it is sent again, before anything newer.
     fn requeue_all(&mut self) {
         self.queue = self.entries.keys().copied().collect();
+        for entry in self.entries.values_mut() {
+            entry.queued = true;
+        }
+    }
+
+    /// True while a message was sent and is not confirmed yet (not queued to be sent again).
+    fn sent_unconfirmed(&self) -> bool {
+        self.entries.values().any(|e| e.sends > 0 && !e.queued)
+    }
+
+    /// Queues `id` again (a direct send that failed), unless it is queued already or gone;
+    /// true when it was queued now.
+    fn requeue(&mut self, id: u64) -> bool {
+        match self.entries.get_mut(&id) {
+            Some(entry) if !entry.queued => {
+                entry.queued = true;
+                self.queue.push_back(id);
+                true
+            }
+            _ => false,
+        }
     }
 }
 
@@ -281,20 +310,101 @@ impl Drop for CloseOnDrop {
 /// (again), and its room is freed. A no-op once it was settled.
 /// The broker's confirm of a message put in the outbox with
 /// [`ReliablePublisher::publish_queued`]: `Ok` once confirmed, or the error no retry fixes.
-#[derive(Debug)]
 #[must_use = "the outcome of the publish is only known by awaiting it"]
 pub struct ReliableConfirmation {
-    outcome: oneshot::Receiver<Result<()>>,
+    inner: Inner,
+}
+
+/// Where the outcome comes from.
+enum Inner {
+    /// The driver sends the message (and again after a loss): its outcome.
+    Queued(oneshot::Receiver<Result<()>>),
+    /// The caller sent it on the driver's channel: that channel's confirm settles it; if the
+    /// channel goes first, the driver sends it again and `rx` gets the outcome.
+    Direct {
+        confirmation: Confirmation,
+        id: u64,
+        rx: Option<oneshot::Receiver<Result<()>>>,
+        shared: Arc<Shared>,
+    },
+}
+
+impl fmt::Debug for ReliableConfirmation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReliableConfirmation")
+            .finish_non_exhaustive()
+    }
 }
 
 impl Future for ReliableConfirmation {
     type Output = Result<()>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        Pin::new(&mut self.outcome)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(Error::Closed("publisher"))))
+        loop {
+            match &mut self.inner {
+                Inner::Queued(rx) => {
+                    return Pin::new(rx)
+                        .poll(cx)
+                        .map(|r| r.unwrap_or(Err(Error::Closed("publisher"))));
+                }
+                Inner::Direct {
+                    confirmation,
+                    id,
+                    rx,
+                    shared,
+                } => {
+                    let outcome = std::task::ready!(Pin::new(confirmation).poll(cx));
+                    match outcome {
+                        Ok(()) => {
+                            shared.settle(*id, Ok(()));
+                            return Poll::Ready(Ok(()));
+                        }
+                        Err(e @ Error::Returned(_)) => {
+                            shared.settle(*id, Err(e.clone()));
+                            return Poll::Ready(Err(e));
+                        }
+                        // Nacked, or the channel went: sent again by the driver.
+                        Err(_) => {
+                            if shared.outbox().requeue(*id) {
+                                shared.work.notify_one();
+                            }
+                            let rx = rx.take().expect("taken once");
+                            self.inner = Inner::Queued(rx);
+                        }
+                    }
+                }
+            }
+        }
     }
+}
+
+impl Drop for ReliableConfirmation {
+    /// A direct send's confirm nobody awaits any more is handed to the driver, which settles
+    /// the message when it comes: it is neither lost nor sent twice.
+    fn drop(&mut self) {
+        if let Inner::Direct {
+            confirmation,
+            id,
+            shared,
+            ..
+        } = std::mem::replace(&mut self.inner, Inner::Queued(oneshot::channel().1))
+        {
+            let mut out = shared.outbox();
+            if out.entries.contains_key(&id) && !out.closed {
+                out.orphans.push((id, confirmation));
+                drop(out);
+                shared.work.notify_one();
+            }
+        }
+    }
+}
+
+/// A message put in the outbox: its id, its outcome, and the channel to send it on when the
+/// caller sends it itself.
+struct Enqueued {
+    id: u64,
+    rx: oneshot::Receiver<Result<()>>,
+    direct: Option<(Channel, Arc<Message>)>,
 }
 
 struct Withdraw<'a> {
@@ -382,7 +492,7 @@ impl ReliablePublisher {
         properties: BasicProperties,
     ) -> Result<ReliableConfirmation> {
         let mandatory = self.shared.options.mandatory;
-        let (_, outcome) = self
+        let enqueued = self
             .enqueue(
                 exchange,
                 routing_key,
@@ -391,7 +501,55 @@ impl ReliablePublisher {
                 mandatory,
             )
             .await?;
-        Ok(ReliableConfirmation { outcome })
+        Ok(self.dispatch(enqueued).await)
+    }
+
+    /// Sends a message the caller may send itself on the driver's channel; the confirmation
+    /// to await either way.
+    async fn dispatch(&self, enqueued: Enqueued) -> ReliableConfirmation {
+        let Enqueued { id, rx, direct } = enqueued;
+        let Some((ch, m)) = direct else {
+            return ReliableConfirmation {
+                inner: Inner::Queued(rx),
+            };
+        };
+        let options = PublishOptions::default().with_mandatory(m.mandatory);
+        let sent = ch
+            .publish_ref(
+                &m.exchange,
+                &m.routing_key,
+                m.body.clone(),
+                &m.properties,
+                options,
+            )
+            .await;
+        match sent {
+            Ok(confirmation) => ReliableConfirmation {
+                inner: Inner::Direct {
+                    confirmation,
+                    id,
+                    rx: Some(rx),
+                    shared: self.shared.clone(),
+                },
+            },
+            // A message no channel can carry (a name over 255 bytes, a NaN header): no
+            // retry fixes it.
+            Err(e @ Error::Encode(_)) => {
+                self.shared.settle(id, Err(e));
+                ReliableConfirmation {
+                    inner: Inner::Queued(rx),
+                }
+            }
+            // The channel went: the driver sends it again on the next one.
+            Err(_) => {
+                if self.shared.outbox().requeue(id) {
+                    self.shared.work.notify_one();
+                }
+                ReliableConfirmation {
+                    inner: Inner::Queued(rx),
+                }
+            }
+        }
     }
 
     /// Publishes `body` to `exchange` with `routing_key` and waits until the broker confirms
@@ -425,11 +583,14 @@ impl ReliablePublisher {
         mandatory: bool,
     ) -> Result<()> {
         let shared = &*self.shared;
-        let (id, outcome) = self
+        let enqueued = self
             .enqueue(exchange, routing_key, body, properties, mandatory)
             .await?;
-        let _withdraw = Withdraw { shared, id };
-        let wait = async { outcome.await.unwrap_or(Err(Error::Closed("publisher"))) };
+        let _withdraw = Withdraw {
+            shared,
+            id: enqueued.id,
+        };
+        let wait = async { self.dispatch(enqueued).await.await };
         match shared.options.publish_timeout {
             Some(limit) => tokio::time::timeout(limit, wait).await.unwrap_or_else(|_| {
                 shared.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -447,7 +608,7 @@ impl ReliablePublisher {
         body: Bytes,
         mut properties: BasicProperties,
         mandatory: bool,
-    ) -> Result<(u64, oneshot::Receiver<Result<()>>)> {
+    ) -> Result<Enqueued> {
         let shared = &*self.shared;
         let options = &shared.options;
         if body.len() > options.max_bytes {
@@ -478,21 +639,33 @@ impl ReliablePublisher {
                     }
                     let (tx, rx) = oneshot::channel();
                     out.bytes += body.len();
+                    let message = Arc::new(Message {
+                        exchange,
+                        routing_key,
+                        body,
+                        properties,
+                        mandatory,
+                    });
+                    // Nothing waits to go out before it and a channel is up: the caller sends
+                    // it itself, without a hop through the driver's task.
+                    let direct = match &out.direct {
+                        Some(ch) if out.queue.is_empty() => Some((ch.clone(), message.clone())),
+                        _ => None,
+                    };
                     out.entries.insert(
                         id,
                         Entry {
-                            message: Arc::new(Message {
-                                exchange,
-                                routing_key,
-                                body,
-                                properties,
-                                mandatory,
-                            }),
-                            sends: 0,
+                            message,
+                            sends: u32::from(direct.is_some()),
+                            queued: direct.is_none(),
                             waiter: Some(tx),
                         },
                     );
-                    out.queue.push_back(id);
+                    if direct.is_some() {
+                        shared.counters.sent.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        out.queue.push_back(id);
+                    }
                     // Withdrawn ids stay queued until taken: while no connection takes any,
                     // they are swept out here, so the queue stays within twice the cap.
                     if out.queue.len() > 2 * options.max_messages.max(1) {
@@ -500,8 +673,10 @@ impl ReliablePublisher {
                         queue.retain(|id| entries.contains_key(id));
                     }
                     drop(out);
-                    shared.work.notify_one();
-                    return Ok((id, rx));
+                    if direct.is_none() {
+                        shared.work.notify_one();
+                    }
+                    return Ok(Enqueued { id, rx, direct });
                 }
                 if options.when_full == WhenFull::Fail {
                     return Err(Error::PublisherFull {

@@ -34,12 +34,18 @@ async fn timed_out_publishes_leave_the_send_queue_bounded() {
 async fn a_message_keeps_the_callers_message_id_or_gets_a_unique_one() {
     let p = unconnected(ReliablePublisherOptions::default());
     let mine = BasicProperties::default().with_message_id("order-7");
-    let (a, _wait_a) = p.enqueue("", "q", "a".into(), mine, true).await.unwrap();
-    let (b, _wait_b) = p
+    let super::Enqueued {
+        id: a, rx: _wait_a, ..
+    } = p.enqueue("", "q", "a".into(), mine, true).await.unwrap();
+    let super::Enqueued {
+        id: b, rx: _wait_b, ..
+    } = p
         .enqueue("", "q", "b".into(), Default::default(), true)
         .await
         .unwrap();
-    let (c, _wait_c) = p
+    let super::Enqueued {
+        id: c, rx: _wait_c, ..
+    } = p
         .enqueue("", "q", "c".into(), Default::default(), true)
         .await
         .unwrap();
@@ -63,7 +69,7 @@ async fn a_message_keeps_the_callers_message_id_or_gets_a_unique_one() {
 #[tokio::test]
 async fn closing_fails_what_waits_and_refuses_what_comes() {
     let p = unconnected(ReliablePublisherOptions::default().with_max_messages(1));
-    let (_, waiting) = p
+    let super::Enqueued { rx: waiting, .. } = p
         .enqueue("", "q", "a".into(), Default::default(), true)
         .await
         .unwrap();
