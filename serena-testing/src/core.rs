@@ -251,6 +251,9 @@ impl Core {
                 }
             };
             self.handle_frame(id, frame, now);
+            // Deliver after every frame, as RabbitMQ's queues act on each command in turn: an
+            // ack followed by a cancel in one write frees the window before the cancel.
+            self.dispatch();
         }
         self.dispatch();
     }
@@ -532,7 +535,13 @@ impl Core {
             return;
         };
         message.redelivered = true;
-        q.messages.push_front(message);
+        // Back to its place in publish order, as a classic queue puts it.
+        let at = q
+            .messages
+            .iter()
+            .position(|m| m.seq > message.seq)
+            .unwrap_or(q.messages.len());
+        q.messages.insert(at, message);
     }
 
     /// Deletes a queue: its bindings go, its consumers get `basic.cancel`; returns the count

@@ -15,6 +15,8 @@ pub(crate) struct Message {
     pub(crate) properties: BasicProperties,
     pub(crate) body: Bytes,
     pub(crate) redelivered: bool,
+    /// Order of arrival in its queue: a requeued message goes back to its place.
+    pub(crate) seq: u64,
 }
 
 /// Where a binding leads.
@@ -60,6 +62,8 @@ pub(crate) struct Queue {
     pub(crate) consumers: Vec<ConsumerRef>,
     /// Where the round robin over consumers goes on.
     pub(crate) next_consumer: usize,
+    /// The next message's `seq`.
+    pub(crate) next_seq: u64,
 }
 
 impl Queue {
@@ -80,7 +84,9 @@ impl Queue {
     }
 
     /// Puts a message in by its priority (`x-max-priority` queues), FIFO otherwise.
-    pub(crate) fn push(&mut self, message: Message) {
+    pub(crate) fn push(&mut self, mut message: Message) {
+        message.seq = self.next_seq;
+        self.next_seq += 1;
         match self.argument_int("x-max-priority") {
             Some(max) => {
                 let p = priority(&message, max);

@@ -83,11 +83,9 @@ fn inequivalent_arg(
             (Some(r), Some(c)) if same_value(r, c) => continue,
             (None, None) => continue,
             (Some(r), Some(c)) => format!(
-                "inequivalent arg '{key}' for {what} '{name}' in vhost '/': received the value '{}' of type '{}' but current is the value '{}' of type '{}'",
+                "inequivalent arg '{key}' for {what} '{name}' in vhost '/': received '{}' but current is '{}'",
                 show(r),
-                type_name(r),
                 show(c),
-                type_name(c)
             ),
             (Some(r), None) => format!(
                 "inequivalent arg '{key}' for {what} '{name}' in vhost '/': received the value '{}' of type '{}' but current is none",
@@ -283,6 +281,7 @@ impl Core {
                             messages: VecDeque::new(),
                             consumers: Vec::new(),
                             next_consumer: 0,
+                            next_seq: 0,
                         },
                     );
                 }
@@ -502,6 +501,7 @@ impl Core {
             properties,
             body,
             redelivered: false,
+            seq: 0,
         };
         let conn = self.conns.get_mut(&id).expect("connection");
         if queues.is_empty() && m.mandatory {
@@ -703,6 +703,8 @@ impl Core {
             .properties
             .headers
             .get_or_insert_with(FieldTable::new);
+        // RabbitMQ does not carry a quorum queue's delivery count to the dead-letter target.
+        headers.remove("x-delivery-count");
         let mut deaths: Vec<FieldValue> = match headers.remove("x-death") {
             Some(FieldValue::Array(a)) => a,
             _ => Vec::new(),
