@@ -157,12 +157,13 @@ fn death_lines(headers: Option<&FieldTable>) -> Vec<String> {
                 _ => "-".to_owned(),
             };
             lines.push(format!(
-                "  x-death count={:?} reason={} queue={} exchange={} routing-keys={keys} time={}",
+                "  x-death count={:?} reason={} queue={} exchange={} routing-keys={keys} time={} original-expiration={}",
                 t.get("count").and_then(FieldValue::as_i64),
                 s("reason"),
                 s("queue"),
                 s("exchange"),
-                matches!(t.get("time"), Some(FieldValue::Timestamp(_)))
+                matches!(t.get("time"), Some(FieldValue::Timestamp(_))),
+                s("original-expiration"),
             ));
         }
     }
@@ -187,12 +188,16 @@ async fn drain(ch: &Channel, queue: &str, out: &mut Vec<String>) -> Result<()> {
     while let Some(got) = ch.basic_get(queue, true).await? {
         let d = &got.delivery;
         out.push(format!(
-            "{queue}: {} rk={} x={} redelivered={} left={}",
+            "{queue}: {} rk={} x={} redelivered={} left={} expiration={:?}",
             String::from_utf8_lossy(&d.body),
             d.routing_key.as_str(),
             d.exchange.as_str(),
             d.redelivered,
-            got.message_count
+            got.message_count,
+            d.properties
+                .expiration
+                .as_ref()
+                .map(|e| e.as_str().to_owned()),
         ));
         out.extend(death_lines(d.properties.headers.as_ref()));
         n += 1;
@@ -849,6 +854,48 @@ async fn exclusive_queues_are_locked_to_their_connection() {
                 server_named.queue.starts_with("amq.gen-")
             ));
             Ok(())
+        })
+        .await
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn expired_messages_are_dead_lettered() {
+    conform(async |cfg: &ConnectionConfig, p: &str| {
+        session(cfg, async |conn, out| {
+            let ch = conn.channel().await?;
+            let dlx = format!("{p}.dlx");
+            ch.exchange_declare(&dlx, "fanout", auto_delete()).await?;
+            let dead = &queues(&ch, p, &["dead"]).await?[0];
+            ch.queue_bind(dead, &dlx, "", FieldTable::new()).await?;
+            let delay = format!("{p}.delay");
+            let args = dlx_arguments(&dlx).with("x-message-ttl", 100i32);
+            ch.queue_declare(&delay, exclusive_with(args)).await?;
+            let own = format!("{p}.own");
+            ch.queue_declare(&own, exclusive_with(dlx_arguments(&dlx)))
+                .await?;
+            publish(&ch, "", &delay, "by-queue-ttl").await?;
+            let props = BasicProperties::default().with_expiration_ms(50);
+            ch.basic_publish("", &own, "by-own-ttl".to_owned(), props.clone())
+                .await?;
+            // A shorter own TTL than the queue's wins.
+            let short = BasicProperties::default().with_expiration_ms(10);
+            ch.basic_publish("", &delay, "shorter".to_owned(), short)
+                .await?;
+            // Not expired yet: the queue still holds it.
+            ch.basic_publish(
+                "",
+                &own,
+                "long".to_owned(),
+                BasicProperties::default().with_expiration_ms(60_000),
+            )
+            .await?;
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            await_count(&ch, dead, 2).await?;
+            drain(&ch, dead, out).await?;
+            drain(&ch, &own, out).await?;
+            ch.exchange_delete(&dlx, false).await
         })
         .await
     })

@@ -120,12 +120,22 @@ struct Conn {
     channels: HashMap<u16, Chan>,
 }
 
+/// The time, passed in: a monotonic clock in milliseconds (tokio's, so that paused time moves
+/// TTLs) and the wall clock in seconds since the Unix epoch (`x-death`'s `time`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Now {
+    pub(crate) millis: u64,
+    pub(crate) unix_secs: u64,
+}
+
 /// The whole broker: one vhost (`/`), its exchanges and queues, and the open connections.
 pub(crate) struct Core {
     exchanges: HashMap<String, Exchange>,
     queues: HashMap<String, Queue>,
     conns: HashMap<u64, Conn>,
     next_id: u64,
+    /// The monotonic clock at the last input, in milliseconds.
+    millis: u64,
     pub(crate) stats: Stats,
 }
 
@@ -156,6 +166,7 @@ impl Core {
             queues: HashMap::new(),
             conns: HashMap::new(),
             next_id: 1,
+            millis: 0,
             stats: Stats::default(),
         }
     }
@@ -189,9 +200,10 @@ impl Core {
         self.dispatch();
     }
 
-    /// Bytes the client wrote on connection `id`; `now` is the wall clock in seconds since the
-    /// Unix epoch (for `x-death`).
-    pub(crate) fn handle_input(&mut self, id: u64, bytes: &[u8], now: u64) {
+    /// Bytes the client wrote on connection `id` at `now`.
+    pub(crate) fn handle_input(&mut self, id: u64, bytes: &[u8], now: Now) {
+        self.handle_timeout(now);
+        let now = now.unix_secs;
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
@@ -256,6 +268,24 @@ impl Core {
             self.dispatch();
         }
         self.dispatch();
+    }
+
+    /// Time passed: messages whose TTL ran out leave their queues (dead-lettered as
+    /// `expired`), and what is left is delivered.
+    pub(crate) fn handle_timeout(&mut self, now: Now) {
+        self.millis = self.millis.max(now.millis);
+        self.expire(now.unix_secs);
+        self.dispatch();
+    }
+
+    /// When the next message expires (monotonic milliseconds), if one has a TTL. Only a queue's
+    /// head is looked at: as in RabbitMQ's classic queues, a message expires once it reaches
+    /// the head.
+    pub(crate) fn poll_timeout(&self) -> Option<u64> {
+        self.queues
+            .values()
+            .filter_map(|q| q.messages.front().and_then(|m| m.expires_at))
+            .min()
     }
 
     /// Takes up to `max` bytes the server has for connection `id`; `None` when the stream has

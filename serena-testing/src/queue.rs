@@ -17,6 +17,8 @@ pub(crate) struct Message {
     pub(crate) redelivered: bool,
     /// Order of arrival in its queue: a requeued message goes back to its place.
     pub(crate) seq: u64,
+    /// When it expires (monotonic milliseconds), by the queue's or its own TTL.
+    pub(crate) expires_at: Option<u64>,
 }
 
 /// Where a binding leads.

@@ -24,6 +24,7 @@ pub(crate) struct QueuedView {
 #[derive(Debug, Clone, Copy)]
 enum Reason {
     Rejected,
+    Expired,
     Maxlen,
     DeliveryLimit,
 }
@@ -32,6 +33,7 @@ impl Reason {
     fn as_str(self) -> &'static str {
         match self {
             Reason::Rejected => "rejected",
+            Reason::Expired => "expired",
             Reason::Maxlen => "maxlen",
             Reason::DeliveryLimit => "delivery_limit",
         }
@@ -236,15 +238,6 @@ impl Core {
                 code::ACCESS_REFUSED,
                 format!("ACCESS_REFUSED - queue name '{name}' contains reserved prefix 'amq.*'"),
             ));
-        }
-        if m.arguments.get("x-queue-type").and_then(FieldValue::as_str) == Some("stream") {
-            {
-                return Err(Fail::Channel(
-                    code::NOT_IMPLEMENTED,
-                    "NOT_IMPLEMENTED - stream queues are not supported by the in-memory broker"
-                        .to_owned(),
-                ));
-            }
         }
         if !m.passive {
             match self.queues.get(&name) {
@@ -502,6 +495,7 @@ impl Core {
             body,
             redelivered: false,
             seq: 0,
+            expires_at: None,
         };
         let conn = self.conns.get_mut(&id).expect("connection");
         if queues.is_empty() && m.mandatory {
@@ -551,9 +545,22 @@ impl Core {
 
     /// Puts a message in a queue, applying its length limits; false when the queue refused it
     /// (`reject-publish`, `reject-publish-dlx`).
-    fn enqueue(&mut self, name: &str, message: Message, now: u64) -> bool {
+    fn enqueue(&mut self, name: &str, mut message: Message, now: u64) -> bool {
         let Some(q) = self.queues.get_mut(name) else {
             return true;
+        };
+        let queue_ttl = q
+            .argument_int("x-message-ttl")
+            .and_then(|t| u64::try_from(t).ok());
+        let own_ttl = message
+            .properties
+            .expiration
+            .as_ref()
+            .and_then(|e| e.as_str().parse::<u64>().ok());
+        message.expires_at = match (queue_ttl, own_ttl) {
+            (Some(a), Some(b)) => Some(self.millis + a.min(b)),
+            (Some(t), None) | (None, Some(t)) => Some(self.millis + t),
+            (None, None) => None,
         };
         let max_len = q.argument_int("x-max-length");
         let max_bytes = q.argument_int("x-max-length-bytes");
@@ -721,6 +728,8 @@ impl Core {
         if let Some(FieldValue::Array(cc)) = headers.get("CC") {
             routing_keys.extend(cc.iter().cloned());
         }
+        // RabbitMQ takes a message's own TTL off when it dead-letters it.
+        let expiration = message.properties.expiration.take();
         let entry = match existing {
             Some(i) => {
                 let FieldValue::Table(mut t) = deaths.remove(i) else {
@@ -739,7 +748,7 @@ impl Core {
                     .with("time", FieldValue::Timestamp(now))
                     .with("exchange", message.exchange.as_str())
                     .with("routing-keys", FieldValue::Array(routing_keys));
-                if let Some(exp) = message.properties.expiration.take() {
+                if let Some(exp) = expiration {
                     t.insert("original-expiration", exp.as_str());
                 }
                 t
@@ -761,6 +770,33 @@ impl Core {
             // A dead-lettered message that a full queue refuses is dropped, as RabbitMQ does
             // without publisher confirms on the dead-letter path.
             let _ = self.enqueue(&t, message.clone(), now);
+        }
+    }
+
+    /// Takes expired messages off the heads of the queues and dead-letters them.
+    pub(super) fn expire(&mut self, now: u64) {
+        let names: Vec<String> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| {
+                q.messages
+                    .front()
+                    .is_some_and(|m| m.expires_at.is_some_and(|t| t <= self.millis))
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            while let Some(q) = self.queues.get_mut(&name) {
+                let due = q
+                    .messages
+                    .front()
+                    .is_some_and(|m| m.expires_at.is_some_and(|t| t <= self.millis));
+                if !due {
+                    break;
+                }
+                let message = q.messages.pop_front().expect("a head");
+                self.dead_letter(&name, message, Reason::Expired, now);
+            }
         }
     }
 
