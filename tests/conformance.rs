@@ -12,7 +12,9 @@
 //! dead-lettering on reject, on `drop-head` and `reject-publish-dlx` overflow, through a
 //! dead-letter routing key, twice through the same queue, past a quorum delivery limit;
 //! `reject-publish` nacks; priorities; passive declares (404), redeclares (406), publishing to
-//! a missing exchange (404), `amq.` names (403), exclusive queues of another connection (405).
+//! a missing exchange (404), `amq.` names (403), exclusive queues of another connection (405);
+//! `multiple` nacks, `basic.recover`, a settlement twice, conditional deletes, auto-delete
+//! queues, internal exchanges, durable redeclares.
 
 use std::time::Duration;
 
@@ -896,6 +898,164 @@ async fn expired_messages_are_dead_lettered() {
             drain(&ch, dead, out).await?;
             drain(&ch, &own, out).await?;
             ch.exchange_delete(&dlx, false).await
+        })
+        .await
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn settlement_errors_and_multiple() {
+    conform(async |cfg: &ConnectionConfig, p: &str| {
+        session(cfg, async |conn, out| {
+            let ch = conn.channel().await?;
+            let q = &queues(&ch, p, &["q"]).await?[0];
+            for i in 1..=4 {
+                publish(&ch, "", q, &format!("m{i}")).await?;
+            }
+            let mut tags = Vec::new();
+            for _ in 0..4 {
+                let got = ch.basic_get(q, false).await?.expect("a message");
+                tags.push(got.delivery);
+            }
+            // nack(multiple) through m3 requeues m1..m3; m4 stays unacknowledged.
+            tags[2].nack(true)?;
+            let d = ch.basic_get(q, false).await?.expect("requeued");
+            out.push(format!(
+                "after multiple nack: {} redelivered={}",
+                String::from_utf8_lossy(&d.delivery.body),
+                d.delivery.redelivered
+            ));
+            ch.basic_recover(true).await?;
+            let d = ch.basic_get(q, true).await?.expect("recovered");
+            out.push(format!(
+                "after recover: {} redelivered={}",
+                String::from_utf8_lossy(&d.delivery.body),
+                d.delivery.redelivered
+            ));
+            drain(&ch, q, out).await?;
+            // Settling twice: the second is an unknown tag, 406 on the channel.
+            publish(&ch, "", q, "m5").await?;
+            let d = ch.basic_get(q, false).await?.expect("m5");
+            d.delivery.ack()?;
+            let e = ch
+                .basic_get(q, false)
+                .await
+                .err()
+                .map(|e| describe(&e))
+                .unwrap_or_else(|| "no error yet".to_owned());
+            out.push(format!("after one ack: {e}"));
+            Ok(())
+        })
+        .await
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn delete_conditions_and_auto_delete() {
+    conform(async |cfg: &ConnectionConfig, p: &str| {
+        session(cfg, async |conn, out| {
+            let ch = conn.channel().await?;
+            let q = &queues(&ch, p, &["q"]).await?[0];
+            publish(&ch, "", q, "m1").await?;
+            let e = ch
+                .queue_delete(q, false, true)
+                .await
+                .expect_err("not empty");
+            out.push(describe(&e));
+            let ch = conn.channel().await?;
+            let c = ch.basic_consume(q, ConsumeOptions::default()).await?;
+            let other = conn.channel().await?;
+            let e = other
+                .queue_delete(q, true, false)
+                .await
+                .expect_err("in use");
+            out.push(describe(&e));
+            drop(c);
+            let x = format!("{p}.x");
+            let ch = conn.channel().await?;
+            ch.exchange_declare(&x, "direct", ExchangeDeclareOptions::default())
+                .await?;
+            ch.queue_bind(q, &x, "k", FieldTable::new()).await?;
+            let e = ch.exchange_delete(&x, true).await.expect_err("in use");
+            out.push(describe(&e));
+            let ch = conn.channel().await?;
+            ch.exchange_delete(&x, false).await?;
+            let passive = ExchangeDeclareOptions::default().with_passive(true);
+            let e = ch
+                .exchange_declare(&x, "direct", passive)
+                .await
+                .expect_err("gone");
+            out.push(describe(&e));
+            // An auto-delete queue goes with its last consumer.
+            let ch = conn.channel().await?;
+            let auto = format!("{p}.auto");
+            let options = QueueDeclareOptions::default()
+                .with_auto_delete(true)
+                .with_arguments(FieldTable::new().with("x-expires", 60_000i32));
+            ch.queue_declare(&auto, options).await?;
+            let mut c = ch.basic_consume(&auto, ConsumeOptions::default()).await?;
+            c.cancel().await?;
+            let passive = QueueDeclareOptions::default().with_passive(true);
+            let e = ch.queue_declare(&auto, passive).await.expect_err("gone");
+            out.push(describe(&e));
+            Ok(())
+        })
+        .await
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn internal_exchanges_and_redeclares() {
+    conform(async |cfg: &ConnectionConfig, p: &str| {
+        session(cfg, async |conn, out| {
+            let ch = conn.channel().await?;
+            let x = format!("{p}.internal");
+            let internal = ExchangeDeclareOptions::default()
+                .with_internal(true)
+                .with_auto_delete(true);
+            ch.exchange_declare(&x, "fanout", internal.clone()).await?;
+            let e = ch
+                .basic_publish(&x, "", "m".to_owned(), BasicProperties::default())
+                .await
+                .expect_err("internal");
+            out.push(describe(&e));
+            let ch = conn.channel().await?;
+            let e = ch
+                .exchange_declare(&x, "fanout", auto_delete())
+                .await
+                .expect_err("not internal");
+            out.push(describe(&e));
+            let ch = conn.channel().await?;
+            ch.exchange_delete(&x, false).await?;
+            let q = format!("{p}.durable");
+            let expires = FieldTable::new().with("x-expires", 60_000i32);
+            let durable = QueueDeclareOptions::default()
+                .with_durable(true)
+                .with_arguments(expires.clone());
+            ch.queue_declare(&q, durable.clone()).await?;
+            // The same declare again is fine and reports the counts.
+            let ok = ch.queue_declare(&q, durable).await?;
+            out.push(format!(
+                "redeclared: {} {}",
+                ok.message_count, ok.consumer_count
+            ));
+            let transient = QueueDeclareOptions::default()
+                .with_durable(false)
+                .with_arguments(expires);
+            let e = ch
+                .queue_declare(&q, transient)
+                .await
+                .expect_err("durable differs");
+            out.push(describe(&e));
+            let ch = conn.channel().await?;
+            out.push(format!(
+                "deleted {}",
+                ch.queue_delete(&q, false, false).await?
+            ));
+            Ok(())
         })
         .await
     })

@@ -744,7 +744,7 @@ impl Core {
                         }
                         if m.if_empty && !q.messages.is_empty() {
                             return Err(precondition(format!(
-                                "queue '{name}' in vhost '/' is not empty"
+                                "queue '{name}' in vhost '/' not empty"
                             )));
                         }
                         self.delete_queue(name)
