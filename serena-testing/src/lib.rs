@@ -28,7 +28,9 @@
 //! # Layout
 //!
 //! - `core`: the broker, sans-IO: bytes in, bytes out, the clock passed in; one vhost (`/`).
-//!   `core::ops` holds declares, routing, delivery, settlement and dead-lettering.
+//!   `core::methods` dispatches a client's methods, `core::declare` holds declares, bindings and
+//!   consumers, `core::deliver` routing,
+//!   delivery, settlement, expiry and dead-lettering.
 //! - `queue`: exchanges, queues, bindings and messages; `routing`: the four exchange types.
 //! - this file: the handle, the in-process stream and the inspection API.
 //!
