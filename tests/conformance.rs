@@ -1061,3 +1061,37 @@ async fn internal_exchanges_and_redeclares() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn exclusive_consumers_and_reused_tags() {
+    conform(async |cfg: &ConnectionConfig, p: &str| {
+        session(cfg, async |conn, out| {
+            let ch = conn.channel().await?;
+            let q = &queues(&ch, p, &["q"]).await?[0];
+            let only = ConsumeOptions::default()
+                .with_exclusive(true)
+                .with_consumer_tag("only");
+            let _c = ch.basic_consume(q, only).await?;
+            let other = conn.channel().await?;
+            let e = other
+                .basic_consume(q, ConsumeOptions::default())
+                .await
+                .err()
+                .map(|e| describe(&e));
+            out.push(format!("second consumer: {e:?}"));
+            let q2 = &queues(&ch, p, &["q2"]).await?[0];
+            let shared = conn.channel().await?;
+            let _s = shared.basic_consume(q2, ConsumeOptions::default()).await?;
+            let late = conn.channel().await?;
+            let e = late
+                .basic_consume(q2, ConsumeOptions::default().with_exclusive(true))
+                .await
+                .err()
+                .map(|e| describe(&e));
+            out.push(format!("exclusive after another: {e:?}"));
+            Ok(())
+        })
+        .await
+    })
+    .await;
+}

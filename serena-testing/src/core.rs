@@ -322,6 +322,11 @@ impl Core {
     fn handle_frame(&mut self, id: u64, frame: serena_proto::Frame, now: u64) {
         let ch = frame.channel();
         if matches!(frame, serena_proto::Frame::Heartbeat) {
+            // Heartbeats are off (tune says 0), but a client configured with its own interval
+            // still sends them: each is answered so that the client's read timeout never fires.
+            if let Some(conn) = self.conns.get_mut(&id) {
+                serena_proto::frame::encode_heartbeat(&mut conn.out);
+            }
             return;
         }
         if ch == 0 {

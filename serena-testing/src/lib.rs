@@ -41,7 +41,7 @@
 //! (`x-max-priority` by priority), exclusive, auto-delete and server-named (`amq.gen-...`)
 //! queues; per-consumer prefetch (`basic.qos`, and `global` as a channel-wide limit),
 //! ack / nack / reject (one or `multiple`), requeue at the head with the redelivered flag,
-//! `basic.get`, `basic.cancel` and the server's cancel when a consumed queue is deleted,
+//! `basic.get`, exclusive consumers, `basic.cancel` and the server's cancel when a consumed queue is deleted,
 //! purge and delete with counts, passive declares (404), redeclares with other flags or
 //! arguments (406), `x-max-length` / `x-max-length-bytes` with `drop-head`,
 //! `reject-publish` and `reject-publish-dlx`, message TTL (`x-message-ttl` and `expiration`,
@@ -56,7 +56,7 @@
 //! Queue expiry (`x-expires`) is accepted but not applied; a stream queue is kept as a plain
 //! queue, and consuming with a stream offset, like transactions, is refused with 540
 //! NOT_IMPLEMENTED (RabbitMQ supports them); `immediate` closes the connection with 540 as RabbitMQ does;
-//! heartbeats are off (nothing can stall in memory); credentials and vhosts other than `/` are
+//! heartbeats are tuned off (a client that sends its own is answered); credentials and vhosts other than `/` are
 //! not checked beyond the name; `x-single-active-consumer`, consumer priorities and
 //! `no_local` are ignored.
 

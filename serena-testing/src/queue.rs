@@ -51,6 +51,8 @@ pub(crate) struct ConsumerRef {
     pub(crate) conn: u64,
     pub(crate) channel: u16,
     pub(crate) tag: String,
+    /// Consumes with `exclusive`: no other consumer may join.
+    pub(crate) exclusive: bool,
 }
 
 #[derive(Debug)]

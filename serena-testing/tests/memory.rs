@@ -229,3 +229,22 @@ async fn from_topology_declares_the_example_topology() {
     assert_eq!(broker.message_count("orders.urgent"), Some(1));
     assert_eq!(broker.message_count("audit.log"), Some(1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_client_that_sends_heartbeats_is_answered() {
+    let broker = MemoryBroker::new();
+    let mut config = broker.config();
+    config.heartbeat = Duration::from_secs(2);
+    open_connection(&config, async |conn| {
+        let ch = conn.channel().await?;
+        ch.queue_declare("q", QueueDeclareOptions::default())
+            .await?;
+        // Thirty heartbeat intervals with nothing else on the wire: the connection lives.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        ch.basic_publish("", "q", "still here", BasicProperties::default())
+            .await
+    })
+    .await
+    .expect("alive after a minute of heartbeats");
+    assert_eq!(broker.message_count("q"), Some(1));
+}

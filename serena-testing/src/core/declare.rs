@@ -332,6 +332,13 @@ impl Core {
             let n = self.fresh_id();
             tag = generated("amq.ctag-", n);
         }
+        let q = &self.queues[&queue];
+        if q.consumers.iter().any(|c| c.exclusive) || (m.exclusive && !q.consumers.is_empty()) {
+            return Err(Fail::Channel(
+                code::ACCESS_REFUSED,
+                format!("ACCESS_REFUSED - queue '{queue}' in vhost '/' in exclusive use"),
+            ));
+        }
         let chan = self.chan(id, ch);
         if chan.consumers.contains_key(&tag) {
             return Err(Fail::Connection(
@@ -354,6 +361,7 @@ impl Core {
             conn: id,
             channel: ch,
             tag: tag.clone(),
+            exclusive: m.exclusive,
         });
         self.reply(
             id,
