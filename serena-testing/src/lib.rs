@@ -55,9 +55,9 @@
 //!
 //! Queue expiry (`x-expires`) is accepted but not applied; a stream queue is kept as a plain
 //! queue, and consuming with a stream offset, like transactions, is refused with 540
-//! NOT_IMPLEMENTED (RabbitMQ supports them); `immediate` closes the connection with 540 as RabbitMQ does;
-//! heartbeats are tuned off (a client that sends its own is answered); credentials and vhosts other than `/` are
-//! not checked beyond the name; `x-single-active-consumer`, consumer priorities and
+//! NOT_IMPLEMENTED (RabbitMQ supports them); `immediate` closes the connection with 540 as
+//! RabbitMQ does; heartbeats are tuned off (a client that sends its own is answered); credentials are not
+//! checked and `/` is the only vhost; `x-single-active-consumer`, consumer priorities and
 //! `no_local` are ignored.
 
 mod core;

@@ -80,17 +80,21 @@ fn inequivalent_flag(flag: &str, what: &str, name: &str, received: bool, current
     ))
 }
 
-/// A name no other entity has: `prefix` and 22 characters, as RabbitMQ makes them.
+/// A name no other entity has: `prefix` and 22 characters from RabbitMQ's alphabet for
+/// generated names. The last 11 spell `n` (unique per broker), the first 11 scramble it.
 fn generated(prefix: &str, n: u64) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5DEE_CE66_D1CE_4E5B;
-    let tail: String = (0..22)
-        .map(|_| {
-            x = x.rotate_left(6).wrapping_add(n);
-            ALPHABET[(x % 64) as usize] as char
-        })
-        .collect();
-    format!("{prefix}{tail}")
+    let digits = |mut x: u64| -> String {
+        (0..11)
+            .map(|_| {
+                let c = ALPHABET[(x % 64) as usize] as char;
+                x /= 64;
+                c
+            })
+            .collect()
+    };
+    let scrambled = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5DEE_CE66_D1CE_4E5B;
+    format!("{prefix}{}{}", digits(scrambled), digits(n))
 }
 
 impl Core {
