@@ -154,6 +154,9 @@ pub fn child(client: &str, scenario: Scenario, options: ChildOptions, base: &str
             ("amqprs", Scenario::PublishNoconfirm) => {
                 scenario::run_unconfirmed::<Amqprs>(&p, &names).await
             }
+            ("serena", Scenario::PublishReliable) => {
+                crate::serena_client::publish_reliable(&p, &names).await
+            }
             ("serena", _) => scenario::run::<Serena>(scenario, &p, &names).await,
             ("lapin", _) => scenario::run::<Lapin>(scenario, &p, &names).await,
             ("amqprs", _) => scenario::run::<Amqprs>(scenario, &p, &names).await,
@@ -314,6 +317,9 @@ pub fn run_all(plan: &Plan) -> Result<Vec<Run>> {
         for &scenario in &plan.scenarios {
             for &flavor in &plan.flavors {
                 for &client in &plan.clients {
+                    if !scenario.runs_with(client) {
+                        continue;
+                    }
                     let f = flavor.name();
                     let mut run = run_one(plan, &rt, flavor, client, scenario)
                         .map_err(|e| format!("repetition {rep}, {client} {scenario} {f}: {e}"))?;

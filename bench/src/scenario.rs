@@ -40,11 +40,14 @@ pub enum Scenario {
     LargeBody,
     /// Many channels opened on one connection, then one confirmed publish on each.
     ManyChannels,
+    /// publish_confirm through serena's `ReliablePublisher` (serena only: the peers have no
+    /// such handle), to compare with serena's publish_confirm on a plain channel.
+    PublishReliable,
 }
 
 impl Scenario {
     /// All of them, in run order.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::PublishConfirm,
         Scenario::PublishNoconfirm,
         Scenario::ConsumeAck,
@@ -52,6 +55,7 @@ impl Scenario {
         Scenario::RpcDirect,
         Scenario::LargeBody,
         Scenario::ManyChannels,
+        Scenario::PublishReliable,
     ];
 
     /// The name used on the command line and in the output.
@@ -64,12 +68,19 @@ impl Scenario {
             Scenario::RpcDirect => "rpc_direct",
             Scenario::LargeBody => "large_body",
             Scenario::ManyChannels => "many_channels",
+            Scenario::PublishReliable => "publish_reliable",
         }
     }
 
     /// Parses a name given by [`name`](Self::name).
     pub fn parse(name: &str) -> Option<Scenario> {
         Scenario::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// True when `client` runs it: every client runs every scenario but publish_reliable,
+    /// which is serena's alone.
+    pub fn runs_with(self, client: &str) -> bool {
+        self != Scenario::PublishReliable || client == "serena"
     }
 
     /// True when the scenario pushes messages as fast as it can, so the machine's CPU bounds
@@ -321,6 +332,9 @@ pub async fn run<C: Client>(scenario: Scenario, p: &Params, names: &Names) -> Re
         Scenario::RpcDirect => C::rpc_direct(p, names).await?,
         Scenario::LargeBody => C::large_body(p, names).await?,
         Scenario::ManyChannels => C::many_channels(p, names).await?,
+        Scenario::PublishReliable => {
+            return Err(format!("{} has no publish_reliable", C::NAME).into());
+        }
     };
     if outcome.span.is_none() {
         return Err(format!("{} {scenario}: the client measured nothing", C::NAME).into());

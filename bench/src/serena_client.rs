@@ -10,7 +10,8 @@ use std::time::Instant;
 use serena::proto::BasicProperties;
 use serena::{
     Channel, Confirmation, ConnectionConfig, ConsumeOptions, PublishOptions, QueueDeclareOptions,
-    RpcClient, UnconfirmedChannel, open_connection,
+    ReliableConfirmation, ReliablePublisher, ReliablePublisherOptions, RpcClient,
+    UnconfirmedChannel, open_connection,
 };
 use tokio::sync::oneshot;
 
@@ -76,6 +77,59 @@ async fn publish_window(
         confirm.await?;
     }
     Ok(())
+}
+
+/// publish_confirm through a `ReliablePublisher`: the same messages, window and checks, the
+/// window kept with `publish_queued` from one task, as `publish_window` keeps it on a channel.
+pub async fn publish_reliable(p: &Params, names: &Names) -> Result<Outcome> {
+    open_connection(&config(), async |conn| -> Result<Outcome> {
+        let ch = conn.channel().await?;
+        declare(&ch, &names.main).await?;
+        let mut body = Body::new(p.small_body);
+        let options = ReliablePublisherOptions::default()
+            .with_mandatory(false)
+            .with_max_messages(p.publish_window);
+        let meter = Meter::start();
+        ReliablePublisher::scope(&config(), options, async |rp| -> Result<()> {
+            let mut pending = VecDeque::with_capacity(p.publish_window);
+            for index in 0..p.publish_messages {
+                if pending.len() == p.publish_window {
+                    let confirmation: ReliableConfirmation =
+                        pending.pop_front().expect("window is full");
+                    confirmation.await?;
+                }
+                let c = rp
+                    .publish_queued(
+                        "",
+                        &names.main,
+                        body.stamp(index),
+                        BasicProperties::default(),
+                    )
+                    .await?;
+                pending.push_back(c);
+            }
+            while let Some(confirmation) = pending.pop_front() {
+                confirmation.await?;
+            }
+            Ok(())
+        })
+        .await?;
+        let span = meter.stop();
+        expect_count(
+            "confirmed messages in the queue",
+            p.publish_messages,
+            ready(&ch, &names.main).await?,
+        )?;
+        ch.queue_delete(&names.main, false, false).await?;
+        ch.close().await?;
+        Ok(Outcome {
+            messages: p.publish_messages,
+            payload_bytes: p.publish_messages * p.small_body as u64,
+            span: Some(span),
+            ..Outcome::default()
+        })
+    })
+    .await
 }
 
 /// Fills `queue` (declared here) with `count` small messages, for consume_ack; the runner

@@ -75,8 +75,8 @@ pub use client::{
     Channel, ChannelPool, Confirmation, Connection, ConsumeOptions, Consumer, DIRECT_REPLY_TO,
     Delivery, ExchangeDeclareOptions, GetMessage, HeartbeatStats, IntoBody, PooledChannel,
     PublishOptions, PublisherState, PublisherStats, QueueDeclareOk, QueueDeclareOptions,
-    ReliablePublisher, ReliablePublisherOptions, ReplyMessage, RpcClient, RpcOptions, StreamOffset,
-    UnconfirmedChannel, WhenFull, open_connection,
+    ReliableConfirmation, ReliablePublisher, ReliablePublisherOptions, ReplyMessage, RpcClient,
+    RpcOptions, StreamOffset, UnconfirmedChannel, WhenFull, open_connection,
 };
 pub use config::{
     AuthMechanism, ByteStream, ClientCertificate, ConnectFuture, ConnectionConfig, Connector,

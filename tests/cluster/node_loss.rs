@@ -269,8 +269,10 @@ async fn connection_ports(via: usize) -> HashMap<String, u16> {
     out
 }
 
+/// Every connection on `node`: each publisher's, and each worker's two (its tree's and its
+/// handlers' publisher's, named `<name> (publisher)`).
 fn all_on(ports: &HashMap<String, u16>, node: usize) -> bool {
-    ports.len() == PUBLISHERS as usize + WORKERS && ports.values().all(|p| *p == port(node))
+    ports.len() == PUBLISHERS as usize + 2 * WORKERS && ports.values().all(|p| *p == port(node))
 }
 
 /// The ledger's events in milliseconds from `t0` (negative: before), for failure messages.

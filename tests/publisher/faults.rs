@@ -287,3 +287,72 @@ async fn rebalancing_spreads_connections_over_the_list_without_republishing() {
     assert_eq!(stats.republished, 0, "a rebalance drains first: {stats:?}");
     assert_eq!(duplicates, 0);
 }
+
+/// `publish_queued` from one task keeps a window of messages in flight without a task per
+/// message; a cut in the middle loses none of them, and a dropped confirmation does not
+/// withdraw its message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_publishes_from_one_task_survive_a_cut() {
+    const TOTAL: u64 = 3000;
+    const WINDOW: usize = 500;
+    let q = unique_name("reliable-queued");
+    declare(&q).await;
+    let proxy = Proxy::start().await.expect("proxy");
+    let config = proxy.client_config(&unique_name("reliable-queued"));
+    let (confirmed, stats) = within(
+        LIMIT,
+        "queued publishing through a cut",
+        ReliablePublisher::scope(&config, ReliablePublisherOptions::default(), async |p| {
+            let publishing = async {
+                let mut window = std::collections::VecDeque::new();
+                let mut confirmed = Vec::new();
+                for id in 0..TOTAL {
+                    if window.len() == WINDOW {
+                        let (id, confirmation): (u64, serena::ReliableConfirmation) =
+                            window.pop_front().expect("full");
+                        confirmation.await?;
+                        confirmed.push(id);
+                    }
+                    let body = id.to_string();
+                    let c = p.publish_queued("", &q, body, Default::default()).await?;
+                    if id == TOTAL - 1 {
+                        // Dropped: the message still goes out and is confirmed.
+                        drop(c);
+                        continue;
+                    }
+                    window.push_back((id, c));
+                }
+                for (id, confirmation) in window {
+                    confirmation.await?;
+                    confirmed.push(id);
+                }
+                Ok::<_, Error>(confirmed)
+            };
+            let faults = async {
+                confirmed_at_least(p, 1000).await;
+                proxy.cut_all();
+            };
+            let (confirmed, ()) = tokio::join!(publishing, faults);
+            let confirmed = confirmed?;
+            within(LIMIT, "the dropped one confirmed too", async {
+                while p.stats().confirmed < TOTAL {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await;
+            Ok::<_, Error>((confirmed, p.stats()))
+        }),
+    )
+    .await
+    .expect("the scope");
+    let seen = drain(&q).await;
+    let duplicates = check_none_lost(&confirmed, &seen);
+    assert_eq!(confirmed.len() as u64, TOTAL - 1);
+    assert!(
+        seen.contains_key(&(TOTAL - 1)),
+        "the dropped confirmation's message"
+    );
+    assert_eq!(stats.confirmed, TOTAL, "{stats:?}");
+    assert!(stats.reconnects >= 1, "{stats:?}");
+    assert!(duplicates <= stats.republished, "{duplicates} > {stats:?}");
+}

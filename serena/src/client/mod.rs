@@ -19,7 +19,8 @@ pub use consumer::{Consumer, Delivery, GetMessage};
 pub use options::{ConsumeOptions, ExchangeDeclareOptions, PublishOptions, QueueDeclareOptions};
 pub use pool::{ChannelPool, PooledChannel};
 pub use reliable::{
-    PublisherState, PublisherStats, ReliablePublisher, ReliablePublisherOptions, WhenFull,
+    PublisherState, PublisherStats, ReliableConfirmation, ReliablePublisher,
+    ReliablePublisherOptions, WhenFull,
 };
 pub use rpc::{DIRECT_REPLY_TO, ReplyMessage, RpcClient, RpcOptions};
 pub use stream::StreamOffset;

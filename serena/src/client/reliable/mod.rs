@@ -25,8 +25,11 @@ mod options;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::sync::{Notify, oneshot, watch};
@@ -250,6 +253,24 @@ impl Drop for CloseOnDrop {
 
 /// Withdraws a publish whose caller stopped waiting (dropped, timed out): it is not sent
 /// (again), and its room is freed. A no-op once it was settled.
+/// The broker's confirm of a message put in the outbox with
+/// [`ReliablePublisher::publish_queued`]: `Ok` once confirmed, or the error no retry fixes.
+#[derive(Debug)]
+#[must_use = "the outcome of the publish is only known by awaiting it"]
+pub struct ReliableConfirmation {
+    outcome: oneshot::Receiver<Result<()>>,
+}
+
+impl Future for ReliableConfirmation {
+    type Output = Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        Pin::new(&mut self.outcome)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(Error::Closed("publisher"))))
+    }
+}
+
 struct Withdraw<'a> {
     shared: &'a Shared,
     id: u64,
@@ -316,6 +337,35 @@ impl ReliablePublisher {
                 counters: Counters::default(),
             }),
         }
+    }
+
+    /// Puts a message in the outbox (waiting for room first, as [`publish`](Self::publish)
+    /// does, or failing at once with [`WhenFull::Fail`]) and returns as soon as it is there,
+    /// with a [`ReliableConfirmation`] that resolves when the broker confirmed it, across
+    /// reconnects. Many messages can be in flight from one task this way, as with
+    /// [`Channel::basic_publish_with`](crate::Channel::basic_publish_with).
+    ///
+    /// The message is sent whether or not the confirmation is awaited: dropping it does not
+    /// withdraw the message. `publish_timeout` does not apply; bound the wait with
+    /// `tokio::time::timeout` if needed.
+    pub async fn publish_queued(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: impl IntoBody,
+        properties: BasicProperties,
+    ) -> Result<ReliableConfirmation> {
+        let mandatory = self.shared.options.mandatory;
+        let (_, outcome) = self
+            .enqueue(
+                exchange,
+                routing_key,
+                body.into_bytes(),
+                properties,
+                mandatory,
+            )
+            .await?;
+        Ok(ReliableConfirmation { outcome })
     }
 
     /// Publishes `body` to `exchange` with `routing_key` and waits until the broker confirms
