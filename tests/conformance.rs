@@ -14,7 +14,7 @@
 //! `reject-publish` nacks; priorities; passive declares (404), redeclares (406), publishing to
 //! a missing exchange (404), `amq.` names (403), exclusive queues of another connection (405);
 //! `multiple` nacks, `basic.recover`, a settlement twice, conditional deletes, auto-delete
-//! queues, internal exchanges, durable redeclares.
+//! queues, internal exchanges, durable redeclares, exclusive consumers, `x-expires`.
 
 use std::time::Duration;
 
@@ -1089,6 +1089,52 @@ async fn exclusive_consumers_and_reused_tags() {
                 .err()
                 .map(|e| describe(&e));
             out.push(format!("exclusive after another: {e:?}"));
+            Ok(())
+        })
+        .await
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unused_queues_expire_by_x_expires() {
+    conform(async |cfg: &ConnectionConfig, p: &str| {
+        session(cfg, async |conn, out| {
+            let ch = conn.channel().await?;
+            let expires = || FieldTable::new().with("x-expires", 300i32);
+            let (idle, used) = (format!("{p}.idle"), format!("{p}.used"));
+            ch.queue_declare(
+                &idle,
+                QueueDeclareOptions::default().with_arguments(expires()),
+            )
+            .await?;
+            ch.queue_declare(
+                &used,
+                QueueDeclareOptions::default().with_arguments(expires()),
+            )
+            .await?;
+            publish(&ch, "", &idle, "lost with its queue").await?;
+            // A consumer keeps `used` alive past its expiry.
+            let mut c = ch.basic_consume(&used, ConsumeOptions::default()).await?;
+            tokio::time::sleep(Duration::from_millis(900)).await;
+            let passive = QueueDeclareOptions::default().with_passive(true);
+            let idle_state = ch.queue_declare(&idle, passive.clone()).await;
+            out.push(format!(
+                "idle: {:?}",
+                idle_state
+                    .map(|ok| ok.message_count)
+                    .map_err(|e| describe(&e))
+            ));
+            let ch = conn.channel().await?;
+            let used_state = ch.queue_declare(&used, passive).await;
+            out.push(format!(
+                "used: {:?}",
+                used_state
+                    .map(|ok| ok.consumer_count)
+                    .map_err(|e| describe(&e))
+            ));
+            c.cancel().await?;
+            ch.queue_delete(&used, false, false).await?;
             Ok(())
         })
         .await

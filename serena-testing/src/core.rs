@@ -271,20 +271,36 @@ impl Core {
     }
 
     /// Time passed: messages whose TTL ran out leave their queues (dead-lettered as
-    /// `expired`), and what is left is delivered.
+    /// `expired`), queues unused for their `x-expires` are deleted, and what is left is
+    /// delivered.
     pub(crate) fn handle_timeout(&mut self, now: Now) {
         self.millis = self.millis.max(now.millis);
         self.expire(now.unix_secs);
+        let unused: Vec<String> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| q.expires_at().is_some_and(|t| t <= self.millis))
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in unused {
+            self.delete_queue(&name);
+        }
         self.dispatch();
     }
 
-    /// When the next message expires (monotonic milliseconds), if one has a TTL. Only a queue's
+    /// When the next message or unused queue expires (monotonic milliseconds). Only a queue's
     /// head is looked at: as in RabbitMQ's classic queues, a message expires once it reaches
     /// the head.
     pub(crate) fn poll_timeout(&self) -> Option<u64> {
         self.queues
             .values()
-            .filter_map(|q| q.messages.front().and_then(|m| m.expires_at))
+            .flat_map(|q| {
+                [
+                    q.messages.front().and_then(|m| m.expires_at),
+                    q.expires_at(),
+                ]
+            })
+            .flatten()
             .min()
     }
 
@@ -560,6 +576,7 @@ impl Core {
         };
         q.consumers
             .retain(|c| !(c.conn == id && c.channel == ch && c.tag == tag));
+        q.last_used = self.millis;
         if q.auto_delete && q.consumers.is_empty() {
             self.delete_queue(queue);
         }

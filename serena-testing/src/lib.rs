@@ -45,7 +45,8 @@
 //! purge and delete with counts, passive declares (404), redeclares with other flags or
 //! arguments (406), `x-max-length` / `x-max-length-bytes` with `drop-head`,
 //! `reject-publish` and `reject-publish-dlx`, message TTL (`x-message-ttl` and `expiration`,
-//! applied at the queue's head as classic queues do, on tokio's clock), dead-lettering with `x-death` (count, reason,
+//! applied at the queue's head as classic queues do, on tokio's clock), queue expiry
+//! (`x-expires`: deleted once unused that long, never while consumed), dead-lettering with `x-death` (count, reason,
 //! queue, time, exchange, routing-keys) and `x-first-death-*`, quorum queues'
 //! `x-delivery-limit` (with `x-delivery-count`), publisher confirms (a nack for a refused
 //! publish) and mandatory returns (`basic.return` before the confirm). Close codes and texts
@@ -53,8 +54,7 @@
 //!
 //! # What it does not
 //!
-//! Queue expiry (`x-expires`) is accepted but not applied; a stream queue is kept as a plain
-//! queue, and consuming with a stream offset, like transactions, is refused with 540
+//! A stream queue is kept as a plain queue, and consuming with a stream offset, like transactions, is refused with 540
 //! NOT_IMPLEMENTED (RabbitMQ supports them); `immediate` closes the connection with 540 as
 //! RabbitMQ does; heartbeats are tuned off (a client that sends its own is answered); credentials are not
 //! checked and `/` is the only vhost; `x-single-active-consumer`, consumer priorities and

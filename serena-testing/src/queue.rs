@@ -68,6 +68,9 @@ pub(crate) struct Queue {
     pub(crate) next_consumer: usize,
     /// The next message's `seq`.
     pub(crate) next_seq: u64,
+    /// When it was last used (declared, consumed from, got from, a consumer left), in
+    /// monotonic milliseconds: `x-expires` counts from here while it has no consumers.
+    pub(crate) last_used: u64,
 }
 
 impl Queue {
@@ -81,6 +84,16 @@ impl Queue {
 
     pub(crate) fn is_quorum(&self) -> bool {
         self.argument_str("x-queue-type") == Some("quorum")
+    }
+
+    /// When the queue expires by `x-expires` (monotonic milliseconds), if it is unused.
+    pub(crate) fn expires_at(&self) -> Option<u64> {
+        let ttl = self
+            .argument_int("x-expires")
+            .and_then(|t| u64::try_from(t).ok())?;
+        self.consumers
+            .is_empty()
+            .then(|| self.last_used.saturating_add(ttl))
     }
 
     pub(crate) fn bytes(&self) -> usize {

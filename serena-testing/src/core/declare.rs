@@ -248,12 +248,14 @@ impl Core {
                             consumers: Vec::new(),
                             next_consumer: 0,
                             next_seq: 0,
+                            last_used: self.millis,
                         },
                     );
                 }
             }
         }
-        let q = &self.queues[&name];
+        let q = self.queues.get_mut(&name).expect("declared or checked");
+        q.last_used = self.millis;
         let ok = queue::DeclareOk {
             queue: name.as_str().into(),
             message_count: u32::try_from(q.messages.len()).unwrap_or(u32::MAX),
@@ -361,6 +363,7 @@ impl Core {
             },
         );
         let q = self.queues.get_mut(&queue).expect("checked");
+        q.last_used = self.millis;
         q.consumers.push(ConsumerRef {
             conn: id,
             channel: ch,

@@ -239,6 +239,7 @@ impl Core {
         let name = m.queue.as_str().to_owned();
         self.check_queue_access(id, &name)?;
         let q = self.queues.get_mut(&name).expect("checked");
+        q.last_used = self.millis;
         let Some(message) = q.messages.pop_front() else {
             self.reply(id, ch, false, basic::GetEmpty::default());
             return Ok(());
