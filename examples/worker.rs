@@ -36,7 +36,7 @@ use tokio::sync::Notify;
 
 /// An order event.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Order {
+pub(crate) struct Order {
     id: u64,
     customer: String,
     amount_cents: i64,
@@ -44,7 +44,7 @@ struct Order {
 
 /// What the demo counts, shared with the handlers as `State<Arc<Tally>>`.
 #[derive(Debug, Default)]
-struct Tally {
+pub(crate) struct Tally {
     processed: AtomicU64,
     revenue_cents: AtomicU64,
     parked: AtomicU64,
@@ -66,7 +66,7 @@ fn payment_fails(order: &Order, attempt: &Attempt) -> bool {
     concurrency = 8,
     topology = "../topology.toml"
 )]
-async fn process_order(
+pub(crate) async fn process_order(
     Json(order): Json<Order>,
     State(tally): State<Arc<Tally>>,
     attempt: Attempt,
@@ -93,7 +93,7 @@ async fn process_order(
 
 /// Urgent orders arrive here too, through the headers exchange.
 #[consumer(queue = "orders.urgent", topology = "../topology.toml")]
-async fn escalate(
+pub(crate) async fn escalate(
     Json(order): Json<Order>,
     Headers(headers): Headers,
     State(tally): State<Arc<Tally>>,
@@ -109,7 +109,7 @@ async fn escalate(
 
 /// Orders that could not be processed, kept for a person to look at.
 #[consumer(queue = "orders.parking", topology = "../topology.toml")]
-async fn park(body: bytes::Bytes, State(tally): State<Arc<Tally>>) {
+pub(crate) async fn park(body: bytes::Bytes, State(tally): State<Arc<Tally>>) {
     tracing::info!(body = %String::from_utf8_lossy(&body), "parked");
     tally.parked.fetch_add(1, Ordering::Relaxed);
     tally.changed.notify_one();
