@@ -174,6 +174,8 @@ struct Shared {
     work: Notify,
     /// Wakes waiting publishes: room was freed.
     room: Notify,
+    /// Publishes waiting for room (see [`RoomWait`]).
+    room_waiting: std::sync::atomic::AtomicUsize,
     state: watch::Sender<PublisherState>,
     counters: Counters,
 }
@@ -197,7 +199,7 @@ impl Shared {
                 .map(|(id, outcome)| (out.remove(id), outcome))
                 .collect()
         };
-        self.room.notify_waiters();
+        self.freed_room();
         for (entry, outcome) in entries {
             let Some(entry) = entry else { continue };
             match &outcome {
@@ -210,9 +212,16 @@ impl Shared {
         }
     }
 
+    /// Wakes the publishes waiting for room, if any wait.
+    fn freed_room(&self) {
+        if self.room_waiting.load(Ordering::SeqCst) > 0 {
+            self.room.notify_waiters();
+        }
+    }
+
     fn settle(&self, id: u64, outcome: Result<()>) {
         let entry = self.outbox().remove(id);
-        self.room.notify_waiters();
+        self.freed_room();
         let Some(entry) = entry else { return };
         match &outcome {
             Ok(()) => self.counters.confirmed.fetch_add(1, Ordering::Relaxed),
@@ -327,6 +336,8 @@ enum Inner {
         rx: Option<oneshot::Receiver<Result<()>>>,
         shared: Arc<Shared>,
     },
+    /// The outcome was handed out.
+    Done,
 }
 
 impl fmt::Debug for ReliableConfirmation {
@@ -347,6 +358,7 @@ impl Future for ReliableConfirmation {
                         .poll(cx)
                         .map(|r| r.unwrap_or(Err(Error::Closed("publisher"))));
                 }
+                Inner::Done => return Poll::Ready(Err(Error::Closed("publisher"))),
                 Inner::Direct {
                     confirmation,
                     id,
@@ -357,10 +369,12 @@ impl Future for ReliableConfirmation {
                     match outcome {
                         Ok(()) => {
                             shared.settle(*id, Ok(()));
+                            self.inner = Inner::Done;
                             return Poll::Ready(Ok(()));
                         }
                         Err(e @ Error::Returned(_)) => {
                             shared.settle(*id, Err(e.clone()));
+                            self.inner = Inner::Done;
                             return Poll::Ready(Err(e));
                         }
                         // Nacked, or the channel went: sent again by the driver.
@@ -387,7 +401,7 @@ impl Drop for ReliableConfirmation {
             id,
             shared,
             ..
-        } = std::mem::replace(&mut self.inner, Inner::Queued(oneshot::channel().1))
+        } = std::mem::replace(&mut self.inner, Inner::Done)
         {
             let mut out = shared.outbox();
             if out.entries.contains_key(&id) && !out.closed {
@@ -405,6 +419,24 @@ struct Enqueued {
     id: u64,
     rx: oneshot::Receiver<Result<()>>,
     direct: Option<(Channel, Arc<Message>)>,
+}
+
+/// A publish waiting for room, counted so that settling wakes waiters only when there are any.
+struct RoomWait<'a> {
+    shared: &'a Shared,
+}
+
+impl<'a> RoomWait<'a> {
+    fn new(shared: &'a Shared) -> Self {
+        shared.room_waiting.fetch_add(1, Ordering::SeqCst);
+        RoomWait { shared }
+    }
+}
+
+impl Drop for RoomWait<'_> {
+    fn drop(&mut self) {
+        self.shared.room_waiting.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 struct Withdraw<'a> {
@@ -469,6 +501,7 @@ impl ReliablePublisher {
                 outbox: Mutex::new(Outbox::default()),
                 work: Notify::new(),
                 room: Notify::new(),
+                room_waiting: std::sync::atomic::AtomicUsize::new(0),
                 state: watch::Sender::new(PublisherState::Connecting),
                 counters: Counters::default(),
             }),
@@ -618,10 +651,15 @@ impl ReliablePublisher {
             });
         }
         let mut entry = Some((exchange.to_owned(), routing_key.to_owned(), body));
+        // Registered for the room only after a first look found none: a publish that fits at
+        // once touches no waiter list.
+        let mut waiting: Option<RoomWait<'_>> = None;
         loop {
             let room = shared.room.notified();
             tokio::pin!(room);
-            room.as_mut().enable();
+            if waiting.is_some() {
+                room.as_mut().enable();
+            }
             {
                 let mut out = shared.outbox();
                 if out.closed {
@@ -684,6 +722,11 @@ impl ReliablePublisher {
                         bytes: out.bytes,
                     });
                 }
+            }
+            if waiting.is_none() {
+                // Full: count this publish as waiting, then look again with the wake-up armed.
+                waiting = Some(RoomWait::new(shared));
+                continue;
             }
             room.await;
         }
