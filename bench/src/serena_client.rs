@@ -82,14 +82,10 @@ async fn publish_window(
 /// publish_confirm through a `ReliablePublisher`: the same messages, window and checks, the
 /// window kept with `publish_queued` from one task, as `publish_window` keeps it on a channel.
 pub async fn publish_reliable(p: &Params, names: &Names) -> Result<Outcome> {
-    open_connection(&config(), async |conn| -> Result<Outcome> {
-        let ch = conn.channel().await?;
-        declare(&ch, &names.main).await?;
-        let mut body = Body::new(p.small_body);
+    confirmed_publishing(p, names, async |_, body| {
         let options = ReliablePublisherOptions::default()
             .with_mandatory(false)
             .with_max_messages(p.publish_window);
-        let meter = Meter::start();
         ReliablePublisher::scope(&config(), options, async |rp| -> Result<()> {
             let mut pending = VecDeque::with_capacity(p.publish_window);
             for index in 0..p.publish_messages {
@@ -113,7 +109,24 @@ pub async fn publish_reliable(p: &Params, names: &Names) -> Result<Outcome> {
             }
             Ok(())
         })
-        .await?;
+        .await
+    })
+    .await
+}
+
+/// publish_confirm's frame around `publish`: the queue declared, `publish` measured (it must
+/// get `publish_messages` confirmed into `names.main`), the count checked, the queue deleted.
+async fn confirmed_publishing(
+    p: &Params,
+    names: &Names,
+    publish: impl AsyncFnOnce(&Channel, &mut Body) -> Result<()>,
+) -> Result<Outcome> {
+    open_connection(&config(), async |conn| -> Result<Outcome> {
+        let ch = conn.channel().await?;
+        declare(&ch, &names.main).await?;
+        let mut body = Body::new(p.small_body);
+        let meter = Meter::start();
+        publish(&ch, &mut body).await?;
         let span = meter.stop();
         expect_count(
             "confirmed messages in the queue",
@@ -224,36 +237,16 @@ impl Client for Serena {
     const NAME: &'static str = "serena";
 
     async fn publish_confirm(p: &Params, names: &Names) -> Result<Outcome> {
-        open_connection(&config(), async |conn| -> Result<Outcome> {
-            let ch = conn.channel().await?;
-            declare(&ch, &names.main).await?;
-            let mut body = Body::new(p.small_body);
-
-            let meter = Meter::start();
+        confirmed_publishing(p, names, async |ch, body| {
             publish_window(
-                &ch,
+                ch,
                 &names.main,
-                &mut body,
+                body,
                 0,
                 p.publish_messages,
                 p.publish_window,
             )
-            .await?;
-            let span = meter.stop();
-
-            expect_count(
-                "confirmed messages in the queue",
-                p.publish_messages,
-                ready(&ch, &names.main).await?,
-            )?;
-            ch.queue_delete(&names.main, false, false).await?;
-            ch.close().await?;
-            Ok(Outcome {
-                messages: p.publish_messages,
-                payload_bytes: p.publish_messages * p.small_body as u64,
-                span: Some(span),
-                ..Outcome::default()
-            })
+            .await
         })
         .await
     }

@@ -258,3 +258,42 @@ async fn every_future_dropped_after_its_first_poll_leaves_nothing_behind() {
     .await
     .expect("the scope");
 }
+
+/// `publish_queued` waits only for room: dropped while it waits (after its first poll), it
+/// leaves nothing in the outbox and nothing is ever sent for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_publish_dropped_while_waiting_for_room_leaves_nothing() {
+    let q = unique_name("reliable-queued-drop");
+    declare(&q).await;
+    let config = serena_tests::config(&unique_name("reliable-queued-drop"));
+    let options = ReliablePublisherOptions::default().with_max_messages(1);
+    let stats = within(
+        LIMIT,
+        "the scope",
+        ReliablePublisher::scope(&config, options, async |p| {
+            within(LIMIT, "connected", p.connected()).await?;
+            let first = p
+                .publish_queued("", &q, "1", BasicProperties::default())
+                .await?;
+            // The outbox holds its one message until the broker confirms it: the second
+            // waits for room, and is dropped while it waits.
+            let second = poll_once(p.publish_queued("", &q, "2", BasicProperties::default()));
+            assert!(second.await.is_none(), "the second publish had no room");
+            first.await?;
+            Ok::<_, Error>(p.stats())
+        }),
+    )
+    .await
+    .expect("the scope");
+    assert_eq!(
+        (stats.sent, stats.confirmed, stats.in_flight),
+        (1, 1, 0),
+        "{stats:?}"
+    );
+    let seen = drain(&q).await;
+    assert_eq!(
+        seen.keys().copied().collect::<Vec<_>>(),
+        [1],
+        "only the first was sent"
+    );
+}

@@ -466,50 +466,71 @@ impl Channel {
         properties: &BasicProperties,
         options: PublishOptions,
     ) -> Result<Confirmation> {
-        if let Some(key) = properties
-            .headers
-            .as_ref()
-            .and_then(FieldTable::find_non_finite_float)
-        {
-            return Err(EncodeError::NonFiniteFloat {
-                context: "basic properties.headers",
-                key: key.to_owned(),
-            }
-            .into());
-        }
-        let link = self.link();
+        check_headers(properties)?;
         let deadline = options
             .timeout
             .map(|timeout| (Instant::now() + timeout, timeout));
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut st = self.publishable(deadline).await?;
-            // Nothing else in flight on this channel: a caller waiting on this one confirm,
-            // so send it now. Under a stream of publishes the writer batches them instead.
-            let alone = st.machine.unconfirmed(link.id) == 0;
-            body.with_body(|body| {
-                let publish = Publish {
-                    exchange,
-                    routing_key,
-                    mandatory: options.mandatory,
-                    immediate: options.immediate,
-                    properties,
-                    body,
-                };
-                tracing::trace!(channel = link.id.id, %exchange, %routing_key, len = body.as_slice().len(), "publishing");
-                st.machine.publish(link.id, &publish, tx)
-            })
-            .map_err(|e| link.reason(e))?;
-            if alone {
-                link.conn.flush_inline(&mut st);
-            }
-            link.conn.release(st);
-        }
+        let st = self.publishable(deadline).await?;
+        let rx = self.publish_locked(st, exchange, routing_key, body, properties, options)?;
         Ok(Confirmation {
             rx,
             deadline: deadline
                 .map(|(at, timeout)| (Box::pin(tokio::time::sleep_until(at)), timeout)),
         })
+    }
+
+    /// [`publish_ref`](Self::publish_ref) without waiting: `Ok(None)` (nothing sent) when the
+    /// write buffer is full, the broker blocks the connection or the server paused the
+    /// channel. No timeout applies to its confirm.
+    pub(crate) fn try_publish_ref(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: impl IntoBody,
+        properties: &BasicProperties,
+        options: PublishOptions,
+    ) -> Result<Option<Confirmation>> {
+        check_headers(properties)?;
+        let Some(st) = self.try_publishable()? else {
+            return Ok(None);
+        };
+        let rx = self.publish_locked(st, exchange, routing_key, body, properties, options)?;
+        Ok(Some(Confirmation { rx, deadline: None }))
+    }
+
+    /// Encodes a publish into the locked state and releases it; the receiver of its confirm.
+    fn publish_locked(
+        &self,
+        mut st: MutexGuard<'_, State>,
+        exchange: &str,
+        routing_key: &str,
+        body: impl IntoBody,
+        properties: &BasicProperties,
+        options: PublishOptions,
+    ) -> Result<oneshot::Receiver<Result<()>>> {
+        let link = self.link();
+        let (tx, rx) = oneshot::channel();
+        // Nothing else in flight on this channel: a caller waiting on this one confirm, so
+        // send it now. Under a stream of publishes the writer batches them instead.
+        let alone = st.machine.unconfirmed(link.id) == 0;
+        let sent = body.with_body(|body| {
+            let publish = Publish {
+                exchange,
+                routing_key,
+                mandatory: options.mandatory,
+                immediate: options.immediate,
+                properties,
+                body,
+            };
+            tracing::trace!(channel = link.id.id, %exchange, %routing_key, len = body.as_slice().len(), "publishing");
+            st.machine.publish(link.id, &publish, tx)
+        });
+        if sent.is_ok() && alone {
+            link.conn.flush_inline(&mut st);
+        }
+        link.conn.release(st);
+        sent.map_err(|e| link.reason(e))?;
+        Ok(rx)
     }
 
     /// The connection's state, locked, once a publish on this channel can go out: the
@@ -616,5 +637,22 @@ impl Channel {
             }
             other => Err(unexpected("basic.consume-ok", &other)),
         }
+    }
+}
+
+/// A header value RabbitMQ cannot take (a NaN or infinite float) fails the publish before
+/// anything is sent.
+fn check_headers(properties: &BasicProperties) -> Result<()> {
+    match properties
+        .headers
+        .as_ref()
+        .and_then(FieldTable::find_non_finite_float)
+    {
+        Some(key) => Err(EncodeError::NonFiniteFloat {
+            context: "basic properties.headers",
+            key: key.to_owned(),
+        }
+        .into()),
+        None => Ok(()),
     }
 }

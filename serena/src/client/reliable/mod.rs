@@ -185,14 +185,13 @@ impl Shared {
         self.outbox.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Settles `id` with `outcome`, if it is still held, and frees its room.
     /// [`settle`](Self::settle) for several messages, under one lock and one wake-up of the
     /// publishes waiting for room.
     fn settle_many(&self, outcomes: Vec<(u64, Result<()>)>) {
         if outcomes.is_empty() {
             return;
         }
-        let entries: Vec<_> = {
+        let settled: Vec<_> = {
             let mut out = self.outbox();
             outcomes
                 .into_iter()
@@ -200,15 +199,8 @@ impl Shared {
                 .collect()
         };
         self.freed_room();
-        for (entry, outcome) in entries {
-            let Some(entry) = entry else { continue };
-            match &outcome {
-                Ok(()) => self.counters.confirmed.fetch_add(1, Ordering::Relaxed),
-                Err(_) => self.counters.failed.fetch_add(1, Ordering::Relaxed),
-            };
-            if let Some(waiter) = entry.waiter {
-                let _ = waiter.send(outcome);
-            }
+        for (entry, outcome) in settled {
+            self.tell(entry, outcome);
         }
     }
 
@@ -219,9 +211,15 @@ impl Shared {
         }
     }
 
+    /// Settles `id` with `outcome`, if it is still held, and frees its room.
     fn settle(&self, id: u64, outcome: Result<()>) {
         let entry = self.outbox().remove(id);
         self.freed_room();
+        self.tell(entry, outcome);
+    }
+
+    /// Counts a settled message's outcome and tells its publish (when it was still held).
+    fn tell(&self, entry: Option<Entry>, outcome: Result<()>) {
         let Some(entry) = entry else { return };
         match &outcome {
             Ok(()) => self.counters.confirmed.fetch_add(1, Ordering::Relaxed),
@@ -534,12 +532,13 @@ impl ReliablePublisher {
                 mandatory,
             )
             .await?;
-        Ok(self.dispatch(enqueued).await)
+        Ok(self.dispatch(enqueued))
     }
 
-    /// Sends a message the caller may send itself on the driver's channel; the confirmation
-    /// to await either way.
-    async fn dispatch(&self, enqueued: Enqueued) -> ReliableConfirmation {
+    /// Sends a message the caller may send itself on the driver's channel, without waiting
+    /// (so a caller dropped at any point leaves no message half-taken); the confirmation to
+    /// await either way. A channel that cannot take it now leaves it to the driver.
+    fn dispatch(&self, enqueued: Enqueued) -> ReliableConfirmation {
         let Enqueued { id, rx, direct } = enqueued;
         let Some((ch, m)) = direct else {
             return ReliableConfirmation {
@@ -547,17 +546,15 @@ impl ReliablePublisher {
             };
         };
         let options = PublishOptions::default().with_mandatory(m.mandatory);
-        let sent = ch
-            .publish_ref(
-                &m.exchange,
-                &m.routing_key,
-                m.body.clone(),
-                &m.properties,
-                options,
-            )
-            .await;
+        let sent = ch.try_publish_ref(
+            &m.exchange,
+            &m.routing_key,
+            m.body.clone(),
+            &m.properties,
+            options,
+        );
         match sent {
-            Ok(confirmation) => ReliableConfirmation {
+            Ok(Some(confirmation)) => ReliableConfirmation {
                 inner: Inner::Direct {
                     confirmation,
                     id,
@@ -573,8 +570,8 @@ impl ReliablePublisher {
                     inner: Inner::Queued(rx),
                 }
             }
-            // The channel went: the driver sends it again on the next one.
-            Err(_) => {
+            // The channel is full, paused or gone: the driver sends it (again, if need be).
+            Ok(None) | Err(_) => {
                 if self.shared.outbox().requeue(id) {
                     self.shared.work.notify_one();
                 }
@@ -623,7 +620,7 @@ impl ReliablePublisher {
             shared,
             id: enqueued.id,
         };
-        let wait = async { self.dispatch(enqueued).await.await };
+        let wait = self.dispatch(enqueued);
         match shared.options.publish_timeout {
             Some(limit) => tokio::time::timeout(limit, wait).await.unwrap_or_else(|_| {
                 shared.counters.failed.fetch_add(1, Ordering::Relaxed);
