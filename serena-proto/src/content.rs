@@ -28,7 +28,7 @@ use super::frame::{
     encode_header_parts, encode_method, encode_method_with,
 };
 use super::method::Method;
-use super::properties::{BasicProperties, ContentHeader};
+use super::properties::{BasicProperties, ContentHeader, PropertiesRef};
 
 /// The largest body the assembler accepts unless told otherwise: RabbitMQ's own ceiling (512 MiB).
 pub const DEFAULT_MAX_BODY: u64 = 512 * 1024 * 1024;
@@ -165,7 +165,7 @@ fn encode_message(
         channel,
         class_id,
         method_frame,
-        (properties, body.len()),
+        (properties.into(), body.len()),
         frame_max,
     )?;
     encode_body_frames(buf, channel, body, body_chunk(frame_max));
@@ -179,7 +179,7 @@ fn encode_head(
     channel: u16,
     class_id: u16,
     method_frame: impl FnOnce(&mut BytesMut) -> Result<(), EncodeError>,
-    (properties, body_len): (&BasicProperties, usize),
+    (properties, body_len): (PropertiesRef<'_>, usize),
     frame_max: u32,
 ) -> Result<std::ops::Range<usize>, EncodeError> {
     if (frame_max as usize) <= FRAME_OVERHEAD && body_len > 0 {
@@ -420,6 +420,7 @@ mod tests {
 
     use super::*;
     use crate::method::basic;
+    use crate::properties::EncodedProperties;
 
     /// `encode_publish` against the general path with a built `basic.publish`.
     fn both(
@@ -433,12 +434,16 @@ mod tests {
             immediate: p.immediate,
         }
         .into();
+        let typed = match p.properties {
+            PropertiesRef::Typed(t) => t.clone(),
+            PropertiesRef::Encoded(e) => e.decode().expect("decodes"),
+        };
         let mut general = BytesMut::from(&b"kept"[..]);
         let general = encode_content(
             &mut general,
             3,
             &method,
-            p.properties,
+            &typed,
             p.body.as_slice(),
             frame_max,
         )
@@ -479,9 +484,14 @@ mod tests {
             frame_max in prop_oneof![Just(4096u32), Just(131_072), 60u32..200],
         ) {
             let properties = BasicProperties::default().with_content_type("text/plain");
-            let p = Publish { exchange: &exchange, routing_key: &routing_key, mandatory, immediate, properties: &properties, body: Body::Borrowed(&body) };
+            let p = Publish { exchange: &exchange, routing_key: &routing_key, mandatory, immediate, properties: (&properties).into(), body: Body::Borrowed(&body) };
             let (general, borrowed) = both(&p, frame_max);
-            prop_assert_eq!(general, borrowed);
+            prop_assert_eq!(&general, &borrowed);
+            // Properties encoded before: the same bytes.
+            let encoded = EncodedProperties::new(&properties).expect("encodes");
+            let p = Publish { properties: (&encoded).into(), ..p };
+            let (_, pre_encoded) = both(&p, frame_max);
+            prop_assert_eq!(general, pre_encoded);
         }
 
         /// A shared body is queued by reference from [`SHARED_BODY_MIN`] on: the bytes on
@@ -494,7 +504,7 @@ mod tests {
             let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let shared = Bytes::from(body.clone());
             let properties = BasicProperties::default().with_message_id("m");
-            let p = |body| Publish { exchange: "x", routing_key: "k", mandatory: true, immediate: false, properties: &properties, body };
+            let p = |body| Publish { exchange: "x", routing_key: "k", mandatory: true, immediate: false, properties: (&properties).into(), body };
             let (copied, _) = both(&p(Body::Borrowed(&body)), frame_max);
             let (by_reference, _) = both(&p(Body::Shared(&shared)), frame_max);
             prop_assert_eq!(copied, by_reference);
@@ -530,7 +540,7 @@ mod tests {
             routing_key: "q",
             mandatory: false,
             immediate: false,
-            properties: &properties,
+            properties: (&properties).into(),
             body: Body::Shared(&shared),
         };
         let mut out = Outgoing::default();
@@ -564,7 +574,7 @@ mod tests {
             routing_key: &long,
             mandatory: true,
             immediate: false,
-            properties: &properties,
+            properties: (&properties).into(),
             body: Body::Borrowed(b"x"),
         };
         let (general, borrowed) = both(&p, 131_072);

@@ -154,7 +154,7 @@ pub(crate) fn encode_header_parts(
     channel: u16,
     class_id: u16,
     body_size: u64,
-    properties: &crate::BasicProperties,
+    properties: crate::PropertiesRef<'_>,
 ) -> Result<(), EncodeError> {
     encode_with(buf, FRAME_HEADER, channel, |b| {
         crate::properties::encode_header_payload(b, class_id, body_size, properties)

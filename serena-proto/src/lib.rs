@@ -22,6 +22,6 @@ pub use content::{Assembled, Content, ContentAssembler};
 pub use error::{DecodeError, EncodeError};
 pub use frame::{FRAME_MIN_SIZE, Frame, FrameDecoder, PROTOCOL_HEADER};
 pub use method::Method;
-pub use properties::{BasicProperties, ContentHeader};
+pub use properties::{BasicProperties, ContentHeader, EncodedProperties, PropertiesRef};
 pub use table::{Decimal, FieldTable, FieldValue};
 pub use types::{LongString, ShortString};

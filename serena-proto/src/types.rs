@@ -46,6 +46,13 @@ impl ShortString {
         &self.0
     }
 
+    /// The part `range` of the text, sharing its bytes (nothing is copied); `None` when
+    /// `range` is out of bounds or cuts a character.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Option<ShortString> {
+        self.as_str().get(range.clone())?;
+        Some(ShortString(self.0.slice(range)))
+    }
+
     /// Length in bytes.
     pub fn len(&self) -> usize {
         self.0.len()
@@ -208,5 +215,22 @@ impl From<Bytes> for LongString {
 impl From<ShortString> for LongString {
     fn from(s: ShortString) -> Self {
         LongString(s.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slice_shares_the_text_and_refuses_cut_characters() {
+        let s = ShortString::from("ab-é12");
+        assert_eq!(s.slice(0..2).as_deref(), Some("ab"));
+        assert_eq!(s.slice(3..5).as_deref(), Some("é"));
+        assert_eq!(s.slice(7..7).as_deref(), Some(""));
+        assert_eq!(s.slice(4..5), None, "inside é");
+        assert_eq!(s.slice(5..9), None, "past the end");
+        let part = s.slice(5..7).unwrap();
+        assert_eq!(part.as_bytes().as_ptr(), s.as_bytes()[5..].as_ptr());
     }
 }

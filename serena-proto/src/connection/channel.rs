@@ -12,7 +12,7 @@ use super::sinks::{Failure, Returned, ServerClose, Sinks};
 use crate::content::{Assembled, Content, ContentAssembler, encode_publish, fingerprint};
 use crate::frame::{FRAME_HEADER_SIZE, encode_method};
 use crate::method::{Method, basic, channel};
-use crate::properties::{BasicProperties, encode_header_payload};
+use crate::properties::{PropertiesRef, encode_header_payload};
 use crate::types::ShortString;
 
 /// Where a channel is in its life (see the diagram in the module docs).
@@ -143,8 +143,8 @@ pub struct Publish<'a> {
     pub mandatory: bool,
     /// Deprecated; RabbitMQ refuses it.
     pub immediate: bool,
-    /// The message properties.
-    pub properties: &'a BasicProperties,
+    /// The message properties (a `&BasicProperties` converts with `into()`).
+    pub properties: PropertiesRef<'a>,
     /// The body.
     pub body: Body<'a>,
 }
@@ -836,7 +836,7 @@ impl<S: Sinks> ChannelMachine<S> {
             &mut header,
             basic::Publish::CLASS_ID,
             content.body.len() as u64,
-            &content.properties,
+            &*content.properties,
         ) {
             Ok(()) => fingerprint(&header, &content.body),
             Err(_) => 0,

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::proto::connection::Publish;
 use crate::proto::method::Request;
 use crate::proto::method::{basic, channel, confirm, exchange, queue};
-use crate::proto::{Assembled, BasicProperties, EncodeError, FieldTable, Method};
+use crate::proto::{Assembled, BasicProperties, EncodeError, FieldTable, Method, PropertiesRef};
 
 /// The server's answer to a queue declaration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -452,7 +452,7 @@ impl Channel {
         properties: BasicProperties,
         options: PublishOptions,
     ) -> Result<Confirmation> {
-        self.publish_ref(exchange, routing_key, body, &properties, options)
+        self.publish_ref(exchange, routing_key, body, (&properties).into(), options)
             .await
     }
 
@@ -463,7 +463,7 @@ impl Channel {
         exchange: &str,
         routing_key: &str,
         body: impl IntoBody,
-        properties: &BasicProperties,
+        properties: PropertiesRef<'_>,
         options: PublishOptions,
     ) -> Result<Confirmation> {
         check_headers(properties)?;
@@ -487,7 +487,7 @@ impl Channel {
         exchange: &str,
         routing_key: &str,
         body: impl IntoBody,
-        properties: &BasicProperties,
+        properties: PropertiesRef<'_>,
         options: PublishOptions,
     ) -> Result<Option<Confirmation>> {
         check_headers(properties)?;
@@ -505,7 +505,7 @@ impl Channel {
         exchange: &str,
         routing_key: &str,
         body: impl IntoBody,
-        properties: &BasicProperties,
+        properties: PropertiesRef<'_>,
         options: PublishOptions,
     ) -> Result<oneshot::Receiver<Result<()>>> {
         let link = self.link();
@@ -568,7 +568,7 @@ impl Channel {
     }
 
     /// Waits until a publish on this channel would go out (see [`publishable`](Self::publishable)).
-    async fn wait_publishable(&self) -> Result<()> {
+    pub(crate) async fn wait_publishable(&self) -> Result<()> {
         let link = self.link();
         loop {
             let drained = link.conn.out_drained.notified();
@@ -642,7 +642,11 @@ impl Channel {
 
 /// A header value RabbitMQ cannot take (a NaN or infinite float) fails the publish before
 /// anything is sent.
-fn check_headers(properties: &BasicProperties) -> Result<()> {
+fn check_headers(properties: PropertiesRef<'_>) -> Result<()> {
+    let PropertiesRef::Typed(properties) = properties else {
+        // Encoded properties were checked when they were encoded.
+        return Ok(());
+    };
     match properties
         .headers
         .as_ref()

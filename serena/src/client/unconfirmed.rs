@@ -119,7 +119,7 @@ impl UnconfirmedChannel {
                 routing_key,
                 mandatory: false,
                 immediate: false,
-                properties: &properties,
+                properties: (&properties).into(),
                 body,
             };
             tracing::trace!(channel = link.id.id, %exchange, %routing_key, len = body.as_slice().len(), "publishing unconfirmed");

@@ -315,7 +315,7 @@ mod tests {
                         routing_key: "q",
                         mandatory: false,
                         immediate: false,
-                        properties: &Default::default(),
+                        properties: (&crate::proto::BasicProperties::default()).into(),
                         body: crate::proto::connection::Body::Borrowed(b"x"),
                     },
                     confirm,

@@ -338,7 +338,7 @@ fn publish(
             routing_key: "same",
             mandatory: true,
             immediate: false,
-            properties: &properties,
+            properties: (&properties).into(),
             body: Body::Borrowed(body),
         },
         tx,
@@ -825,7 +825,7 @@ fn plain_publish(mandatory: bool) -> Publish<'static> {
         routing_key: "q",
         mandatory,
         immediate: false,
-        properties: &PROPERTIES,
+        properties: (&*PROPERTIES).into(),
         body: Body::Borrowed(b"telemetry"),
     }
 }
