@@ -356,3 +356,51 @@ async fn queued_publishes_from_one_task_survive_a_cut() {
     assert!(stats.reconnects >= 1, "{stats:?}");
     assert!(duplicates <= stats.republished, "{duplicates} > {stats:?}");
 }
+
+/// Confirmations of messages sent from the caller's task, dropped after their channel was
+/// lost: the next channel sends those messages again (all confirmed, each in the queue) and
+/// is not disturbed by the old channel's failed confirms (one reconnect, not two).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmations_dropped_after_their_channel_died_do_not_disturb_the_next() {
+    const TOTAL: u64 = 200;
+    let q = unique_name("reliable-orphans");
+    declare(&q).await;
+    let proxy = Proxy::start().await.expect("proxy");
+    let config = proxy.client_config(&unique_name("reliable-orphans"));
+    let stats = within(
+        LIMIT,
+        "republishing what dropped confirmations left",
+        ReliablePublisher::scope(&config, ReliablePublisherOptions::default(), async |p| {
+            p.connected().await?;
+            // Confirms never come back: the messages stay held.
+            proxy.stall(Direction::ServerToClient);
+            let mut held = Vec::new();
+            for id in 0..TOTAL {
+                let body = id.to_string();
+                held.push(
+                    p.publish_queued("", &q, body, BasicProperties::default())
+                        .await?,
+                );
+            }
+            proxy.set_refusing(true);
+            proxy.cut_all();
+            while !matches!(p.state(), PublisherState::Reconnecting { .. }) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            drop(held);
+            proxy.resume(Direction::ServerToClient);
+            proxy.set_refusing(false);
+            while p.stats().in_flight > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Ok::<_, Error>(p.stats())
+        }),
+    )
+    .await
+    .expect("the scope");
+    assert_eq!(stats.confirmed, TOTAL, "{stats:?}");
+    assert_eq!(stats.reconnects, 1, "{stats:?}");
+    let seen = drain(&q).await;
+    let ids: Vec<u64> = (0..TOTAL).collect();
+    check_none_lost(&ids, &seen);
+}

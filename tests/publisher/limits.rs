@@ -297,3 +297,102 @@ async fn a_queued_publish_dropped_while_waiting_for_room_leaves_nothing() {
         "only the first was sent"
     );
 }
+
+/// Messages no channel can carry: names over 255 bytes, a NaN header, a header larger than
+/// the negotiated frame size. Sent from the caller's task (connected, nothing queued) they
+/// fail at once; queued for the driver (no connection) the names and the NaN still fail at
+/// once and the oversized header fails through its confirmation when the driver gets to it.
+/// Either way nothing is held for them, and the good messages around them are confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_no_channel_can_carry_fail_typed_on_either_path_and_hold_nothing() {
+    use serena::proto::{EncodeError, FieldTable, FieldValue};
+    let q = unique_name("reliable-uncarriable");
+    declare(&q).await;
+    let proxy = Proxy::start().await.expect("proxy");
+    let config = proxy.client_config(&unique_name("reliable-uncarriable"));
+    let long = "k".repeat(256);
+    let mut nan = FieldTable::default();
+    nan.insert("x", FieldValue::F64(f64::NAN));
+    let nan = BasicProperties::default().with_headers(nan);
+    let mut blob = FieldTable::default();
+    blob.insert("blob", FieldValue::ByteArray(vec![0u8; 300_000].into()));
+    let huge = BasicProperties::default().with_headers(blob);
+    let encode_error = |r: serena::Result<()>| match r {
+        Err(Error::Encode(e)) => e,
+        other => panic!("expected an encoding error, got {other:?}"),
+    };
+    let (direct, queued, late, good, stats) = within(
+        LIMIT,
+        "publishing messages no channel can carry",
+        ReliablePublisher::scope(&config, ReliablePublisherOptions::default(), async |p| {
+            p.connected().await?;
+            let try_all = async |p: &ReliablePublisher| {
+                [
+                    p.publish("", &long, "x", BasicProperties::default()).await,
+                    p.publish(&long, "k", "x", BasicProperties::default()).await,
+                    p.publish("", &q, "x", nan.clone()).await,
+                ]
+            };
+            let mut direct = try_all(p).await.to_vec();
+            direct.push(p.publish("", &q, "x", huge.clone()).await);
+            // No connection: everything waits for the driver.
+            proxy.set_refusing(true);
+            proxy.cut_all();
+            while !matches!(p.state(), PublisherState::Reconnecting { .. }) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let queued = try_all(p).await;
+            let before = p.publish_queued("", &q, "1", BasicProperties::default());
+            let before = before.await?;
+            let late = p.publish_queued("", &q, "x", huge.clone()).await?;
+            let after = p.publish_queued("", &q, "2", BasicProperties::default());
+            let after = after.await?;
+            assert_eq!(p.stats().in_flight, 3, "{:?}", p.stats());
+            proxy.set_refusing(false);
+            let (before, late, after) = tokio::join!(before, late, after);
+            Ok::<_, Error>((direct, queued, late, [before, after], p.stats()))
+        }),
+    )
+    .await
+    .expect("the scope");
+    let direct: Vec<_> = direct.into_iter().map(encode_error).collect();
+    assert!(
+        matches!(
+            direct[..],
+            [
+                EncodeError::ShortStringTooLong { len: 256, .. },
+                EncodeError::ShortStringTooLong { len: 256, .. },
+                EncodeError::NonFiniteFloat { .. },
+                EncodeError::FrameTooLarge { .. },
+            ]
+        ),
+        "{direct:?}"
+    );
+    let queued: Vec<_> = queued.into_iter().map(encode_error).collect();
+    assert!(
+        matches!(
+            queued[..],
+            [
+                EncodeError::ShortStringTooLong { .. },
+                EncodeError::ShortStringTooLong { .. },
+                EncodeError::NonFiniteFloat { .. },
+            ]
+        ),
+        "{queued:?}"
+    );
+    assert!(
+        matches!(encode_error(late), EncodeError::FrameTooLarge { .. }),
+        "through the driver"
+    );
+    for g in good {
+        g.expect("the good messages are confirmed");
+    }
+    assert_eq!(stats.in_flight, 0, "{stats:?}");
+    assert_eq!((stats.confirmed, stats.failed), (2, 8), "{stats:?}");
+    let seen = drain(&q).await;
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        [(1, 1), (2, 1)],
+        "only the good ones reached the queue"
+    );
+}

@@ -90,6 +90,22 @@ impl<const N: usize> IntoBody for [u8; N] {
     }
 }
 
+/// A body kept for publishing again (the reliable publisher's): published by reference,
+/// without a clone of the [`Bytes`] (the protocol layer copies it below
+/// [`SHARED_BODY_MIN`], shares it from there).
+pub(crate) struct Held<'a>(pub(crate) &'a Bytes);
+
+impl sealed::Sealed for Held<'_> {}
+impl IntoBody for Held<'_> {
+    fn with_body<R>(self, f: impl FnOnce(Body<'_>) -> R) -> R {
+        f(Body::Shared(self.0))
+    }
+
+    fn into_bytes(self) -> Bytes {
+        self.0.clone()
+    }
+}
+
 impl sealed::Sealed for Cow<'_, [u8]> {}
 impl IntoBody for Cow<'_, [u8]> {
     fn with_body<R>(self, f: impl FnOnce(Body<'_>) -> R) -> R {

@@ -163,6 +163,7 @@ impl Drop for Inner {
 
 /// Heartbeat and traffic counters of a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HeartbeatStats {
     /// The negotiated interval (zero: heartbeats off).
     pub interval: Duration,

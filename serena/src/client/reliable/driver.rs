@@ -26,7 +26,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::hosts::Hosts;
-use super::{Message, PublisherState, Shared};
+use super::{PublisherState, Shared};
+use crate::client::body::Held;
 use crate::client::{Channel, Confirmation, Connection, PublishOptions, run_scope};
 use crate::error::{CloseScope, Error, Result, UnexpectedCloseError};
 
@@ -42,25 +43,40 @@ enum LifeEnd {
 /// starts (unless suspects are being isolated), cleared when it ends, however it ends.
 struct DirectGuard<'a> {
     shared: &'a Shared,
+    /// This channel's generation.
+    generation: u64,
 }
 
 impl<'a> DirectGuard<'a> {
     fn open(shared: &'a Shared, ch: &Channel, now: bool) -> Self {
-        shared.outbox().direct = now.then(|| ch.clone());
-        DirectGuard { shared }
+        let mut out = shared.outbox();
+        out.generation += 1;
+        let generation = out.generation;
+        out.direct = now.then(|| (ch.clone(), generation));
+        DirectGuard { shared, generation }
     }
+
+    /// Lets publishers send on `ch` themselves again (suspects were isolated).
+    fn resume(&self, ch: &Channel) {
+        self.shared.outbox().direct = Some((ch.clone(), self.generation));
+    }
+}
+
+/// What [`Driver::send_next`] did.
+enum Sent {
+    /// Sent the message of this id; its confirm.
+    One(u64, Confirmation),
+    /// Nothing is queued.
+    Nothing,
+    /// The channel cannot take a publish now (write buffer full, connection blocked,
+    /// channel paused): the message stays queued.
+    NoRoom,
 }
 
 impl Drop for DirectGuard<'_> {
     fn drop(&mut self) {
         self.shared.outbox().direct = None;
     }
-}
-
-/// One message to send: its id and the held message, shared.
-struct Outgoing {
-    id: u64,
-    message: Arc<Message>,
 }
 
 pub(super) struct Driver {
@@ -208,13 +224,7 @@ impl Driver {
                 Ok(end) => return Ok(end),
                 Err(e) if refused_message(&e) => {
                     if isolate_through.is_none() {
-                        let out = self.shared.outbox();
-                        isolate_through = out
-                            .entries
-                            .iter()
-                            .rev()
-                            .find(|(_, e)| e.sends > 0)
-                            .map(|(id, _)| *id);
+                        isolate_through = self.shared.outbox().last_sent();
                     }
                     tracing::warn!(error = %e, "reliable publisher: the broker closed the channel over a message; sending the suspects one at a time");
                 }
@@ -232,12 +242,11 @@ impl Driver {
         rebalance_at: Option<Instant>,
     ) -> Result<LifeEnd> {
         let shared = &*self.shared;
-        let options = PublishOptions::default();
         let mut in_flight: VecDeque<(u64, Confirmation)> = VecDeque::new();
         let mut stop = self.stop.clone();
         let mut draining = false;
         // Publishers send on this channel themselves while nothing else is going on.
-        let _direct = DirectGuard::open(&self.shared, ch, isolate_through.is_none());
+        let direct = DirectGuard::open(&self.shared, ch, isolate_through.is_none());
         let closed = ch.closed();
         tokio::pin!(closed);
         let rebalance = async {
@@ -252,38 +261,28 @@ impl Driver {
                 return Ok(LifeEnd::Stopped);
             }
             {
-                // Confirms of direct sends nobody awaits: settled here, in order with the rest.
+                // Confirms of direct sends on this channel nobody awaits: settled here, in
+                // order with the rest. Those of an earlier channel are dropped: that channel
+                // is gone and its messages were queued again when this one opened.
                 let mut out = shared.outbox();
-                in_flight.extend(out.orphans.drain(..));
+                for orphan in out.orphans.drain(..) {
+                    if orphan.generation == direct.generation {
+                        in_flight.push_back((orphan.id, orphan.confirmation));
+                    }
+                }
             }
             self.settle_ready(&mut in_flight, isolate_through.is_some())?;
             let one_at_a_time = isolate_through.is_some() && !in_flight.is_empty();
-            if !draining
-                && !one_at_a_time
-                && let Some(msg) = self.take_next()
-            {
-                if isolate_through.is_some_and(|last| msg.id > last) {
-                    *isolate_through = None;
-                    if !draining {
-                        shared.outbox().direct = Some(ch.clone());
+            let mut no_room = false;
+            if !draining && !one_at_a_time {
+                match self.send_next(ch, isolate_through, &direct)? {
+                    Sent::One(id, confirmation) => {
+                        in_flight.push_back((id, confirmation));
+                        continue;
                     }
+                    Sent::NoRoom => no_room = true,
+                    Sent::Nothing => {}
                 }
-                // Waits while the broker blocks the connection (a memory alarm): the scope's
-                // end must not wait for the alarm to clear.
-                let m = &*msg.message;
-                let send = ch.publish_ref(
-                    &m.exchange,
-                    &m.routing_key,
-                    m.body.clone(),
-                    &m.properties,
-                    options.with_mandatory(m.mandatory),
-                );
-                let confirmation = tokio::select! {
-                    sent = send => sent?,
-                    _ = stop.wait_for(|s| *s) => return Ok(LifeEnd::Stopped),
-                };
-                in_flight.push_back((msg.id, confirmation));
-                continue;
             }
             if draining && in_flight.is_empty() && !self.shared.outbox().sent_unconfirmed() {
                 return Ok(LifeEnd::Rebalance);
@@ -299,7 +298,10 @@ impl Driver {
                     let (id, _) = in_flight.pop_front().expect("awaited the front");
                     self.settle_one(id, r, isolate_through.is_some())?;
                 }
-                () = shared.work.notified(), if !draining && !one_at_a_time => {}
+                () = shared.work.notified(), if !draining && !one_at_a_time && !no_room => {}
+                // Waits while the broker blocks the connection (a memory alarm), settling
+                // confirms meanwhile; the scope's end does not wait for the alarm to clear.
+                r = ch.wait_publishable(), if no_room => r?,
                 _ = stop.changed() => {}
                 e = &mut closed => return Err(e),
                 () = &mut rebalance, if !draining => {
@@ -313,13 +315,47 @@ impl Driver {
         }
     }
 
-    /// The next queued message still held, marked as sent once more.
-    fn take_next(&self) -> Option<Outgoing> {
+    /// Sends the next queued message still held on `ch`, from under the outbox's lock (the
+    /// channel takes it without waiting, or not at all), marked as sent once more. The
+    /// first message past the suspects ends their isolation.
+    fn send_next(
+        &self,
+        ch: &Channel,
+        isolate_through: &mut Option<u64>,
+        direct: &DirectGuard<'_>,
+    ) -> Result<Sent> {
         let shared = &*self.shared;
         let mut out = shared.outbox();
-        while let Some(id) = out.queue.pop_front() {
+        while let Some(&id) = out.queue.front() {
             let Some(entry) = out.entries.get_mut(&id) else {
+                out.queue.pop_front();
                 continue;
+            };
+            let m = &entry.message;
+            let sent = ch.try_publish_ref(
+                &m.exchange,
+                &m.routing_key,
+                Held(&m.body),
+                (&m.properties).into(),
+                PublishOptions::default().with_mandatory(m.mandatory),
+            );
+            let confirmation = match sent {
+                Ok(Some(confirmation)) => confirmation,
+                Ok(None) => return Ok(Sent::NoRoom),
+                // No channel can carry it (a header too large for the negotiated frame
+                // size, say): it fails, the others go on.
+                Err(e @ Error::Encode(_)) => {
+                    out.queue.pop_front();
+                    let tell = out.settle(id, Err(e), &shared.counters);
+                    drop(out);
+                    shared.freed_room();
+                    if let Some((tx, outcome)) = tell {
+                        let _ = tx.send(outcome);
+                    }
+                    out = shared.outbox();
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             entry.sends += 1;
             entry.queued = false;
@@ -327,12 +363,15 @@ impl Driver {
                 shared.counters.republished.fetch_add(1, Ordering::Relaxed);
             }
             shared.counters.sent.fetch_add(1, Ordering::Relaxed);
-            return Some(Outgoing {
-                id,
-                message: entry.message.clone(),
-            });
+            out.queue.pop_front();
+            if isolate_through.is_some_and(|last| id > last) {
+                *isolate_through = None;
+                drop(out);
+                direct.resume(ch);
+            }
+            return Ok(Sent::One(id, confirmation));
         }
-        None
+        Ok(Sent::Nothing)
     }
 
     /// Settles the confirms at the front of `in_flight` that have arrived, without waiting.

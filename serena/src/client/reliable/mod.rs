@@ -23,21 +23,24 @@ mod driver;
 mod hosts;
 mod options;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::{Notify, oneshot, watch};
 
+use crate::client::body::Held;
 use crate::client::{Channel, Confirmation, IntoBody, PublishOptions};
 use crate::config::{ConnectionConfig, Endpoint};
 use crate::error::{Error, Result};
 use crate::proto::BasicProperties;
+use crate::proto::{EncodeError, EncodedProperties, ShortString};
 
 pub use options::{ReliablePublisherOptions, WhenFull};
 
@@ -81,45 +84,143 @@ pub struct PublisherStats {
 
 /// What is published, as the caller gave it (with its `message_id` set).
 struct Message {
-    exchange: String,
-    routing_key: String,
+    exchange: ShortString,
+    routing_key: ShortString,
     body: Bytes,
-    properties: BasicProperties,
+    /// Encoded once, when the message is put in the outbox: a few dozen bytes held instead
+    /// of a 368-byte `BasicProperties` (a thousand messages in flight were half a megabyte
+    /// the outbox moved and missed the cache on), and not encoded again on a republish.
+    properties: EncodedProperties,
     mandatory: bool,
+}
+
+/// Who learns a held message's outcome.
+enum Waiter {
+    /// A publish, or a [`ReliableConfirmation`], waiting for what the driver's sends get.
+    Task(oneshot::Sender<Result<()>>),
+    /// A [`ReliableConfirmation`] that sent the message itself and awaits that channel's
+    /// confirm; an outcome the driver reaches first (after sending it again on a new
+    /// channel) is kept for it in [`Outbox::unclaimed`]. No allocation per message.
+    Direct,
+    /// Nobody: the confirmation was dropped.
+    Nobody,
 }
 
 /// One message held until the broker confirms it.
 struct Entry {
-    /// Shared with the driver while it sends it: taken without copying under the lock.
-    message: Arc<Message>,
+    /// Sent from under the outbox's lock (nothing awaits while it is borrowed).
+    message: Message,
     /// Times sent so far.
     sends: u32,
     /// In the queue of ids to send (never twice).
     queued: bool,
-    /// The caller's publish, waiting for the outcome.
-    waiter: Option<oneshot::Sender<Result<()>>>,
+    waiter: Waiter,
+}
+
+/// A settled message's waiting publish and its outcome, told once the lock is released.
+type Tell = (oneshot::Sender<Result<()>>, Result<()>);
+
+/// Hashes the outbox's ids: they count up from 0, so one multiply spreads them (SipHash's
+/// setup cost more than the rest of the lookup).
+#[derive(Default)]
+struct IdHash(u64);
+
+impl Hasher for IdHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 /// What the publisher holds, under one lock.
-#[derive(Default)]
 struct Outbox {
     next_id: u64,
-    /// Every message not yet confirmed or failed, by id (the order they were published in).
-    entries: BTreeMap<u64, Entry>,
+    /// Every message not yet confirmed or failed, by id (ids count up in publish order).
+    entries: HashMap<u64, Entry, BuildHasherDefault<IdHash>>,
     /// Ids to send next. May name withdrawn ids (skipped when taken).
     queue: VecDeque<u64>,
     bytes: usize,
     /// Set when the scope ends.
     closed: bool,
-    /// The driver's channel while publishers may send on it themselves: connected, not
-    /// isolating suspects, not draining for a rebalance.
-    direct: Option<Channel>,
+    /// The driver's channel while publishers may send on it themselves (connected, not
+    /// isolating suspects, not draining for a rebalance), with its generation.
+    direct: Option<(Channel, u64)>,
+    /// Counts the driver's channels: a direct send remembers the one it went out on.
+    generation: u64,
     /// Confirms of messages sent directly whose [`ReliableConfirmation`] was dropped before
-    /// they came: the driver awaits them.
-    orphans: Vec<(u64, Confirmation)>,
+    /// they came, with their channel's generation: the driver of that channel awaits them
+    /// (a later channel sends those messages again instead).
+    orphans: Vec<Orphan>,
+    /// Generated message ids.
+    ids: IdBatch,
+    /// Where messages' properties are encoded, one after another: they share its chunks
+    /// (4 KiB) instead of an allocation each. A held message keeps its chunk alive.
+    encoded: BytesMut,
+    /// The names of the last message's route, shared with the next message that uses the
+    /// same (most publishers use a few routes): names are copied only when the route changes.
+    route: (ShortString, ShortString),
+    /// Outcomes the driver reached for messages a [`ReliableConfirmation`] sent itself, kept
+    /// until it asks (or is dropped): at most one per live confirmation.
+    unclaimed: HashMap<u64, Result<()>, BuildHasherDefault<IdHash>>,
+}
+
+/// A direct send's confirm that nobody awaits any more.
+struct Orphan {
+    id: u64,
+    generation: u64,
+    confirmation: Confirmation,
 }
 
 impl Outbox {
+    fn new() -> Self {
+        Outbox {
+            next_id: 0,
+            entries: HashMap::default(),
+            queue: VecDeque::new(),
+            bytes: 0,
+            closed: false,
+            direct: None,
+            generation: 0,
+            orphans: Vec::new(),
+            ids: IdBatch::empty(),
+            encoded: BytesMut::new(),
+            route: (ShortString::new(), ShortString::new()),
+            unclaimed: HashMap::default(),
+        }
+    }
+
+    /// `properties` encoded into the shared chunk (a new one when it is nearly used up).
+    fn encode(&mut self, properties: &BasicProperties) -> Result<EncodedProperties> {
+        const CHUNK: usize = 4096;
+        if self.encoded.capacity() < CHUNK / 8 {
+            self.encoded = BytesMut::with_capacity(CHUNK);
+        }
+        Ok(EncodedProperties::encode_into(
+            properties,
+            &mut self.encoded,
+        )?)
+    }
+
+    /// `exchange` and `routing_key` as held names, shared with the last message's when they
+    /// are the same.
+    fn route(&mut self, exchange: &str, routing_key: &str) -> (ShortString, ShortString) {
+        if self.route.0 != exchange {
+            self.route.0 = ShortString::from(exchange);
+        }
+        if self.route.1 != routing_key {
+            self.route.1 = ShortString::from(routing_key);
+        }
+        self.route.clone()
+    }
     /// Removes `id`, freeing its room; its waiter, if any.
     fn remove(&mut self, id: u64) -> Option<Entry> {
         let entry = self.entries.remove(&id)?;
@@ -127,31 +228,48 @@ impl Outbox {
         Some(entry)
     }
 
+    /// Settles `id` with `outcome`, if it is still held: counted, kept for the direct
+    /// confirmation that awaits it, or handed back to be told to the waiting publish once
+    /// the lock is released.
+    fn settle(&mut self, id: u64, outcome: Result<()>, counters: &Counters) -> Option<Tell> {
+        let entry = self.remove(id)?;
+        match &outcome {
+            Ok(()) => counters.confirmed.fetch_add(1, Ordering::Relaxed),
+            Err(_) => counters.failed.fetch_add(1, Ordering::Relaxed),
+        };
+        match entry.waiter {
+            Waiter::Task(tx) => Some((tx, outcome)),
+            Waiter::Direct => {
+                self.unclaimed.insert(id, outcome);
+                None
+            }
+            Waiter::Nobody => None,
+        }
+    }
+
     /// Queues every held message again, in publish order: after a lost connection or channel,
     /// what was in flight on it is sent again, before anything newer.
     fn requeue_all(&mut self) {
-        self.queue = self.entries.keys().copied().collect();
+        let mut ids: Vec<u64> = self.entries.keys().copied().collect();
+        ids.sort_unstable();
+        self.queue = ids.into();
         for entry in self.entries.values_mut() {
             entry.queued = true;
         }
     }
 
+    /// The newest message sent at least once, if any.
+    fn last_sent(&self) -> Option<u64> {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.sends > 0)
+            .map(|(id, _)| *id)
+            .max()
+    }
+
     /// True while a message was sent and is not confirmed yet (not queued to be sent again).
     fn sent_unconfirmed(&self) -> bool {
         self.entries.values().any(|e| e.sends > 0 && !e.queued)
-    }
-
-    /// Queues `id` again (a direct send that failed), unless it is queued already or gone;
-    /// true when it was queued now.
-    fn requeue(&mut self, id: u64) -> bool {
-        match self.entries.get_mut(&id) {
-            Some(entry) if !entry.queued => {
-                entry.queued = true;
-                self.queue.push_back(id);
-                true
-            }
-            _ => false,
-        }
     }
 }
 
@@ -167,8 +285,9 @@ struct Counters {
 struct Shared {
     config: ConnectionConfig,
     options: ReliablePublisherOptions,
-    /// Prefix of the message ids this publisher generates: random per publisher.
-    id_prefix: String,
+    /// Prefix of the message ids this publisher generates: random per publisher, with the
+    /// `-` before the number.
+    id_prefix: [u8; 17],
     outbox: Mutex<Outbox>,
     /// Wakes the driver: something was queued.
     work: Notify,
@@ -191,16 +310,16 @@ impl Shared {
         if outcomes.is_empty() {
             return;
         }
-        let settled: Vec<_> = {
+        let tells: Vec<Tell> = {
             let mut out = self.outbox();
             outcomes
                 .into_iter()
-                .map(|(id, outcome)| (out.remove(id), outcome))
+                .filter_map(|(id, outcome)| out.settle(id, outcome, &self.counters))
                 .collect()
         };
         self.freed_room();
-        for (entry, outcome) in settled {
-            self.tell(entry, outcome);
+        for (tx, outcome) in tells {
+            let _ = tx.send(outcome);
         }
     }
 
@@ -213,21 +332,55 @@ impl Shared {
 
     /// Settles `id` with `outcome`, if it is still held, and frees its room.
     fn settle(&self, id: u64, outcome: Result<()>) {
-        let entry = self.outbox().remove(id);
+        let tell = self.outbox().settle(id, outcome, &self.counters);
         self.freed_room();
-        self.tell(entry, outcome);
+        if let Some((tx, outcome)) = tell {
+            let _ = tx.send(outcome);
+        }
     }
 
-    /// Counts a settled message's outcome and tells its publish (when it was still held).
-    fn tell(&self, entry: Option<Entry>, outcome: Result<()>) {
-        let Some(entry) = entry else { return };
-        match &outcome {
-            Ok(()) => self.counters.confirmed.fetch_add(1, Ordering::Relaxed),
-            Err(_) => self.counters.failed.fetch_add(1, Ordering::Relaxed),
-        };
-        if let Some(waiter) = entry.waiter {
-            let _ = waiter.send(outcome);
+    /// The outcome of a message a [`ReliableConfirmation`] sent itself, from that channel's
+    /// confirm (a confirm or a return): settles it if it is still held, and drops what the
+    /// driver may have kept for it (a later send's outcome: the first one counts).
+    fn claim(&self, id: u64, outcome: Result<()>) -> Result<()> {
+        let mut out = self.outbox();
+        if out.remove(id).is_some() {
+            let counter = match &outcome {
+                Ok(()) => &self.counters.confirmed,
+                Err(_) => &self.counters.failed,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        } else {
+            out.unclaimed.remove(&id);
         }
+        drop(out);
+        self.freed_room();
+        outcome
+    }
+
+    /// A message a [`ReliableConfirmation`] sent itself lost that send (a nack, a lost
+    /// channel): the receiver of the driver's outcome for it, queueing it to be sent again,
+    /// or the outcome the driver already reached (`Closed` once the scope has ended).
+    fn await_driver(
+        &self,
+        id: u64,
+    ) -> std::result::Result<oneshot::Receiver<Result<()>>, Result<()>> {
+        let mut out = self.outbox();
+        let out = &mut *out;
+        let Some(entry) = out.entries.get_mut(&id) else {
+            return Err(out
+                .unclaimed
+                .remove(&id)
+                .unwrap_or(Err(Error::Closed("publisher"))));
+        };
+        let (tx, rx) = oneshot::channel();
+        entry.waiter = Waiter::Task(tx);
+        if !entry.queued {
+            entry.queued = true;
+            out.queue.push_back(id);
+            self.work.notify_one();
+        }
+        Ok(rx)
     }
 
     /// Ends the publisher: later publishes fail, waiting ones fail with [`Error::Closed`].
@@ -240,12 +393,95 @@ impl Shared {
             std::mem::take(&mut out.entries)
         };
         for entry in entries.into_values() {
-            if let Some(w) = entry.waiter {
-                let _ = w.send(Err(Error::Closed("publisher")));
+            if let Waiter::Task(tx) = entry.waiter {
+                let _ = tx.send(Err(Error::Closed("publisher")));
             }
         }
         self.room.notify_waiters();
         self.state.send_replace(PublisherState::Closed);
+    }
+}
+
+/// Generated `message_id`s, written a batch at a time into one shared text that each id is a
+/// slice of: `<prefix>-<n>` per message cost an allocation and the formatting machinery, a
+/// sixth of a reliable publish's instructions. A held message keeps its batch's text alive
+/// (about 2 KiB).
+struct IdBatch {
+    /// The id of the batch's first message.
+    first: u64,
+    text: ShortString,
+    /// Where each id's text ends in `text`.
+    ends: Vec<u16>,
+}
+
+impl IdBatch {
+    /// Ids per batch.
+    const LEN: u64 = 64;
+
+    fn empty() -> Self {
+        IdBatch {
+            first: u64::MAX,
+            text: ShortString::new(),
+            ends: Vec::new(),
+        }
+    }
+
+    /// The `message_id` of message `id`: `<prefix><id>` (the prefix ends with the `-`).
+    fn message_id(&mut self, prefix: &[u8; 17], id: u64) -> ShortString {
+        if id.wrapping_sub(self.first) >= self.ends.len() as u64 {
+            *self = IdBatch::write(prefix, id);
+        }
+        let at = id.wrapping_sub(self.first) as usize;
+        let start = if at == 0 { 0 } else { self.ends[at - 1] };
+        self.text
+            .slice(usize::from(start)..usize::from(self.ends[at]))
+            .unwrap_or_default()
+    }
+
+    /// The ids from `first` on: the first written out, the others counted up from it digit
+    /// by digit (no division per id).
+    fn write(prefix: &[u8; 17], first: u64) -> Self {
+        let mut digits = [b'0'; 20];
+        let mut at = digits.len();
+        let mut n = first;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let count = Self::LEN.min((u64::MAX - first).saturating_add(1)) as usize;
+        let mut text = Vec::with_capacity(count * (prefix.len() + 20));
+        let mut ends = Vec::with_capacity(count);
+        for _ in 0..count {
+            text.extend_from_slice(prefix);
+            text.extend_from_slice(&digits[at..]);
+            ends.push(u16::try_from(text.len()).unwrap_or(u16::MAX));
+            // Add one, carrying; a carry out of the top digit adds a digit.
+            let mut i = digits.len();
+            loop {
+                i -= 1;
+                if digits[i] == b'9' {
+                    digits[i] = b'0';
+                    if i == 0 {
+                        break;
+                    }
+                } else {
+                    digits[i] += 1;
+                    break;
+                }
+            }
+            if i < at {
+                at = i;
+            }
+        }
+        IdBatch {
+            first,
+            text: ShortString::from_utf8(Bytes::from(text)).unwrap_or_default(),
+            ends,
+        }
     }
 }
 
@@ -297,7 +533,10 @@ pub struct ReliablePublisher {
 impl fmt::Debug for ReliablePublisher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReliablePublisher")
-            .field("id_prefix", &self.shared.id_prefix)
+            .field(
+                "id_prefix",
+                &String::from_utf8_lossy(&self.shared.id_prefix[..16]),
+            )
             .field("state", &*self.shared.state.borrow())
             .field("stats", &self.stats())
             .finish()
@@ -313,8 +552,6 @@ impl Drop for CloseOnDrop {
     }
 }
 
-/// Withdraws a publish whose caller stopped waiting (dropped, timed out): it is not sent
-/// (again), and its room is freed. A no-op once it was settled.
 /// The broker's confirm of a message put in the outbox with
 /// [`ReliablePublisher::publish_queued`]: `Ok` once confirmed, or the error no retry fixes.
 #[must_use = "the outcome of the publish is only known by awaiting it"]
@@ -326,12 +563,12 @@ pub struct ReliableConfirmation {
 enum Inner {
     /// The driver sends the message (and again after a loss): its outcome.
     Queued(oneshot::Receiver<Result<()>>),
-    /// The caller sent it on the driver's channel: that channel's confirm settles it; if the
-    /// channel goes first, the driver sends it again and `rx` gets the outcome.
+    /// The caller sent it on the driver's channel (of `generation`): that channel's confirm
+    /// settles it; if the channel goes first, the driver's outcome is asked for.
     Direct {
         confirmation: Confirmation,
         id: u64,
-        rx: Option<oneshot::Receiver<Result<()>>>,
+        generation: u64,
         shared: Arc<Shared>,
     },
     /// The outcome was handed out.
@@ -352,37 +589,32 @@ impl Future for ReliableConfirmation {
         loop {
             match &mut self.inner {
                 Inner::Queued(rx) => {
-                    return Pin::new(rx)
-                        .poll(cx)
-                        .map(|r| r.unwrap_or(Err(Error::Closed("publisher"))));
+                    let outcome = std::task::ready!(Pin::new(rx).poll(cx));
+                    self.inner = Inner::Done;
+                    return Poll::Ready(outcome.unwrap_or(Err(Error::Closed("publisher"))));
                 }
                 Inner::Done => return Poll::Ready(Err(Error::Closed("publisher"))),
                 Inner::Direct {
                     confirmation,
                     id,
-                    rx,
                     shared,
+                    ..
                 } => {
                     let outcome = std::task::ready!(Pin::new(confirmation).poll(cx));
+                    let (id, shared) = (*id, shared.clone());
                     match outcome {
-                        Ok(()) => {
-                            shared.settle(*id, Ok(()));
+                        Ok(()) | Err(Error::Returned(_)) => {
                             self.inner = Inner::Done;
-                            return Poll::Ready(Ok(()));
+                            return Poll::Ready(shared.claim(id, outcome));
                         }
-                        Err(e @ Error::Returned(_)) => {
-                            shared.settle(*id, Err(e.clone()));
-                            self.inner = Inner::Done;
-                            return Poll::Ready(Err(e));
-                        }
-                        // Nacked, or the channel went: sent again by the driver.
-                        Err(_) => {
-                            if shared.outbox().requeue(*id) {
-                                shared.work.notify_one();
+                        // Nacked, or the channel went: the driver sends it (again).
+                        Err(_) => match shared.await_driver(id) {
+                            Ok(rx) => self.inner = Inner::Queued(rx),
+                            Err(outcome) => {
+                                self.inner = Inner::Done;
+                                return Poll::Ready(outcome);
                             }
-                            let rx = rx.take().expect("taken once");
-                            self.inner = Inner::Queued(rx);
-                        }
+                        },
                     }
                 }
             }
@@ -397,26 +629,28 @@ impl Drop for ReliableConfirmation {
         if let Inner::Direct {
             confirmation,
             id,
+            generation,
             shared,
-            ..
         } = std::mem::replace(&mut self.inner, Inner::Done)
         {
             let mut out = shared.outbox();
-            if out.entries.contains_key(&id) && !out.closed {
-                out.orphans.push((id, confirmation));
-                drop(out);
-                shared.work.notify_one();
+            match out.entries.get_mut(&id) {
+                Some(entry) => {
+                    entry.waiter = Waiter::Nobody;
+                    out.orphans.push(Orphan {
+                        id,
+                        generation,
+                        confirmation,
+                    });
+                    drop(out);
+                    shared.work.notify_one();
+                }
+                None => {
+                    out.unclaimed.remove(&id);
+                }
             }
         }
     }
-}
-
-/// A message put in the outbox: its id, its outcome, and the channel to send it on when the
-/// caller sends it itself.
-struct Enqueued {
-    id: u64,
-    rx: oneshot::Receiver<Result<()>>,
-    direct: Option<(Channel, Arc<Message>)>,
 }
 
 /// A publish waiting for room, counted so that settling wakes waiters only when there are any.
@@ -437,6 +671,8 @@ impl Drop for RoomWait<'_> {
     }
 }
 
+/// Withdraws a publish whose caller stopped waiting (dropped, timed out): it is not sent
+/// (again), and its room is freed. A no-op once it was settled.
 struct Withdraw<'a> {
     shared: &'a Shared,
     id: u64,
@@ -490,13 +726,17 @@ impl ReliablePublisher {
     }
 
     fn new(config: ConnectionConfig, options: ReliablePublisherOptions) -> Self {
-        let id_prefix = format!("{:016x}", fastrand::u64(..));
+        let mut id_prefix = [b'-'; 17];
+        let random = fastrand::u64(..);
+        for (i, digit) in id_prefix[..16].iter_mut().enumerate() {
+            *digit = b"0123456789abcdef"[((random >> (60 - 4 * i)) & 0xf) as usize];
+        }
         ReliablePublisher {
             shared: Arc::new(Shared {
                 config,
                 options,
                 id_prefix,
-                outbox: Mutex::new(Outbox::default()),
+                outbox: Mutex::new(Outbox::new()),
                 work: Notify::new(),
                 room: Notify::new(),
                 room_waiting: std::sync::atomic::AtomicUsize::new(0),
@@ -520,66 +760,19 @@ impl ReliablePublisher {
         exchange: &str,
         routing_key: &str,
         body: impl IntoBody,
-        properties: BasicProperties,
+        mut properties: BasicProperties,
     ) -> Result<ReliableConfirmation> {
         let mandatory = self.shared.options.mandatory;
-        let enqueued = self
+        let (_, confirmation) = self
             .enqueue(
                 exchange,
                 routing_key,
                 body.into_bytes(),
-                properties,
+                &mut properties,
                 mandatory,
             )
             .await?;
-        Ok(self.dispatch(enqueued))
-    }
-
-    /// Sends a message the caller may send itself on the driver's channel, without waiting
-    /// (so a caller dropped at any point leaves no message half-taken); the confirmation to
-    /// await either way. A channel that cannot take it now leaves it to the driver.
-    fn dispatch(&self, enqueued: Enqueued) -> ReliableConfirmation {
-        let Enqueued { id, rx, direct } = enqueued;
-        let Some((ch, m)) = direct else {
-            return ReliableConfirmation {
-                inner: Inner::Queued(rx),
-            };
-        };
-        let options = PublishOptions::default().with_mandatory(m.mandatory);
-        let sent = ch.try_publish_ref(
-            &m.exchange,
-            &m.routing_key,
-            m.body.clone(),
-            &m.properties,
-            options,
-        );
-        match sent {
-            Ok(Some(confirmation)) => ReliableConfirmation {
-                inner: Inner::Direct {
-                    confirmation,
-                    id,
-                    rx: Some(rx),
-                    shared: self.shared.clone(),
-                },
-            },
-            // A message no channel can carry (a name over 255 bytes, a NaN header): no
-            // retry fixes it.
-            Err(e @ Error::Encode(_)) => {
-                self.shared.settle(id, Err(e));
-                ReliableConfirmation {
-                    inner: Inner::Queued(rx),
-                }
-            }
-            // The channel is full, paused or gone: the driver sends it (again, if need be).
-            Ok(None) | Err(_) => {
-                if self.shared.outbox().requeue(id) {
-                    self.shared.work.notify_one();
-                }
-                ReliableConfirmation {
-                    inner: Inner::Queued(rx),
-                }
-            }
-        }
+        Ok(confirmation)
     }
 
     /// Publishes `body` to `exchange` with `routing_key` and waits until the broker confirms
@@ -609,18 +802,14 @@ impl ReliablePublisher {
         exchange: &str,
         routing_key: &str,
         body: Bytes,
-        properties: BasicProperties,
+        mut properties: BasicProperties,
         mandatory: bool,
     ) -> Result<()> {
         let shared = &*self.shared;
-        let enqueued = self
-            .enqueue(exchange, routing_key, body, properties, mandatory)
+        let (id, wait) = self
+            .enqueue(exchange, routing_key, body, &mut properties, mandatory)
             .await?;
-        let _withdraw = Withdraw {
-            shared,
-            id: enqueued.id,
-        };
-        let wait = self.dispatch(enqueued);
+        let _withdraw = Withdraw { shared, id };
         match shared.options.publish_timeout {
             Some(limit) => tokio::time::timeout(limit, wait).await.unwrap_or_else(|_| {
                 shared.counters.failed.fetch_add(1, Ordering::Relaxed);
@@ -630,15 +819,20 @@ impl ReliablePublisher {
         }
     }
 
-    /// Waits for room, then puts the message in the outbox; its id and the outcome to await.
+    /// Waits for room, then puts the message in the outbox with its properties encoded (they
+    /// are borrowed, not moved: their 368 bytes are not copied into each future on the way)
+    /// and, when nothing waits to go out before it and a channel is up, sends it from here
+    /// (without a hop through the driver's task, and without waiting: a channel that cannot
+    /// take it now leaves it to the driver). All of it under one lock, so a caller dropped
+    /// at any await leaves nothing half-taken. Its id and the confirmation to await.
     async fn enqueue(
         &self,
         exchange: &str,
         routing_key: &str,
         body: Bytes,
-        mut properties: BasicProperties,
+        properties: &mut BasicProperties,
         mandatory: bool,
-    ) -> Result<Enqueued> {
+    ) -> Result<(u64, ReliableConfirmation)> {
         let shared = &*self.shared;
         let options = &shared.options;
         if body.len() > options.max_bytes {
@@ -647,7 +841,21 @@ impl ReliablePublisher {
                 max: options.max_bytes,
             });
         }
-        let mut entry = Some((exchange.to_owned(), routing_key.to_owned(), body));
+        // Names no channel can carry fail here, whichever way the message would go out.
+        for (name, context) in [
+            (exchange, "basic.publish.exchange"),
+            (routing_key, "basic.publish.routing_key"),
+        ] {
+            if name.len() > ShortString::MAX_LEN {
+                shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+                return Err(EncodeError::ShortStringTooLong {
+                    context,
+                    len: name.len(),
+                }
+                .into());
+            }
+        }
+        let mut entry = Some(body);
         // Registered for the room only after a first look found none: a publish that fits at
         // once touches no waiter list.
         let mut waiting: Option<RoomWait<'_>> = None;
@@ -662,56 +870,97 @@ impl ReliablePublisher {
                 if out.closed {
                     return Err(Error::Closed("publisher"));
                 }
-                let len = entry.as_ref().map_or(0, |e| e.2.len());
+                let len = entry.as_ref().map_or(0, Bytes::len);
                 let fits = out.entries.len() < options.max_messages
                     && out.bytes + len <= options.max_bytes;
                 if fits {
-                    let (exchange, routing_key, body) = entry.take().expect("taken once");
+                    let body = entry.take().expect("taken once");
                     let id = out.next_id;
                     out.next_id += 1;
                     if properties.message_id.is_none() {
-                        properties.message_id = Some(format!("{}-{id}", shared.id_prefix).into());
+                        properties.message_id = Some(out.ids.message_id(&shared.id_prefix, id));
                     }
-                    let (tx, rx) = oneshot::channel();
-                    out.bytes += body.len();
-                    let message = Arc::new(Message {
+                    let (exchange, routing_key) = out.route(exchange, routing_key);
+                    let properties = match out.encode(properties) {
+                        Ok(encoded) => encoded,
+                        // Properties no channel can carry (a string over 255 bytes, a NaN
+                        // header): no retry fixes them, and nothing is held.
+                        Err(e) => {
+                            shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+                            return Err(e);
+                        }
+                    };
+                    let message = Message {
                         exchange,
                         routing_key,
                         body,
                         properties,
                         mandatory,
-                    });
-                    // Nothing waits to go out before it and a channel is up: the caller sends
-                    // it itself, without a hop through the driver's task.
-                    let direct = match &out.direct {
-                        Some(ch) if out.queue.is_empty() => Some((ch.clone(), message.clone())),
-                        _ => None,
                     };
+                    let out = &mut *out;
+                    if out.queue.is_empty()
+                        && let Some((ch, generation)) = &out.direct
+                    {
+                        let sent = ch.try_publish_ref(
+                            &message.exchange,
+                            &message.routing_key,
+                            Held(&message.body),
+                            (&message.properties).into(),
+                            PublishOptions::default().with_mandatory(mandatory),
+                        );
+                        match sent {
+                            Ok(Some(confirmation)) => {
+                                let generation = *generation;
+                                out.bytes += message.body.len();
+                                out.entries.insert(
+                                    id,
+                                    Entry {
+                                        message,
+                                        sends: 1,
+                                        queued: false,
+                                        waiter: Waiter::Direct,
+                                    },
+                                );
+                                shared.counters.sent.fetch_add(1, Ordering::Relaxed);
+                                let inner = Inner::Direct {
+                                    confirmation,
+                                    id,
+                                    generation,
+                                    shared: self.shared.clone(),
+                                };
+                                return Ok((id, ReliableConfirmation { inner }));
+                            }
+                            // A message no channel can carry (a name over 255 bytes, a NaN
+                            // header): no retry fixes it, and nothing is held.
+                            Err(e @ Error::Encode(_)) => {
+                                shared.counters.failed.fetch_add(1, Ordering::Relaxed);
+                                return Err(e);
+                            }
+                            // The channel is full, paused or gone: the driver sends it.
+                            Ok(None) | Err(_) => {}
+                        }
+                    }
+                    let (tx, rx) = oneshot::channel();
+                    out.bytes += message.body.len();
                     out.entries.insert(
                         id,
                         Entry {
                             message,
-                            sends: u32::from(direct.is_some()),
-                            queued: direct.is_none(),
-                            waiter: Some(tx),
+                            sends: 0,
+                            queued: true,
+                            waiter: Waiter::Task(tx),
                         },
                     );
-                    if direct.is_some() {
-                        shared.counters.sent.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        out.queue.push_back(id);
-                    }
+                    out.queue.push_back(id);
                     // Withdrawn ids stay queued until taken: while no connection takes any,
                     // they are swept out here, so the queue stays within twice the cap.
                     if out.queue.len() > 2 * options.max_messages.max(1) {
-                        let Outbox { queue, entries, .. } = &mut *out;
+                        let Outbox { queue, entries, .. } = out;
                         queue.retain(|id| entries.contains_key(id));
                     }
-                    drop(out);
-                    if direct.is_none() {
-                        shared.work.notify_one();
-                    }
-                    return Ok(Enqueued { id, rx, direct });
+                    shared.work.notify_one();
+                    let inner = Inner::Queued(rx);
+                    return Ok((id, ReliableConfirmation { inner }));
                 }
                 if options.when_full == WhenFull::Fail {
                     return Err(Error::PublisherFull {

@@ -33,20 +33,17 @@ async fn timed_out_publishes_leave_the_send_queue_bounded() {
 #[tokio::test]
 async fn a_message_keeps_the_callers_message_id_or_gets_a_unique_one() {
     let p = unconnected(ReliablePublisherOptions::default());
-    let mine = BasicProperties::default().with_message_id("order-7");
-    let super::Enqueued {
-        id: a, rx: _wait_a, ..
-    } = p.enqueue("", "q", "a".into(), mine, true).await.unwrap();
-    let super::Enqueued {
-        id: b, rx: _wait_b, ..
-    } = p
-        .enqueue("", "q", "b".into(), Default::default(), true)
+    let mut mine = BasicProperties::default().with_message_id("order-7");
+    let (a, _wait_a) = p
+        .enqueue("", "q", "a".into(), &mut mine, true)
         .await
         .unwrap();
-    let super::Enqueued {
-        id: c, rx: _wait_c, ..
-    } = p
-        .enqueue("", "q", "c".into(), Default::default(), true)
+    let (b, _wait_b) = p
+        .enqueue("", "q", "b".into(), &mut Default::default(), true)
+        .await
+        .unwrap();
+    let (c, _wait_c) = p
+        .enqueue("", "q", "c".into(), &mut Default::default(), true)
         .await
         .unwrap();
     let out = p.shared.outbox();
@@ -54,13 +51,21 @@ async fn a_message_keeps_the_callers_message_id_or_gets_a_unique_one() {
         out.entries[&n]
             .message
             .properties
+            .decode()
+            .unwrap()
             .message_id
             .clone()
             .unwrap()
     };
     assert_eq!(&*id(a), "order-7");
     assert_ne!(id(b), id(c));
-    assert!(id(b).starts_with(&p.shared.id_prefix), "{:?}", id(b));
+    let prefix = std::str::from_utf8(&p.shared.id_prefix).unwrap();
+    assert!(id(b).starts_with(prefix), "{:?}", id(b));
+    assert_eq!(
+        &id(c)[prefix.len()..],
+        c.to_string(),
+        "the id follows the prefix"
+    );
     // Another publisher generates other ids.
     let other = unconnected(ReliablePublisherOptions::default());
     assert_ne!(other.shared.id_prefix, p.shared.id_prefix);
@@ -69,8 +74,8 @@ async fn a_message_keeps_the_callers_message_id_or_gets_a_unique_one() {
 #[tokio::test]
 async fn closing_fails_what_waits_and_refuses_what_comes() {
     let p = unconnected(ReliablePublisherOptions::default().with_max_messages(1));
-    let super::Enqueued { rx: waiting, .. } = p
-        .enqueue("", "q", "a".into(), Default::default(), true)
+    let (_, waiting) = p
+        .enqueue("", "q", "a".into(), &mut Default::default(), true)
         .await
         .unwrap();
     let blocked = p.publish("", "q", "b", BasicProperties::default());
@@ -80,7 +85,7 @@ async fn closing_fails_what_waits_and_refuses_what_comes() {
         "full: it waits"
     );
     p.shared.close();
-    assert!(matches!(waiting.await, Ok(Err(Error::Closed(_)))));
+    assert!(matches!(waiting.await, Err(Error::Closed(_))));
     assert!(matches!(blocked.await, Err(Error::Closed(_))));
     assert!(matches!(p.state(), PublisherState::Closed));
 }
@@ -92,4 +97,15 @@ async fn futures_poll_once<F: std::future::Future + Unpin>(mut f: F) -> Option<F
         std::task::Poll::Pending => std::task::Poll::Ready(None),
     })
     .await
+}
+
+#[test]
+fn generated_ids_are_the_prefix_and_the_number_across_batches() {
+    let prefix = *b"0123456789abcdef-";
+    let mut batch = IdBatch::empty();
+    let ids = (0..200).chain(9_990..10_010).chain([63, 64, 1_000, 999]);
+    for id in ids.chain([u64::MAX - 100, u64::MAX - 1, u64::MAX]) {
+        let text = batch.message_id(&prefix, id);
+        assert_eq!(&*text, format!("0123456789abcdef-{id}"), "id {id}");
+    }
 }
