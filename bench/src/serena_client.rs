@@ -81,12 +81,16 @@ async fn publish_window(
 
 /// publish_confirm through a `ReliablePublisher`: the same messages, window and checks, the
 /// window kept with `publish_queued` from one task, as `publish_window` keeps it on a channel.
+/// Measured from the publisher being connected to the last confirm, as publish_confirm is
+/// from its channel being open: the publisher's own connection is opened and closed outside.
 pub async fn publish_reliable(p: &Params, names: &Names) -> Result<Outcome> {
     confirmed_publishing(p, names, async |_, body| {
         let options = ReliablePublisherOptions::default()
             .with_mandatory(false)
             .with_max_messages(p.publish_window);
-        ReliablePublisher::scope(&config(), options, async |rp| -> Result<()> {
+        ReliablePublisher::scope(&config(), options, async |rp| -> Result<Span> {
+            rp.connected().await?;
+            let meter = Meter::start();
             let mut pending = VecDeque::with_capacity(p.publish_window);
             for index in 0..p.publish_messages {
                 if pending.len() == p.publish_window {
@@ -107,27 +111,26 @@ pub async fn publish_reliable(p: &Params, names: &Names) -> Result<Outcome> {
             while let Some(confirmation) = pending.pop_front() {
                 confirmation.await?;
             }
-            Ok(())
+            Ok(meter.stop())
         })
         .await
     })
     .await
 }
 
-/// publish_confirm's frame around `publish`: the queue declared, `publish` measured (it must
-/// get `publish_messages` confirmed into `names.main`), the count checked, the queue deleted.
+/// publish_confirm's frame around `publish`: the queue declared, `publish` run (it must get
+/// `publish_messages` confirmed into `names.main`, and returns what it measured), the count
+/// checked, the queue deleted.
 async fn confirmed_publishing(
     p: &Params,
     names: &Names,
-    publish: impl AsyncFnOnce(&Channel, &mut Body) -> Result<()>,
+    publish: impl AsyncFnOnce(&Channel, &mut Body) -> Result<Span>,
 ) -> Result<Outcome> {
     open_connection(&config(), async |conn| -> Result<Outcome> {
         let ch = conn.channel().await?;
         declare(&ch, &names.main).await?;
         let mut body = Body::new(p.small_body);
-        let meter = Meter::start();
-        publish(&ch, &mut body).await?;
-        let span = meter.stop();
+        let span = publish(&ch, &mut body).await?;
         expect_count(
             "confirmed messages in the queue",
             p.publish_messages,
@@ -238,6 +241,7 @@ impl Client for Serena {
 
     async fn publish_confirm(p: &Params, names: &Names) -> Result<Outcome> {
         confirmed_publishing(p, names, async |ch, body| {
+            let meter = Meter::start();
             publish_window(
                 ch,
                 &names.main,
@@ -246,7 +250,8 @@ impl Client for Serena {
                 p.publish_messages,
                 p.publish_window,
             )
-            .await
+            .await?;
+            Ok(meter.stop())
         })
         .await
     }

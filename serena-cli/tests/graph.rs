@@ -24,17 +24,17 @@ fn text(bytes: &[u8]) -> String {
 }
 
 #[test]
-fn the_readme_shows_the_graph_of_the_root_topology() {
+fn the_topology_docs_show_the_graph_of_the_root_topology() {
     let o = graph(&["topology.toml"], None);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let drawn = text(&o.stdout);
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let start = readme.find("```mermaid\n").expect("a mermaid block") + "```mermaid\n".len();
-    let end = start + readme[start..].find("```").unwrap();
+    let docs = std::fs::read_to_string(repo().join("docs/topology.md")).unwrap();
+    let start = docs.find("```mermaid\n").expect("a mermaid block") + "```mermaid\n".len();
+    let end = start + docs[start..].find("```").unwrap();
     assert_eq!(
-        &readme[start..end],
+        &docs[start..end],
         drawn,
-        "README.md's mermaid block is stale: paste `serena topology graph topology.toml` into it"
+        "docs/topology.md's mermaid block is stale: paste `serena topology graph topology.toml` into it"
     );
     // What the example routes, each once.
     for edge in [
