@@ -48,7 +48,7 @@ const USAGE: &str = "usage: serena-bench [--scaling] [--quick] [--json] [--reps 
 [--only SCENARIO,...|DIMENSION,...] [--clients serena,lapin,amqprs] \
 [--flavor multi_thread|current_thread|both] [--name-len N]
 scenarios: publish_confirm publish_noconfirm consume_ack rpc_latency rpc_direct large_body \
-many_channels
+many_channels publish_reliable publish_confirm_ids (the last two serena's only)
 scaling dimensions (with --scaling): body channels publishers";
 
 fn parse_plan(args: &[String]) -> Result<Plan, String> {

@@ -157,6 +157,9 @@ pub fn child(client: &str, scenario: Scenario, options: ChildOptions, base: &str
             ("serena", Scenario::PublishReliable) => {
                 crate::serena_client::publish_reliable(&p, &names).await
             }
+            ("serena", Scenario::PublishConfirmIds) => {
+                crate::serena_client::publish_confirm_ids(&p, &names).await
+            }
             ("serena", _) => scenario::run::<Serena>(scenario, &p, &names).await,
             ("lapin", _) => scenario::run::<Lapin>(scenario, &p, &names).await,
             ("amqprs", _) => scenario::run::<Amqprs>(scenario, &p, &names).await,

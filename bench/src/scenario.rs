@@ -43,11 +43,15 @@ pub enum Scenario {
     /// publish_confirm through serena's `ReliablePublisher` (serena only: the peers have no
     /// such handle), to compare with serena's publish_confirm on a plain channel.
     PublishReliable,
+    /// publish_confirm on a plain channel with a `message_id` of the reliable publisher's form
+    /// on every message (serena only): the messages publish_reliable sends, so the two differ
+    /// by the handle alone and not by what the ids cost the broker.
+    PublishConfirmIds,
 }
 
 impl Scenario {
     /// All of them, in run order.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::PublishConfirm,
         Scenario::PublishNoconfirm,
         Scenario::ConsumeAck,
@@ -56,6 +60,7 @@ impl Scenario {
         Scenario::LargeBody,
         Scenario::ManyChannels,
         Scenario::PublishReliable,
+        Scenario::PublishConfirmIds,
     ];
 
     /// The name used on the command line and in the output.
@@ -69,6 +74,7 @@ impl Scenario {
             Scenario::LargeBody => "large_body",
             Scenario::ManyChannels => "many_channels",
             Scenario::PublishReliable => "publish_reliable",
+            Scenario::PublishConfirmIds => "publish_confirm_ids",
         }
     }
 
@@ -77,10 +83,13 @@ impl Scenario {
         Scenario::ALL.into_iter().find(|s| s.name() == name)
     }
 
-    /// True when `client` runs it: every client runs every scenario but publish_reliable,
-    /// which is serena's alone.
+    /// True when `client` runs it: every client runs every scenario but publish_reliable and
+    /// publish_confirm_ids, which are serena's alone.
     pub fn runs_with(self, client: &str) -> bool {
-        self != Scenario::PublishReliable || client == "serena"
+        !matches!(
+            self,
+            Scenario::PublishReliable | Scenario::PublishConfirmIds
+        ) || client == "serena"
     }
 
     /// True when the scenario pushes messages as fast as it can, so the machine's CPU bounds
@@ -332,8 +341,8 @@ pub async fn run<C: Client>(scenario: Scenario, p: &Params, names: &Names) -> Re
         Scenario::RpcDirect => C::rpc_direct(p, names).await?,
         Scenario::LargeBody => C::large_body(p, names).await?,
         Scenario::ManyChannels => C::many_channels(p, names).await?,
-        Scenario::PublishReliable => {
-            return Err(format!("{} has no publish_reliable", C::NAME).into());
+        Scenario::PublishReliable | Scenario::PublishConfirmIds => {
+            return Err(format!("{} has no {scenario}", C::NAME).into());
         }
     };
     if outcome.span.is_none() {

@@ -118,6 +118,52 @@ pub async fn publish_reliable(p: &Params, names: &Names) -> Result<Outcome> {
     .await
 }
 
+/// publish_confirm with a `message_id` on every message, of the form the reliable publisher
+/// generates (16 hex digits, `-`, the message's number): the same messages publish_reliable
+/// sends, on a plain channel.
+pub async fn publish_confirm_ids(p: &Params, names: &Names) -> Result<Outcome> {
+    confirmed_publishing(p, names, async |ch, body| {
+        let prefix = "5e7e4a0c3b1d2f96-";
+        let meter = Meter::start();
+        let mut pending: VecDeque<Confirmation> = VecDeque::with_capacity(p.publish_window);
+        let mut id = String::with_capacity(40);
+        for index in 0..p.publish_messages {
+            if pending.len() == p.publish_window {
+                pending.pop_front().expect("window is full").await?;
+            }
+            id.clear();
+            id.push_str(prefix);
+            push_decimal(&mut id, index);
+            let properties = BasicProperties::default().with_message_id(id.as_str());
+            let confirm = ch
+                .basic_publish_with("", &names.main, body.stamp(index), properties, NOT_MANDATORY)
+                .await?;
+            pending.push_back(confirm);
+        }
+        while let Some(confirm) = pending.pop_front() {
+            confirm.await?;
+        }
+        Ok(meter.stop())
+    })
+    .await
+}
+
+/// Appends `n` in decimal, without the formatting machinery.
+fn push_decimal(text: &mut String, n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    text.extend(digits[at..].iter().map(|d| char::from(*d)));
+}
+
 /// publish_confirm's frame around `publish`: the queue declared, `publish` run (it must get
 /// `publish_messages` confirmed into `names.main`, and returns what it measured), the count
 /// checked, the queue deleted.

@@ -497,7 +497,10 @@ impl IdBatch {
 /// broker's refusal of that message ([`Error::UnexpectedClose`] with 403 access-refused,
 /// 404 not-found or 406 precondition-failed, scope [`CloseScope::Channel`](crate::CloseScope)),
 /// [`Error::Timeout`] ([`ReliablePublisherOptions::publish_timeout`]), [`Error::PublisherFull`]
-/// ([`WhenFull::Fail`]), [`Error::MessageTooLarge`], or [`Error::Closed`] after the scope.
+/// ([`WhenFull::Fail`]), [`Error::MessageTooLarge`], [`Error::Encode`] (a message no channel
+/// can carry: a name over 255 bytes or a NaN header fail the publish at once and are never
+/// held; properties larger than the negotiated frame size fail when the message is sent), or
+/// [`Error::Closed`] after the scope.
 ///
 /// Each message keeps one `message_id` through every republish: the caller's, or one
 /// generated (`<publisher>-<n>`), so consumers can drop duplicates.
