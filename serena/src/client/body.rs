@@ -93,10 +93,10 @@ impl<const N: usize> IntoBody for [u8; N] {
 /// A body kept for publishing again (the reliable publisher's): published by reference,
 /// without a clone of the [`Bytes`] (the protocol layer copies it below
 /// [`SHARED_BODY_MIN`], shares it from there).
-pub(crate) struct Held<'a>(pub(crate) &'a Bytes);
+pub(crate) struct HeldBody<'a>(pub(crate) &'a Bytes);
 
-impl sealed::Sealed for Held<'_> {}
-impl IntoBody for Held<'_> {
+impl sealed::Sealed for HeldBody<'_> {}
+impl IntoBody for HeldBody<'_> {
     fn with_body<R>(self, f: impl FnOnce(Body<'_>) -> R) -> R {
         f(Body::Shared(self.0))
     }

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 
 use super::hosts::Hosts;
 use super::{PublisherState, Shared};
-use crate::client::body::Held;
+use crate::client::body::HeldBody;
 use crate::client::{Channel, Confirmation, Connection, PublishOptions, run_scope};
 use crate::error::{CloseScope, Error, Result, UnexpectedCloseError};
 
@@ -327,7 +327,7 @@ impl Driver {
         let shared = &*self.shared;
         let mut out = shared.outbox();
         while let Some(&id) = out.queue.front() {
-            let Some(entry) = out.entries.get_mut(&id) else {
+            let Some(entry) = out.entries.get_mut(id) else {
                 out.queue.pop_front();
                 continue;
             };
@@ -335,7 +335,7 @@ impl Driver {
             let sent = ch.try_publish_ref(
                 &m.exchange,
                 &m.routing_key,
-                Held(&m.body),
+                HeldBody(&m.body),
                 (&m.properties).into(),
                 PublishOptions::default().with_mandatory(m.mandatory),
             );

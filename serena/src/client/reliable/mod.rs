@@ -20,22 +20,24 @@
 //! not join) fail with [`Error::Closed`].
 
 mod driver;
+mod held;
 mod hosts;
 mod options;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
+
+use held::{Held, IdMap};
 use tokio::sync::{Notify, oneshot, watch};
 
-use crate::client::body::Held;
+use crate::client::body::HeldBody;
 use crate::client::{Channel, Confirmation, IntoBody, PublishOptions};
 use crate::config::{ConnectionConfig, Endpoint};
 use crate::error::{Error, Result};
@@ -120,32 +122,11 @@ struct Entry {
 /// A settled message's waiting publish and its outcome, told once the lock is released.
 type Tell = (oneshot::Sender<Result<()>>, Result<()>);
 
-/// Hashes the outbox's ids: they count up from 0, so one multiply spreads them (SipHash's
-/// setup cost more than the rest of the lookup).
-#[derive(Default)]
-struct IdHash(u64);
-
-impl Hasher for IdHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
 /// What the publisher holds, under one lock.
 struct Outbox {
     next_id: u64,
     /// Every message not yet confirmed or failed, by id (ids count up in publish order).
-    entries: HashMap<u64, Entry, BuildHasherDefault<IdHash>>,
+    entries: Held<Entry>,
     /// Ids to send next. May name withdrawn ids (skipped when taken).
     queue: VecDeque<u64>,
     bytes: usize,
@@ -170,7 +151,7 @@ struct Outbox {
     route: (ShortString, ShortString),
     /// Outcomes the driver reached for messages a [`ReliableConfirmation`] sent itself, kept
     /// until it asks (or is dropped): at most one per live confirmation.
-    unclaimed: HashMap<u64, Result<()>, BuildHasherDefault<IdHash>>,
+    unclaimed: IdMap<Result<()>>,
 }
 
 /// A direct send's confirm that nobody awaits any more.
@@ -181,10 +162,10 @@ struct Orphan {
 }
 
 impl Outbox {
-    fn new() -> Self {
+    fn new(max_messages: usize) -> Self {
         Outbox {
             next_id: 0,
-            entries: HashMap::default(),
+            entries: Held::new(max_messages.max(64).saturating_mul(2)),
             queue: VecDeque::new(),
             bytes: 0,
             closed: false,
@@ -194,7 +175,7 @@ impl Outbox {
             ids: IdBatch::empty(),
             encoded: BytesMut::new(),
             route: (ShortString::new(), ShortString::new()),
-            unclaimed: HashMap::default(),
+            unclaimed: IdMap::default(),
         }
     }
 
@@ -223,7 +204,7 @@ impl Outbox {
     }
     /// Removes `id`, freeing its room; its waiter, if any.
     fn remove(&mut self, id: u64) -> Option<Entry> {
-        let entry = self.entries.remove(&id)?;
+        let entry = self.entries.remove(id)?;
         self.bytes -= entry.message.body.len();
         Some(entry)
     }
@@ -250,9 +231,7 @@ impl Outbox {
     /// Queues every held message again, in publish order: after a lost connection or channel,
     /// what was in flight on it is sent again, before anything newer.
     fn requeue_all(&mut self) {
-        let mut ids: Vec<u64> = self.entries.keys().copied().collect();
-        ids.sort_unstable();
-        self.queue = ids.into();
+        self.queue = self.entries.ids().into();
         for entry in self.entries.values_mut() {
             entry.queued = true;
         }
@@ -263,13 +242,13 @@ impl Outbox {
         self.entries
             .iter()
             .filter(|(_, e)| e.sends > 0)
-            .map(|(id, _)| *id)
+            .map(|(id, _)| id)
             .max()
     }
 
     /// True while a message was sent and is not confirmed yet (not queued to be sent again).
     fn sent_unconfirmed(&self) -> bool {
-        self.entries.values().any(|e| e.sends > 0 && !e.queued)
+        self.entries.iter().any(|(_, e)| e.sends > 0 && !e.queued)
     }
 }
 
@@ -367,7 +346,7 @@ impl Shared {
     ) -> std::result::Result<oneshot::Receiver<Result<()>>, Result<()>> {
         let mut out = self.outbox();
         let out = &mut *out;
-        let Some(entry) = out.entries.get_mut(&id) else {
+        let Some(entry) = out.entries.get_mut(id) else {
             return Err(out
                 .unclaimed
                 .remove(&id)
@@ -390,9 +369,9 @@ impl Shared {
             out.closed = true;
             out.queue.clear();
             out.bytes = 0;
-            std::mem::take(&mut out.entries)
+            out.entries.take_all()
         };
-        for entry in entries.into_values() {
+        for entry in entries {
             if let Waiter::Task(tx) = entry.waiter {
                 let _ = tx.send(Err(Error::Closed("publisher")));
             }
@@ -637,7 +616,7 @@ impl Drop for ReliableConfirmation {
         } = std::mem::replace(&mut self.inner, Inner::Done)
         {
             let mut out = shared.outbox();
-            match out.entries.get_mut(&id) {
+            match out.entries.get_mut(id) {
                 Some(entry) => {
                     entry.waiter = Waiter::Nobody;
                     out.orphans.push(Orphan {
@@ -729,6 +708,7 @@ impl ReliablePublisher {
     }
 
     fn new(config: ConnectionConfig, options: ReliablePublisherOptions) -> Self {
+        let outbox = Mutex::new(Outbox::new(options.max_messages));
         let mut id_prefix = [b'-'; 17];
         let random = fastrand::u64(..);
         for (i, digit) in id_prefix[..16].iter_mut().enumerate() {
@@ -739,7 +719,7 @@ impl ReliablePublisher {
                 config,
                 options,
                 id_prefix,
-                outbox: Mutex::new(Outbox::new()),
+                outbox,
                 work: Notify::new(),
                 room: Notify::new(),
                 room_waiting: std::sync::atomic::AtomicUsize::new(0),
@@ -907,7 +887,7 @@ impl ReliablePublisher {
                         let sent = ch.try_publish_ref(
                             &message.exchange,
                             &message.routing_key,
-                            Held(&message.body),
+                            HeldBody(&message.body),
                             (&message.properties).into(),
                             PublishOptions::default().with_mandatory(mandatory),
                         );
@@ -959,7 +939,7 @@ impl ReliablePublisher {
                     // they are swept out here, so the queue stays within twice the cap.
                     if out.queue.len() > 2 * options.max_messages.max(1) {
                         let Outbox { queue, entries, .. } = out;
-                        queue.retain(|id| entries.contains_key(id));
+                        queue.retain(|id| entries.contains(*id));
                     }
                     shared.work.notify_one();
                     let inner = Inner::Queued(rx);

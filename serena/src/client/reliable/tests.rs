@@ -46,9 +46,11 @@ async fn a_message_keeps_the_callers_message_id_or_gets_a_unique_one() {
         .enqueue("", "q", "c".into(), &mut Default::default(), true)
         .await
         .unwrap();
-    let out = p.shared.outbox();
-    let id = |n: u64| {
-        out.entries[&n]
+    let mut out = p.shared.outbox();
+    let mut id = |n: u64| {
+        out.entries
+            .get_mut(n)
+            .unwrap()
             .message
             .properties
             .decode()
