@@ -4,6 +4,7 @@ mod body;
 mod channel;
 mod connection;
 mod consumer;
+mod id_hash;
 mod options;
 mod pool;
 mod reliable;

@@ -23,9 +23,8 @@
 //! RabbitMQ 3.10: a reply published `mandatory` to the rewritten name is delivered and also
 //! returned with 312 NO_ROUTE (the name is no queue), so replies are published without it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::future::{Future, poll_fn};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -41,6 +40,7 @@ use tokio::time::{Instant, Sleep};
 use super::body::IntoBody;
 use super::channel::Channel;
 use super::consumer::{Consumer, Delivery};
+use super::id_hash::IdMap;
 use super::options::{ConsumeOptions, PublishOptions};
 use crate::driver::shared::lock;
 use crate::error::{Error, Result};
@@ -100,28 +100,6 @@ pub struct ReplyMessage {
     pub body: Bytes,
 }
 
-/// Hashes the call ids, sequential `u64`s, with one multiplication (SipHash, the default,
-/// cost more than the rest of a lookup).
-#[derive(Debug, Default, Clone, Copy)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        // Fibonacci hashing: the high bits, which the table uses, depend on every bit of n.
-        self.0 = n.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
 /// A call waiting for its reply.
 #[derive(Debug)]
 struct Waiting {
@@ -134,7 +112,7 @@ struct Waiting {
 #[derive(Debug, Default)]
 struct Table {
     next_id: u64,
-    waiting: HashMap<u64, Waiting, BuildHasherDefault<IdHasher>>,
+    waiting: IdMap<Waiting>,
     /// The waiting calls by deadline: the first is the next to time out.
     deadlines: BTreeSet<(Instant, u64)>,
     /// When the dispatcher's one timer fires next; `None` while it is not armed.

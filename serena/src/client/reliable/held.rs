@@ -8,31 +8,9 @@
 //! once the ring spans more than `span` ids its front moves to an overflow table, so the ring's
 //! length stays bounded by `span` whatever the caller does.
 
-use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::VecDeque;
 
-/// Hashes ids: they count up from 0, so one multiply spreads them.
-#[derive(Default)]
-pub(super) struct IdHash(u64);
-
-impl Hasher for IdHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-/// A table keyed by the ids of [`IdHash`].
-pub(super) type IdMap<T> = HashMap<u64, T, BuildHasherDefault<IdHash>>;
+use crate::client::id_hash::IdMap;
 
 /// Values by increasing ids; see the module's docs.
 pub(super) struct Held<T> {

@@ -34,7 +34,8 @@ use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 
-use held::{Held, IdMap};
+use crate::client::id_hash::IdMap;
+use held::Held;
 use tokio::sync::{Notify, oneshot, watch};
 
 use crate::client::body::HeldBody;
