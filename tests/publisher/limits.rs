@@ -205,6 +205,8 @@ async fn returned_and_refused_messages_fail_typed_while_the_rest_are_confirmed()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_future_dropped_after_its_first_poll_leaves_nothing_behind() {
+    let q = unique_name("reliable-dropped");
+    declare(&q).await;
     let proxy = Proxy::start().await.expect("proxy");
     let config = proxy.client_config(&unique_name("reliable-dropped"));
     let kept: Mutex<Option<ReliablePublisher>> = Mutex::default();
@@ -252,11 +254,51 @@ async fn every_future_dropped_after_its_first_poll_leaves_nothing_behind() {
             proxy.set_refusing(false);
             within(LIMIT, "connected", p.connected()).await?;
             assert_eq!(p.stats().sent, 0, "the withdrawn message was never sent");
+
+            // Connected: a publish goes out from the caller's task in its first poll; dropped
+            // then, it is withdrawn (sent once, never again). A queued publish's confirmation
+            // dropped after its first poll still gets its message confirmed.
+            assert!(
+                poll_once(p.publish("", &q, "1", BasicProperties::default()))
+                    .await
+                    .is_none()
+            );
+            assert_eq!(
+                (p.stats().sent, p.stats().in_flight),
+                (1, 0),
+                "{:?}",
+                p.stats()
+            );
+            let queued = p
+                .publish_queued("", &q, "2", BasicProperties::default())
+                .await?;
+            assert!(
+                poll_once(queued).await.is_none(),
+                "the confirm takes a round trip"
+            );
+            within(
+                LIMIT,
+                "the dropped confirmation's message confirmed",
+                async {
+                    while p.stats().confirmed < 1 || p.stats().in_flight > 0 {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                },
+            )
+            .await;
+            assert_eq!(p.stats().sent, 2, "nothing sent twice: {:?}", p.stats());
             Ok::<_, Error>(())
         }),
     )
     .await
     .expect("the scope");
+    let seen = drain(&q).await;
+    assert_eq!(
+        seen.get(&2),
+        Some(&1),
+        "the queued message is in the queue once: {seen:?}"
+    );
+    assert!(seen.get(&1).is_none_or(|n| *n == 1), "{seen:?}");
 }
 
 /// `publish_queued` waits only for room: dropped while it waits (after its first poll), it
