@@ -62,6 +62,12 @@ impl<'a> DirectGuard<'a> {
     }
 }
 
+impl Drop for DirectGuard<'_> {
+    fn drop(&mut self) {
+        self.shared.outbox().direct = None;
+    }
+}
+
 /// What [`Driver::send_next`] did.
 enum Sent {
     /// Sent the message of this id; its confirm.
@@ -71,12 +77,6 @@ enum Sent {
     /// The channel cannot take a publish now (write buffer full, connection blocked,
     /// channel paused): the message stays queued.
     NoRoom,
-}
-
-impl Drop for DirectGuard<'_> {
-    fn drop(&mut self) {
-        self.shared.outbox().direct = None;
-    }
 }
 
 pub(super) struct Driver {

@@ -33,18 +33,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-
-use crate::client::id_hash::IdMap;
-use held::Held;
 use tokio::sync::{Notify, oneshot, watch};
 
 use crate::client::body::HeldBody;
+use crate::client::id_hash::IdMap;
 use crate::client::{Channel, Confirmation, IntoBody, PublishOptions};
 use crate::config::{ConnectionConfig, Endpoint};
 use crate::error::{Error, Result};
 use crate::proto::BasicProperties;
 use crate::proto::{EncodeError, EncodedProperties, ShortString};
 
+use held::Held;
 pub use options::{ReliablePublisherOptions, WhenFull};
 
 /// Where a [`ReliablePublisher`]'s connection is.
@@ -203,6 +202,7 @@ impl Outbox {
         }
         self.route.clone()
     }
+
     /// Removes `id`, freeing its room; its waiter, if any.
     fn remove(&mut self, id: u64) -> Option<Entry> {
         let entry = self.entries.remove(id)?;
@@ -215,10 +215,7 @@ impl Outbox {
     /// the lock is released.
     fn settle(&mut self, id: u64, outcome: Result<()>, counters: &Counters) -> Option<Tell> {
         let entry = self.remove(id)?;
-        match &outcome {
-            Ok(()) => counters.confirmed.fetch_add(1, Ordering::Relaxed),
-            Err(_) => counters.failed.fetch_add(1, Ordering::Relaxed),
-        };
+        counters.count(&outcome);
         match entry.waiter {
             Waiter::Task(tx) => Some((tx, outcome)),
             Waiter::Direct => {
@@ -260,6 +257,17 @@ struct Counters {
     republished: AtomicU64,
     failed: AtomicU64,
     reconnects: AtomicU64,
+}
+
+impl Counters {
+    /// Counts a settled message: confirmed, or failed.
+    fn count(&self, outcome: &Result<()>) {
+        let counter = match outcome {
+            Ok(()) => &self.confirmed,
+            Err(_) => &self.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 struct Shared {
@@ -325,11 +333,7 @@ impl Shared {
     fn claim(&self, id: u64, outcome: Result<()>) -> Result<()> {
         let mut out = self.outbox();
         if out.remove(id).is_some() {
-            let counter = match &outcome {
-                Ok(()) => &self.counters.confirmed,
-                Err(_) => &self.counters.failed,
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
+            self.counters.count(&outcome);
         } else {
             out.unclaimed.remove(&id);
         }
