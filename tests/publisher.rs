@@ -18,26 +18,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serena::proto::FieldTable;
-use serena::{Channel, ConnectionConfig, QueueDeclareOptions, open_connection};
-use tokio::time::timeout;
+use serena::{Channel, QueueDeclareOptions};
 
 /// The longest any case may take.
 const LIMIT: Duration = Duration::from_secs(90);
 
-/// A configuration straight to the broker, for setting up and checking.
-fn direct() -> ConnectionConfig {
-    serena_tests::config("serena-tests publisher direct")
-}
-
-/// Runs `body` on a channel of a direct connection; any failure fails the test.
+/// Runs `body` on a channel of a connection straight to the broker; any failure fails the
+/// test.
 async fn on_broker<T>(body: impl AsyncFnOnce(&Channel) -> serena::Result<T>) -> T {
-    timeout(
-        LIMIT,
-        open_connection(&direct(), async |conn| conn.open_channel(body).await),
-    )
-    .await
-    .expect("the direct connection does not hang")
-    .expect("setup or check on the direct connection")
+    serena_tests::on_broker("serena-tests publisher direct", LIMIT, body).await
 }
 
 /// Declares `queue`: not exclusive (the publisher's connections come and go), gone a minute

@@ -57,8 +57,21 @@ async fn publish_window(
     count: u64,
     window: usize,
 ) -> Result<()> {
+    let no_properties = |_| BasicProperties::default();
+    publish_window_with(ch, queue, body, first..first + count, window, no_properties).await
+}
+
+/// [`publish_window`] with the properties of message `index` from `properties`.
+async fn publish_window_with(
+    ch: &Channel,
+    queue: &str,
+    body: &mut Body,
+    indexes: std::ops::Range<u64>,
+    window: usize,
+    mut properties: impl FnMut(u64) -> BasicProperties,
+) -> Result<()> {
     let mut pending: VecDeque<Confirmation> = VecDeque::with_capacity(window);
-    for index in first..first + count {
+    for index in indexes {
         if pending.len() == window {
             pending.pop_front().expect("window is full").await?;
         }
@@ -67,7 +80,7 @@ async fn publish_window(
                 "",
                 queue,
                 body.stamp(index),
-                BasicProperties::default(),
+                properties(index),
                 NOT_MANDATORY,
             )
             .await?;
@@ -123,26 +136,16 @@ pub async fn publish_reliable(p: &Params, names: &Names) -> Result<Outcome> {
 /// sends, on a plain channel.
 pub async fn publish_confirm_ids(p: &Params, names: &Names) -> Result<Outcome> {
     confirmed_publishing(p, names, async |ch, body| {
-        let prefix = "5e7e4a0c3b1d2f96-";
-        let meter = Meter::start();
-        let mut pending: VecDeque<Confirmation> = VecDeque::with_capacity(p.publish_window);
         let mut id = String::with_capacity(40);
-        for index in 0..p.publish_messages {
-            if pending.len() == p.publish_window {
-                pending.pop_front().expect("window is full").await?;
-            }
+        let with_id = |index| {
             id.clear();
-            id.push_str(prefix);
+            id.push_str("5e7e4a0c3b1d2f96-");
             push_decimal(&mut id, index);
-            let properties = BasicProperties::default().with_message_id(id.as_str());
-            let confirm = ch
-                .basic_publish_with("", &names.main, body.stamp(index), properties, NOT_MANDATORY)
-                .await?;
-            pending.push_back(confirm);
-        }
-        while let Some(confirm) = pending.pop_front() {
-            confirm.await?;
-        }
+            BasicProperties::default().with_message_id(id.as_str())
+        };
+        let meter = Meter::start();
+        let all = 0..p.publish_messages;
+        publish_window_with(ch, &names.main, body, all, p.publish_window, with_id).await?;
         Ok(meter.stop())
     })
     .await

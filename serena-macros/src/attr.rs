@@ -351,7 +351,7 @@ fn offset_value(value: &Expr) -> syn::Result<Offset> {
                 "first" => Ok(Offset::First),
                 "last" => Ok(Offset::Last),
                 "next" => Ok(Offset::Next),
-                t if is_interval(t) => Ok(Offset::Interval(text)),
+                t if serena_topology::is_interval(t) => Ok(Offset::Interval(text)),
                 other => Err(syn::Error::new(
                     s.span(),
                     format!("{other:?} is not a stream offset; {OFFSET_FORMS}"),
@@ -385,17 +385,6 @@ fn offset_value(value: &Expr) -> syn::Result<Offset> {
         }
         _ => Err(syn::Error::new(value.span(), OFFSET_FORMS)),
     }
-}
-
-/// Digits then one unit of Y, M, D, h, m, s: the intervals RabbitMQ reads.
-fn is_interval(s: &str) -> bool {
-    let Some(unit) = s.chars().last() else {
-        return false;
-    };
-    let digits = &s[..s.len() - unit.len_utf8()];
-    matches!(unit, 'Y' | 'M' | 'D' | 'h' | 'm' | 's')
-        && !digits.is_empty()
-        && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn string_value(value: &Expr, name: &str) -> syn::Result<LitStr> {

@@ -143,8 +143,9 @@ impl QueueType {
     }
 }
 
-/// `7D`, `12h`, `1Y`: digits then one unit.
-pub(crate) fn is_max_age(s: &str) -> bool {
+/// True for RabbitMQ's interval form, digits then one unit of `Y`, `M`, `D`, `h`, `m`, `s`
+/// (`7D`, `12h`, `1Y`): what `x-max-age` and a stream consumer's `x-stream-offset` take.
+pub fn is_interval(s: &str) -> bool {
     let Some(unit) = s.chars().last() else {
         return false;
     };
@@ -161,10 +162,10 @@ mod tests {
     #[test]
     fn max_age_needs_digits_and_a_unit() {
         for ok in ["7D", "1Y", "12h", "30m", "5s", "2M"] {
-            assert!(is_max_age(ok), "{ok}");
+            assert!(is_interval(ok), "{ok}");
         }
         for bad in ["", "D", "7", "7d", "7 D", "-1D", "1.5h", "7DD", "é"] {
-            assert!(!is_max_age(bad), "{bad}");
+            assert!(!is_interval(bad), "{bad}");
         }
     }
 

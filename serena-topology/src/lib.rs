@@ -54,6 +54,7 @@ pub use definitions::{DefinitionsError, field_to_json, json_to_field, table_to_j
 pub use drift::{Drift, DriftKind};
 pub use error::{Destination, Entity, EntityName, Location, Problem, TopologyError};
 pub use graph::GraphFormat;
+pub use kinds::is_interval;
 pub use model::{
     Binding, Exchange, ExchangeKind, Origin, Overflow, Queue, QueueType, Retry, STANDARD_EXCHANGES,
     Topology,

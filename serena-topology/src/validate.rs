@@ -276,7 +276,7 @@ fn problems(t: &Topology) -> Vec<Problem> {
             }
         }
         if let Some(age) = &q.max_age
-            && !super::kinds::is_max_age(age)
+            && !super::kinds::is_interval(age)
         {
             c.at(
                 "max_age",

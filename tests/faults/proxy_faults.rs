@@ -26,7 +26,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serena::{Channel, ConnectionConfig, Error, QueueDeclareOptions, open_connection};
+use serena::{Channel, Error, QueueDeclareOptions};
 use tokio::time::timeout;
 
 use serena_tests::cancel::Cancelled;
@@ -43,20 +43,10 @@ mod supervisor;
 /// The longest any single step may take before it counts as a hang.
 const LIMIT: Duration = Duration::from_secs(60);
 
-/// A configuration straight to the broker, for setting up and checking.
-fn direct() -> ConnectionConfig {
-    serena_tests::config("serena-tests proxy_faults direct")
-}
-
-/// Runs `body` on a channel of a direct connection; any failure fails the test.
+/// Runs `body` on a channel of a connection straight to the broker; any failure fails the
+/// test.
 async fn on_broker<T>(body: impl AsyncFnOnce(&Channel) -> serena::Result<T>) -> T {
-    timeout(
-        LIMIT,
-        open_connection(&direct(), async |conn| conn.open_channel(body).await),
-    )
-    .await
-    .expect("the direct connection does not hang")
-    .expect("setup or check on the direct connection")
+    serena_tests::on_broker("serena-tests proxy_faults direct", LIMIT, body).await
 }
 
 /// Declares `queue`: not exclusive (it outlives the connection under test), not durable.

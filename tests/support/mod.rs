@@ -33,6 +33,20 @@ pub fn config(name: &str) -> ConnectionConfig {
         .with_connection_name(Some(name.to_owned()))
 }
 
+/// Runs `body` on a channel of a connection straight to the broker, named `name`, for a test's
+/// setup or checks; a failure, or no answer within `limit`, fails the test.
+pub async fn on_broker<T>(
+    name: &str,
+    limit: Duration,
+    body: impl AsyncFnOnce(&serena::Channel) -> serena::Result<T>,
+) -> T {
+    let config = config(name);
+    let checked = serena::open_connection(&config, async |conn| conn.open_channel(body).await);
+    within(limit, "the direct connection", checked)
+        .await
+        .expect("setup or check on the direct connection")
+}
+
 /// Awaits `f` for at most `limit`; a timeout fails the test naming `what`.
 pub async fn within<F: IntoFuture>(limit: Duration, what: &str, f: F) -> F::Output {
     tokio::time::timeout(limit, f)

@@ -452,20 +452,7 @@ impl Channel {
         properties: BasicProperties,
         options: PublishOptions,
     ) -> Result<Confirmation> {
-        self.publish_ref(exchange, routing_key, body, (&properties).into(), options)
-            .await
-    }
-
-    /// [`basic_publish_with`](Self::basic_publish_with) with borrowed properties: a caller that
-    /// keeps a message to send it again (the reliable publisher) does not clone them each time.
-    pub(crate) async fn publish_ref(
-        &self,
-        exchange: &str,
-        routing_key: &str,
-        body: impl IntoBody,
-        properties: PropertiesRef<'_>,
-        options: PublishOptions,
-    ) -> Result<Confirmation> {
+        let properties = PropertiesRef::from(&properties);
         check_headers(properties)?;
         let deadline = options
             .timeout
@@ -479,9 +466,10 @@ impl Channel {
         })
     }
 
-    /// [`publish_ref`](Self::publish_ref) without waiting: `Ok(None)` (nothing sent) when the
-    /// write buffer is full, the broker blocks the connection or the server paused the
-    /// channel. No timeout applies to its confirm.
+    /// [`basic_publish_with`](Self::basic_publish_with) without waiting, with borrowed (or
+    /// encoded) properties, for the reliable publisher, which keeps its messages to send them
+    /// again: `Ok(None)` (nothing sent) when the write buffer is full, the broker blocks the
+    /// connection or the server paused the channel. No timeout applies to its confirm.
     pub(crate) fn try_publish_ref(
         &self,
         exchange: &str,

@@ -71,21 +71,10 @@ impl StreamOffset {
     /// RabbitMQ accepts); every other offset is always valid.
     pub fn is_valid(&self) -> bool {
         match self {
-            StreamOffset::Interval(text) => is_interval(text),
+            StreamOffset::Interval(text) => serena_topology::is_interval(text),
             _ => true,
         }
     }
-}
-
-/// `7D`, `12h`: digits then one unit (RabbitMQ's interval for `x-stream-offset` and `x-max-age`).
-pub(crate) fn is_interval(s: &str) -> bool {
-    let Some(unit) = s.chars().last() else {
-        return false;
-    };
-    let digits = &s[..s.len() - unit.len_utf8()];
-    matches!(unit, 'Y' | 'M' | 'D' | 'h' | 'm' | 's')
-        && !digits.is_empty()
-        && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 impl fmt::Display for StreamOffset {
